@@ -1,0 +1,48 @@
+"""Provenance blocks recorded in every JSON result (model identity, versions), and atomic writes."""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def versions() -> dict[str, str]:
+    """Library versions that produced a result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import circuitforge
+
+    out = {"circuitforge": circuitforge.__version__}
+    for pkg in ("transformer-lens", "torch", "transformers", "bitsandbytes"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - optional package
+            out[pkg] = "absent"
+    return out
+
+
+def sha256_json(obj: Any) -> str:
+    """Stable sha256 of a JSON-serialisable object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,133 @@
+"""Batched, padded scoring of tasks.
+
+* cloze with distractors: correct when the answer's summed log-prob beats every distractor's;
+* cloze without distractors: greedy first-token match (argmax at the prompt's last position equals the
+  answer's first token);
+* multiple choice: lm-evaluation-harness style (WMDP template): the prompt is
+  ``"{question}\\nA. {c0}\\nB. {c1}...\\nAnswer:"`` and each choice is scored by the log-likelihood of
+  ``" A"``, ``" B"``...; the highest wins.
+
+Sequences are right-padded; with causal attention a position never sees the padding to its right, so
+the log-probs are exact (checked against unbatched scoring in the tests).
+"""
+
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+
+from circuitforge.data.task import ChoiceItem, ClozeItem, Task
+from circuitforge.models.handle import ModelHandle
+
+LogitsFn = Callable[[Int[torch.Tensor, "batch pos"]], Float[torch.Tensor, "batch pos vocab"]]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-task scores. ``answer_logprob`` is the summed log-prob of the correct continuation (nats)."""
+
+    accuracy: float
+    mean_answer_logprob: float
+    n: int
+    correct: tuple[bool, ...]
+    answer_logprob: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"accuracy": self.accuracy, "mean_answer_logprob": self.mean_answer_logprob, "n": self.n}
+
+
+def choice_prompt(item: ChoiceItem) -> str:
+    letters = string.ascii_uppercase
+    body = "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(item.choices))
+    return f"{item.question.strip()}\n{body}\nAnswer:"
+
+
+def encode(handle: ModelHandle, context: str, continuation: str) -> tuple[list[int], int]:
+    """Token ids of ``context`` (with BOS) + ``continuation`` (no special tokens) and the context length."""
+    ctx = handle.to_tokens(context)[0].tolist()
+    cont = handle.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    return ctx + list(cont), len(ctx)
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int = 0) -> Int[torch.Tensor, "batch pos"]:
+    """Right-pad token lists to one tensor."""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    handle: ModelHandle,
+    pairs: list[tuple[str, str]],
+    batch_size: int = 16,
+    logits_fn: LogitsFn | None = None,
+) -> tuple[list[float], list[bool]]:
+    """Summed log-prob of each continuation given its context, and whether it is the greedy choice at
+    every one of its tokens. ``logits_fn`` overrides the forward pass (e.g. a quantized model)."""
+    fn = logits_fn or handle.logits
+    enc = [encode(handle, c, x) for c, x in pairs]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))  # batch similar lengths together
+    lps, greedy = [0.0] * len(enc), [False] * len(enc)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        toks = pad_batch([enc[i][0] for i in idx])
+        logp = torch.log_softmax(fn(toks.to(handle.device)).float(), dim=-1).cpu()
+        for row, i in enumerate(idx):
+            ids, n_ctx = enc[i]
+            tgt = torch.tensor(ids[n_ctx:])
+            pred = logp[row, n_ctx - 1 : len(ids) - 1]
+            lps[i] = pred.gather(1, tgt[:, None]).sum().item()
+            greedy[i] = bool((pred.argmax(-1) == tgt).all())
+    return lps, greedy
+
+
+def evaluate(handle: ModelHandle, task: Task, batch_size: int = 16, logits_fn: LogitsFn | None = None) -> EvalResult:
+    """Score ``task`` on ``handle`` (see module docstring for the rules). Batched and padded."""
+    pairs: list[tuple[str, str]] = []
+    spans: list[tuple[int, int, int]] = []  # (start, count, index of correct option)
+    for it in task.items:
+        if isinstance(it, ClozeItem):
+            opts = [it.answer, *it.distractors]
+            spans.append((len(pairs), len(opts), 0))
+            pairs += [(it.prompt, o) for o in opts]
+        else:
+            ctx = choice_prompt(it)
+            spans.append((len(pairs), len(it.choices), it.answer))
+            pairs += [(ctx, f" {string.ascii_uppercase[i]}") for i in range(len(it.choices))]
+    lps, _ = continuation_logprobs(handle, pairs, batch_size, logits_fn)
+    correct, ans_lp = [], []
+    first_tok: list[bool] = []
+    if task.kind == "cloze" and any(not it.distractors for it in task.items):  # type: ignore[union-attr]
+        first_tok = _first_token_match(handle, task, batch_size, logits_fn)
+    for k, (s, n, a) in enumerate(spans):
+        scores = lps[s : s + n]
+        it = task.items[k]
+        if isinstance(it, ClozeItem) and not it.distractors:
+            ok = first_tok[k]
+        else:
+            ok = all(scores[a] > scores[j] for j in range(n) if j != a)
+        correct.append(bool(ok))
+        ans_lp.append(scores[a])
+    n = len(correct)
+    return EvalResult(sum(correct) / n, sum(ans_lp) / n, n, tuple(correct), tuple(ans_lp))
+
+
+@torch.no_grad()
+def _first_token_match(handle: ModelHandle, task: Task, batch_size: int, logits_fn: LogitsFn | None) -> list[bool]:
+    fn = logits_fn or handle.logits
+    out = []
+    items = task.items
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        ctx = [handle.to_tokens(it.prompt)[0].tolist() for it in chunk]  # type: ignore[union-attr]
+        toks = pad_batch(ctx)
+        last = fn(toks.to(handle.device))[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]
+        for j, it in enumerate(chunk):
+            first = handle.tokenizer(it.answer, add_special_tokens=False)["input_ids"][0]  # type: ignore[union-attr]
+            out.append(int(last[j].argmax()) == first)
+    return out

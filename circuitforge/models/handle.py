@@ -1,0 +1,124 @@
+"""The thin model handle: a TransformerLens 4 ``TransformerBridge`` plus identity and architecture facts.
+
+No algorithm lives here. Algorithms are free functions in the pipeline packages that take a handle.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+
+Family = Literal["llama", "gpt2"]
+
+
+def _strip(name: str) -> str:
+    return name.replace("._original_component", "")
+
+
+@dataclass(eq=False)
+class ModelHandle:
+    """A loaded model.
+
+    Attributes:
+        bridge: the TransformerLens 4 ``TransformerBridge`` (eval mode after loading).
+        spec: the spec string it was loaded from (``"smollm2-135m"``, a folder, a ``.gguf`` file...).
+        family: ``"llama"`` (gated MLP, RMSNorm, RoPE, possibly grouped-query attention) or ``"gpt2"``.
+        n_layers, n_heads, n_kv_heads, d_head, d_model, d_mlp, d_vocab: architecture facts. For models
+            without grouped-query attention ``n_kv_heads == n_heads``. Query head ``h`` reads KV head
+            ``h // (n_heads // n_kv_heads)`` (HuggingFace ``repeat_kv`` order).
+        source_dir: the HF checkpoint folder the weights came from, when there is one.
+    """
+
+    bridge: Any = field(repr=False, kw_only=False)
+    spec: str
+    family: Family
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    d_mlp: int
+    d_vocab: int
+    source_dir: str | None = None
+    _sha256: str | None = field(default=None, repr=False)
+
+    # -- plain accessors -------------------------------------------------------------------------
+    @property
+    def hf(self) -> torch.nn.Module:
+        """The wrapped HuggingFace model (its module tree is rewritten by the bridge)."""
+        return self.bridge.original_model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.bridge.tokenizer
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV head."""
+        return self.n_heads // self.n_kv_heads
+
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """HF parameter names (without the bridge's ``._original_component``) → live parameters.
+
+        Tied parameters appear once (the first name HF gives them).
+        """
+        out: dict[str, torch.nn.Parameter] = {}
+        seen: set[int] = set()
+        for name, p in self.hf.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            out[_strip(name)] = p
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """HF-keyed state dict of the live weights (what :func:`circuitforge.models.save` writes)."""
+        return {_strip(k): v for k, v in self.hf.state_dict().items()}
+
+    # -- identity --------------------------------------------------------------------------------
+    @property
+    def sha256(self) -> str:
+        """sha256 over the weights (sorted HF names, dtype, shape, bytes). Cached; call
+        :meth:`invalidate_identity` after editing weights in place."""
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            sd = self.state_dict()
+            for k in sorted(sd):
+                t = sd[k].detach().to("cpu").contiguous()
+                h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._sha256 = h.hexdigest()
+        return self._sha256
+
+    def invalidate_identity(self) -> None:
+        self._sha256 = None
+
+    def identity(self) -> dict[str, str]:
+        """``{"spec": ..., "sha256": ...}`` as recorded in every JSON report."""
+        return {"spec": self.spec, "sha256": self.sha256, "family": self.family}
+
+    def architecture(self) -> dict[str, int | str]:
+        return {
+            "family": self.family,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_head": self.d_head,
+            "d_model": self.d_model,
+            "d_mlp": self.d_mlp,
+            "d_vocab": self.d_vocab,
+        }
+
+    # -- running ---------------------------------------------------------------------------------
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True) -> Int[torch.Tensor, "batch pos"]:
+        return self.bridge.to_tokens(text, prepend_bos=prepend_bos)
+
+    def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos vocab"]:
+        """Plain forward pass (no hooks), in whatever grad mode the caller is in."""
+        return self.bridge(tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device

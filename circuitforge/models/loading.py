@@ -1,0 +1,186 @@
+"""Turn a spec string into a :class:`ModelHandle`.
+
+Specs:
+
+* ``smollm2-135m`` — the embedded default, SmolLM2-135M-Instruct (see :mod:`.smollm2`);
+* ``tiny-gpt2``, ``tiny-llama`` — seeded random tiny models built from a config (no download);
+* ``tiny-facts`` — a tiny Llama (grouped-query attention) trained on a synthetic fact world (see :mod:`.tiny`);
+* a local HF checkpoint folder (safetensors only unless ``allow_pickle=True``; never ``trust_remote_code``);
+* a ``.gguf`` file;
+* anything else is treated as a HuggingFace hub name (offline, this fails with one clear sentence).
+"""
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuitforge.errors import CircuitForgeError
+from circuitforge.models.handle import Family, ModelHandle
+
+SUPPORTED = {"llama": "llama", "gpt2": "gpt2"}
+BUILTIN_SPECS = ("smollm2-135m", "tiny-gpt2", "tiny-llama", "tiny-facts")
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the chatter of transformers / TransformerLens while booting."""
+    loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+
+
+def _family(model_type: str, where: str) -> Family:
+    if model_type not in SUPPORTED:
+        raise CircuitForgeError(
+            f"{where}: model type {model_type!r} is not supported (supported: {', '.join(SUPPORTED)})"
+        )
+    return SUPPORTED[model_type]  # type: ignore[return-value]
+
+
+def from_hf(hf_model: torch.nn.Module, tokenizer: Any, spec: str, source_dir: str | None = None) -> ModelHandle:
+    """Wrap an already-loaded HF causal LM and tokenizer in a bridge and a handle (eval mode, fp32 kept)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = hf_model.config
+    family = _family(cfg.model_type, spec)
+    with _quiet():
+        bridge = TransformerBridge.boot_transformers(
+            source_dir or spec, hf_model=hf_model, tokenizer=tokenizer, device="cpu"
+        )
+    bridge.eval()
+    tc = bridge.cfg
+    n_heads = int(tc.n_heads)
+    n_kv = int(getattr(tc, "n_key_value_heads", None) or n_heads)
+    return ModelHandle(
+        bridge=bridge,
+        spec=spec,
+        family=family,
+        n_layers=int(tc.n_layers),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_head=int(tc.d_head),
+        d_model=int(tc.d_model),
+        d_mlp=int(tc.d_mlp),
+        d_vocab=int(tc.d_vocab),
+        source_dir=source_dir,
+    )
+
+
+def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_pickle: bool = False) -> ModelHandle:
+    """Load a local HF checkpoint folder. Weights must be safetensors unless ``allow_pickle``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(folder)
+    spec = spec or str(folder)
+    if not (path / "config.json").is_file():
+        raise CircuitForgeError(f"{folder}: not a HuggingFace checkpoint folder (no config.json)")
+    has_st = any(path.glob("*.safetensors"))
+    has_bin = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
+    if not has_st:
+        if has_bin and not allow_pickle:
+            raise CircuitForgeError(
+                f"{folder}: only pickled weights (*.bin) found; pickles can run code, so they are refused "
+                "(convert to safetensors, or pass allow_pickle=True / --allow-pickle if you trust the source)"
+            )
+        if not has_bin:
+            raise CircuitForgeError(f"{folder}: no weights found (expected *.safetensors)")
+    import json
+
+    model_type = json.loads((path / "config.json").read_text()).get("model_type", "?")
+    _family(model_type, str(folder))
+    try:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.float32, use_safetensors=has_st, trust_remote_code=False
+            )
+    except (OSError, ValueError) as e:
+        raise CircuitForgeError(f"{folder}: could not load checkpoint: {str(e).splitlines()[0]}") from e
+    model.eval()
+    return from_hf(model, tok, spec=spec, source_dir=str(path))
+
+
+def load_gguf(file: str | os.PathLike[str], spec: str | None = None) -> tuple[Any, Any]:
+    """Load a ``.gguf`` file through transformers (dequantized to fp32); returns ``(hf_model, tokenizer)``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(file)
+    if not path.is_file():
+        raise CircuitForgeError(f"{file}: no such GGUF file")
+    try:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as e:
+        raise CircuitForgeError(f"{file}: could not read GGUF: {str(e).splitlines()[0]}") from e
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.eval()
+    return model, tok
+
+
+def load_hub(name: str) -> ModelHandle:
+    """The real ``from_pretrained`` path for a hub name (safetensors only, no remote code)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+            )
+    except Exception as e:  # noqa: BLE001 - any failure here is "could not fetch"
+        raise CircuitForgeError(
+            f"{name!r} is not a built-in spec, a local folder or a .gguf file, and could not be fetched from "
+            f"the HuggingFace hub (offline or unknown name: {type(e).__name__})"
+        ) from e
+    model.eval()
+    return from_hf(model, tok, spec=name)
+
+
+def load(spec: str = "smollm2-135m", *, allow_pickle: bool = False, progress: bool = True) -> ModelHandle:
+    """Load a model from a spec string and return a :class:`ModelHandle` (eval mode, fp32, CPU).
+
+    Args:
+        spec: ``smollm2-135m`` (default), ``tiny-gpt2``, ``tiny-llama``, ``tiny-facts``, a local HF
+            folder, a ``.gguf`` file or a hub name.
+        allow_pickle: accept a folder whose weights are pickled ``*.bin`` files (they can run code).
+        progress: print progress on first-use conversions (download, GGUF conversion, tiny training).
+
+    Raises:
+        CircuitForgeError: with a one-line message when the spec cannot be loaded.
+    """
+    from circuitforge.models import smollm2, tiny
+
+    if spec == "smollm2-135m":
+        return load_folder(smollm2.ensure_cached(progress=progress), spec=spec)
+    if spec in ("tiny-gpt2", "tiny-llama"):
+        return load_folder(tiny.ensure_random(spec), spec=spec)
+    if spec == "tiny-facts":
+        return load_folder(tiny.ensure_trained(progress=progress), spec=spec)
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        model, tok = load_gguf(path, spec)
+        return from_hf(model, tok, spec=spec)
+    if path.is_dir():
+        return load_folder(path, spec=spec, allow_pickle=allow_pickle)
+    if path.exists():
+        raise CircuitForgeError(f"{spec}: a file that is neither a .gguf nor a checkpoint folder")
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[-1]:
+        raise CircuitForgeError(f"{spec}: no such folder or file")
+    return load_hub(spec)
