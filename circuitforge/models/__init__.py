@@ -1,8 +1,8 @@
 """Stage 1 — models: spec string → :class:`ModelHandle`; components → parameter slices; saving."""
 
-from circuitforge.models.handle import ModelHandle
+from circuitforge.models.handle import ModelHandle, clone
 from circuitforge.models.loading import from_hf, load
 from circuitforge.models.saving import save
 from circuitforge.models.weights import ParamSlice, component_params, parse_node
 
-__all__ = ["ModelHandle", "ParamSlice", "component_params", "from_hf", "load", "parse_node", "save"]
+__all__ = ["ModelHandle", "clone", "ParamSlice", "component_params", "from_hf", "load", "parse_node", "save"]

@@ -122,3 +122,11 @@ class ModelHandle:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
+
+
+def clone(handle: ModelHandle, spec: str | None = None) -> ModelHandle:
+    """An independent deep copy of ``handle`` (weights, bridge, tokenizer): edit the copy, never the input."""
+    import copy
+    import dataclasses
+
+    return dataclasses.replace(handle, bridge=copy.deepcopy(handle.bridge), spec=spec or handle.spec, _sha256=None)
