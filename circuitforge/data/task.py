@@ -81,15 +81,11 @@ def _space(s: str) -> str:
 
 
 def _listish(v: Any, where: str) -> list[str]:
-    if isinstance(v, str):  # CSV cells
-        v = v.strip()
-        if v.startswith("["):
-            try:
-                v = json.loads(v)
-            except json.JSONDecodeError as e:
-                raise CircuitForgeError(f"{where}: not a JSON list: {e}") from e
-        else:
-            v = [x for x in v.split("|")] if v else []
+    if isinstance(v, str):  # CSV cells hold JSON lists
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise CircuitForgeError(f"{where}: a string cell must hold a JSON list ({e.msg})") from e
     if not isinstance(v, list | tuple) or not all(isinstance(x, str) and x.strip() for x in v):
         raise CircuitForgeError(f"{where}: expected a list of non-empty strings")
     return list(v)
