@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 # torch first, pinned to the CPU wheel, so nothing later pulls a multi-GB CUDA build
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[dev]"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false NO_MKDOCS_2_WARNING=1
 python -m ruff check circuitforge tests benchmarks notebooks
 python -m mypy
 python -m pytest tests notebooks --nbmake -q "$@"

@@ -154,7 +154,7 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     if builder is None:
         raise CircuitForgeError(f"{path}: unsupported task file type {suffix!r} (use .jsonl, .json, .parquet or .csv)")
     if suffix in (".jsonl", ".json"):  # validate JSON lines ourselves to report the row number
-        rows = []
+        rows: list[dict[str, Any]] = []
         text = path.read_text(encoding="utf-8")
         if suffix == ".json" and text.lstrip().startswith("["):
             data = json.loads(text)

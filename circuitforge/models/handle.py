@@ -83,11 +83,11 @@ class ModelHandle:
         out: dict[str, torch.nn.Parameter] = {}
         seen: set[int] = set()
         for name in self.canonical_names():
-            p = by_name.get(name)
-            if p is None or id(p) in seen or name not in canonical:
+            param = by_name.get(name)
+            if param is None or id(param) in seen or name not in canonical:
                 continue
-            seen.add(id(p))
-            out[name] = p
+            seen.add(id(param))
+            out[name] = param
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:

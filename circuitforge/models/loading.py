@@ -30,6 +30,12 @@ BUILTIN_SPECS = ("smollm2-135m", "tiny-gpt2", "tiny-llama", "tiny-facts")
 @contextlib.contextmanager
 def _quiet() -> Any:
     """Silence the chatter of transformers / TransformerLens while booting."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -52,7 +58,7 @@ def _family(model_type: str, where: str) -> Family:
     return SUPPORTED[model_type]  # type: ignore[return-value]
 
 
-def from_hf(hf_model: torch.nn.Module, tokenizer: Any, spec: str, source_dir: str | None = None) -> ModelHandle:
+def from_hf(hf_model: Any, tokenizer: Any, spec: str, source_dir: str | None = None) -> ModelHandle:
     """Wrap an already-loaded HF causal LM and tokenizer in a bridge and a handle (eval mode, fp32 kept)."""
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -66,6 +72,7 @@ def from_hf(hf_model: torch.nn.Module, tokenizer: Any, spec: str, source_dir: st
     tc = bridge.cfg
     n_heads = int(tc.n_heads)
     n_kv = int(getattr(tc, "n_key_value_heads", None) or n_heads)
+    assert tc.d_mlp is not None
     return ModelHandle(
         bridge=bridge,
         spec=spec,
@@ -115,7 +122,7 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
     return from_hf(model, tok, spec=spec, source_dir=str(path))
 
 
-def load_gguf(file: str | os.PathLike[str], spec: str | None = None) -> tuple[Any, Any]:
+def load_gguf(file: str | os.PathLike[str], spec: str | None = None) -> tuple[Any, Any]:  # noqa: ARG001
     """Load a ``.gguf`` file through transformers (dequantized to fp32); returns ``(hf_model, tokenizer)``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,7 +132,7 @@ def load_gguf(file: str | os.PathLike[str], spec: str | None = None) -> tuple[An
     try:
         with _quiet():
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            model: Any = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as e:
         raise CircuitForgeError(f"{file}: could not read GGUF: {str(e).splitlines()[0]}") from e
     if getattr(model, "hf_quantizer", None) is not None:
