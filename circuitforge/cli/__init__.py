@@ -9,10 +9,10 @@ import sys
 import typer
 
 from circuitforge.cli import _common
-from circuitforge.cli._common import app
 
 # each module adds its commands to `app` on import
 from circuitforge.cli import models as _models  # noqa: E402,F401
+from circuitforge.cli._common import app
 
 for _mod in ("quant", "attribution", "surgery", "verify", "bench", "demo"):
     try:

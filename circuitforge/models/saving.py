@@ -12,8 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from circuitforge._provenance import versions, write_json_atomic
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import ModelHandle
