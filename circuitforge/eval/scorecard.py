@@ -1,0 +1,97 @@
+"""The four-property scorecard of an unlearned model (paper §5; DESIGN.md "verify" JSON).
+
+| property | value | passes when (default threshold) |
+|---|---|---|
+| ``forgetting`` | forget accuracy drop, base fp − unlearned fp | ``value ≥ 0.30`` |
+| ``retain`` | retain accuracy drop, base fp − unlearned fp | ``value ≤ 0.05`` |
+| ``ptq_gap`` | forget acc (unlearned, quantized) − forget acc (unlearned, fp) | ``value ≤ 0.0`` |
+| ``structural_erasure`` | CAD z-score of the mechanistic (base-readout) attribution | verdict is ``erasure`` (``z ≥ 3``) |
+
+Thresholds are settings (``Thresholds``), overridable from the CLI, and every report records them.
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from circuitforge._provenance import versions
+
+FORMAT = "circuitforge.verify/1"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_forget_drop: float = 0.30
+    max_retain_drop: float = 0.05
+    max_ptq_gap: float = 0.0
+    cad_z: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_forget_drop <= 1 or not 0 <= self.max_retain_drop <= 1:
+            raise ValueError("accuracy-drop thresholds must lie in [0, 1]")
+        if self.cad_z <= 0:
+            raise ValueError("cad_z must be positive")
+
+
+@dataclass(frozen=True)
+class Property:
+    value: float
+    threshold: float
+    passed: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "threshold": self.threshold, "pass": self.passed, **self.extra}
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """The verdict on one unlearned model. ``to_dict`` gives the ``circuitforge.verify/1`` JSON."""
+
+    base: dict[str, Any]
+    unlearned: dict[str, Any]
+    forgetting: Property
+    retain: Property
+    ptq_gap: Property
+    structural_erasure: Property
+    cad: dict[str, Any]
+    accuracies: dict[str, float]
+    thresholds: Thresholds
+    tasks: dict[str, Any]
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for p in (self.forgetting, self.retain, self.ptq_gap, self.structural_erasure))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "base": self.base,
+            "unlearned": self.unlearned,
+            "properties": {
+                "forgetting": self.forgetting.to_dict(),
+                "retain": self.retain.to_dict(),
+                "ptq_gap": self.ptq_gap.to_dict(),
+                "structural_erasure": self.structural_erasure.to_dict(),
+            },
+            "cad": self.cad,
+            "pass": self.passed,
+            "accuracies": self.accuracies,
+            "thresholds": asdict(self.thresholds),
+            "tasks": self.tasks,
+            "seconds": self.seconds,
+            "versions": versions(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Scorecard":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} document")
+
+        def prop(name: str) -> Property:
+            p = dict(d["properties"][name])
+            return Property(p.pop("value"), p.pop("threshold"), p.pop("pass"), p)
+
+        return cls(d["base"], d["unlearned"], prop("forgetting"), prop("retain"), prop("ptq_gap"),
+                   prop("structural_erasure"), d["cad"], d["accuracies"], Thresholds(**d["thresholds"]),
+                   d["tasks"], d.get("seconds", 0.0))
