@@ -229,5 +229,5 @@ def load_quantized(
     if exact_fp32:
         for m in model.modules():
             if hasattr(m, "support_avx512bf16_for_cpu"):
-                m.support_avx512bf16_for_cpu = False
+                setattr(m, "support_avx512bf16_for_cpu", False)  # noqa: B010
     return QuantizedModel(hf=model, scheme=sch, folder=str(path), exact_fp32=exact_fp32)
