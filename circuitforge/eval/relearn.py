@@ -30,7 +30,7 @@ class RelearnSettings:
 
 def answer_nll(handle: ModelHandle, task: Task, rows: list[int]) -> torch.Tensor:
     """Mean NLL of the answer tokens of ``task.items[rows]`` (a differentiable scalar)."""
-    enc = [encode(handle, task.items[i].prompt, task.items[i].answer) for i in rows]  # type: ignore[union-attr]
+    enc = [encode(handle, task.items[i].prompt, task.items[i].answer) for i in rows]  # type: ignore[union-attr,arg-type]
     toks = pad_batch([e[0] for e in enc]).to(handle.device)
     logp = torch.log_softmax(handle.logits(toks), dim=-1)
     total, count = logp.new_zeros(()), 0

@@ -182,3 +182,14 @@ def test_llama_slices_follow_gqa_layout(tiny_llama):
     gate, up, down = component_params(tiny_llama, "m1.n7")
     assert gate.view.shape == (64,) and down.view.shape == (64,)
     assert torch.equal(down.view, tiny_llama.named_parameters()["model.layers.1.mlp.down_proj.weight"][:, 7])
+
+
+def test_clone_keeps_gpt2_views_and_survives_grad_forward(tiny_gpt2):
+    toks = tiny_gpt2.to_tokens(PROMPTS)
+    tiny_gpt2.bridge(toks).sum().backward()  # a forward with gradients on, before cloning
+    tiny_gpt2.bridge.zero_grad(set_to_none=True)
+    c = clone(tiny_gpt2)
+    with torch.no_grad():
+        c.named_parameters()["transformer.h.0.attn.c_attn.weight"][:, :16].mul_(3.0)  # head 0's Q columns
+        assert (c.logits(toks) - tiny_gpt2.logits(toks)).abs().max() > 1e-5
+    assert c.bridge.unembed.original_component.weight is c.bridge.embed.original_component.weight
