@@ -126,30 +126,9 @@ def roundtrip_torch(w: Float[torch.Tensor, "out in"], scheme: Scheme) -> Float[t
 
 
 def copy_handle(handle: ModelHandle, spec: str) -> ModelHandle:
-    """An independent copy of ``handle`` whose ``named_parameters()`` drive its forward.
-
-    Llama: ``models.clone``. GPT-2, or any handle ``deepcopy`` refuses (after a grad-enabled forward
-    TransformerLens keeps non-leaf tensors around): a fresh HF model from the config + the handle's state dict,
-    booted into a new bridge. (Measured: after ``clone`` of a GPT-2 handle, the bridge's q/k/v weights no
-    longer share storage with ``c_attn``, so editing the clone's HF ``c_attn`` does not reach its forward.)
-    The input is never modified.
-    """
-    if handle.family == "llama":
-        try:
-            return clone(handle, spec=spec)
-        except RuntimeError:
-            pass
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    from circuitforge.models.loading import from_hf
-
-    sd = handle.state_dict()
-    fresh = AutoModelForCausalLM.from_config(handle.hf.config, dtype=next(handle.hf.parameters()).dtype)
-    fresh.load_state_dict({k: sd[k].detach().clone() for k in fresh.state_dict()}, strict=True)
-    fresh.eval()
-    return from_hf(fresh, copy.deepcopy(handle.tokenizer), spec=spec, source_dir=handle.source_dir)
+    """An independent copy of ``handle`` whose ``named_parameters()`` drive its forward (``models.clone``,
+    which rebuilds the model so GPT-2's q/k/v stay views of ``c_attn``). The input is never modified."""
+    return clone(handle, spec=spec)
 
 
 def quantized_copy(handle: ModelHandle, scheme: "Scheme | str", backend: Backend = "bnb") -> ModelHandle:
