@@ -1,0 +1,233 @@
+"""Shared capture/patch plumbing over a TransformerLens 4 ``TransformerBridge`` (``shared/TL4-NOTES.md`` §2–3).
+
+Writers are read at ``blocks.0.hook_resid_pre`` (``input``: token + position embedding),
+``blocks.L.attn.hook_result`` (``[batch, pos, H, d_model]``, one slice per head) and
+``blocks.L.hook_mlp_out``. Readers are ``blocks.L.attn.hook_q_input`` (``[batch, pos, H, d_model]``),
+``hook_k_input`` / ``hook_v_input`` (``[batch, pos, G, d_model]``: one per KV head — grouped-query
+attention stays native), ``blocks.L.hook_mlp_in`` and ``ln_final.hook_in`` (``logits``). The q/k/v/mlp
+inputs are per-reader forks of the residual (taken before the norm), so patching one changes only that
+reader, and their gradients sum to the residual's gradient.
+
+Inside hooks every slot is handled as a stack ``[count, batch, pos, d_model]`` (``count`` = heads in the
+slot, or 1). Everything is undone on exit: hooks are removed in ``finally``, and the bridge's flags,
+train/eval mode and the parameters' ``requires_grad`` are restored.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+from circuitforge.attribution.graph import Layout, layout_of
+from circuitforge.models.handle import ModelHandle
+
+FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One hook point and the writer/reader indices it holds (``start .. start+count-1``)."""
+
+    name: str
+    kind: str  # writers: input/heads/mlp; readers: q/k/v/mlp/logits
+    layer: int
+    start: int
+    count: int
+    flat: bool  # the activation is [batch, pos, d_model] (no head axis)
+
+
+def writer_slots(lay: Layout) -> list[Slot]:
+    out = [Slot("blocks.0.hook_resid_pre", "input", -1, 0, 1, True)]
+    for L in range(lay.n_layers):
+        base = 1 + L * (lay.n_heads + 1)
+        out.append(Slot(f"blocks.{L}.attn.hook_result", "heads", L, base, lay.n_heads, False))
+        out.append(Slot(f"blocks.{L}.hook_mlp_out", "mlp", L, base + lay.n_heads, 1, True))
+    return out
+
+
+def reader_slots(lay: Layout) -> list[Slot]:
+    out, H, G = [], lay.n_heads, lay.n_kv_heads
+    for L in range(lay.n_layers):
+        base = L * lay.reader_block
+        out.append(Slot(f"blocks.{L}.attn.hook_q_input", "q", L, base, H, False))
+        out.append(Slot(f"blocks.{L}.attn.hook_k_input", "k", L, base + H, G, False))
+        out.append(Slot(f"blocks.{L}.attn.hook_v_input", "v", L, base + H + G, G, False))
+        out.append(Slot(f"blocks.{L}.hook_mlp_in", "mlp", L, base + H + 2 * G, 1, True))
+    out.append(Slot("ln_final.hook_in", "logits", lay.n_layers, lay.n_layers * lay.reader_block, 1, True))
+    return out
+
+
+def to_stack(x: torch.Tensor, slot: Slot) -> torch.Tensor:
+    """``[batch, pos, (count,) d]`` → ``[count, batch, pos, d]`` (a view)."""
+    return x.unsqueeze(0) if slot.flat else x.permute(2, 0, 1, 3)
+
+
+def from_stack(s: torch.Tensor, slot: Slot) -> torch.Tensor:
+    """Inverse of :func:`to_stack`."""
+    return s[0] if slot.flat else s.permute(1, 2, 0, 3)
+
+
+@contextmanager
+def prepared(handle: ModelHandle) -> Iterator[None]:
+    """Turn on the per-head result / split q,k,v input / mlp_in hooks, eval mode and frozen parameters;
+    restore all three on exit."""
+    b = handle.bridge
+    old_flags = {f: getattr(b.cfg, f) for f in FLAGS}
+    was_training = b.training
+    params = list(b.parameters())
+    old_rg = [p.requires_grad for p in params]
+    try:
+        b.set_use_attn_result(True)
+        b.set_use_split_qkv_input(True)
+        b.set_use_hook_mlp_in(True)
+        b.eval()
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, rg in zip(params, old_rg, strict=True):
+            p.requires_grad_(rg)
+        b.train(was_training)
+        b.set_use_attn_result(old_flags["use_attn_result"])
+        b.set_use_split_qkv_input(old_flags["use_split_qkv_input"])
+        b.set_use_hook_mlp_in(old_flags["use_hook_mlp_in"])
+
+
+@contextmanager
+def installed(bridge: Any, hooks: list[tuple[str, Callable[..., Any]]]) -> Iterator[None]:
+    """Add forward hooks ``fn(activation, hook)``; they are removed in ``finally``."""
+    added = []
+    try:
+        for name, fn in hooks:
+            hp = bridge.hook_dict[name]
+            added.append((hp, hp.add_hook(fn, dir="fwd")))
+        yield
+    finally:
+        for hp, h in added:
+            h.hook.remove()
+            if h in hp.fwd_hooks:
+                hp.fwd_hooks.remove(h)
+
+
+SlotFn = Callable[[Slot, torch.Tensor], torch.Tensor | None]
+
+
+@dataclass
+class RunOut:
+    """What :func:`run` returns. ``writers``: ``[W, batch, pos, d]`` when captured; ``grads``: per reader
+    slot ``[count, batch, pos, d]`` gradients of the metric w.r.t. the reader inputs."""
+
+    last_logits: Float[torch.Tensor, "batch vocab"]
+    metric: float | None = None
+    writers: Float[torch.Tensor, "writers batch pos d_model"] | None = None
+    grads: list[torch.Tensor] | None = None
+
+
+def run(
+    handle: ModelHandle,
+    tokens: Int[torch.Tensor, "batch pos"],
+    last: Int[torch.Tensor, " batch"],
+    *,
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    writer_fn: SlotFn | None = None,
+    reader_fn: SlotFn | None = None,
+    capture: bool = False,
+    grads: bool = False,
+) -> RunOut:
+    """One forward pass (call inside :func:`prepared`).
+
+    ``writer_fn(slot, stack)`` / ``reader_fn(slot, stack)`` see each slot's activation as a stack
+    ``[count, batch, pos, d]`` and may return a replacement stack. With ``capture`` the (possibly
+    replaced) writer outputs are returned; with ``grads`` the metric (``metric(last_logits) -> scalar``)
+    is differentiated w.r.t. every reader input (a zero tensor added at each reader keeps the graph
+    intact, so no backward hooks are needed and no parameter gradients are computed).
+    """
+    lay = layout_of(handle)
+    wslots, rslots = writer_slots(lay), reader_slots(lay)
+    captured: list[torch.Tensor] = []
+    leaves: list[torch.Tensor] = []
+
+    def on_writer(slot: Slot) -> Callable[..., Any]:
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            s = to_stack(x, slot)
+            new = writer_fn(slot, s) if writer_fn is not None else None
+            if capture:
+                captured.append((s if new is None else new).detach())
+            return None if new is None else from_stack(new, slot).contiguous()
+
+        return fn
+
+    def on_reader(slot: Slot) -> Callable[..., Any]:
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            s = to_stack(x, slot)
+            new = reader_fn(slot, s) if reader_fn is not None else None
+            if grads:
+                leaf = torch.zeros_like(s, requires_grad=True)
+                leaves.append(leaf)
+                new = (s if new is None else new) + leaf
+            return None if new is None else from_stack(new, slot).contiguous()
+
+        return fn
+
+    hooks = [(s.name, on_writer(s)) for s in wslots] + [(s.name, on_reader(s)) for s in rslots]
+    b = handle.bridge
+    with installed(b, hooks), torch.set_grad_enabled(grads):
+        logits = b(tokens)
+        ll = logits[torch.arange(tokens.shape[0], device=logits.device), last.to(logits.device)]
+        out = RunOut(ll.detach())
+        if metric is not None:
+            m = metric(ll)
+            out.metric = float(m.detach())
+            if grads:
+                g = torch.autograd.grad(m, leaves, allow_unused=True)
+                out.grads = [torch.zeros_like(leaf) if gi is None else gi for gi, leaf in zip(g, leaves, strict=True)]
+    if capture:
+        out.writers = torch.cat(captured, 0)
+    return out
+
+
+class EdgePatcher:
+    """Edge ablation in one forward pass: each reader's input becomes
+    ``input − Σ_{upstream writers w whose edge to it is not kept} (a_w − a_w^corr)``, where ``a_w`` is
+    the writer's output in this same pass and ``a_w^corr`` its corrupted value.
+
+    With every edge kept this is the unpatched run; with none kept every reader sees the corrupted
+    residual (for counterfactual corruption, exactly the corrupt run's residual).
+    """
+
+    def __init__(
+        self,
+        lay: Layout,
+        keep: Bool[torch.Tensor, "writers readers"],
+        corr: Float[torch.Tensor, "writers b s d_model"],
+        shape: tuple[int, int, int],
+    ) -> None:
+        self.keep = keep
+        self.corr = corr
+        self.delta = torch.zeros(len(lay.writers), *shape, dtype=corr.dtype, device=corr.device)
+        self.total = torch.zeros(shape, dtype=corr.dtype, device=corr.device)
+        self.n = 0
+
+    def writer(self, slot: Slot, s: torch.Tensor) -> None:
+        d = s - self.corr[slot.start : slot.start + slot.count]
+        self.delta[slot.start : slot.start + slot.count] = d
+        self.total = self.total + d.sum(0)
+        self.n = slot.start + slot.count
+        return None
+
+    def reader(self, slot: Slot, s: torch.Tensor) -> torch.Tensor | None:
+        kp = self.keep[: self.n, slot.start : slot.start + slot.count]
+        if bool(kp.all()):
+            return None
+        kept_rows = kp.any(1).nonzero().flatten()
+        drop = ~kp
+        drop_rows = drop.any(1).nonzero().flatten()
+        if len(drop_rows) <= len(kept_rows):
+            dropped = torch.einsum("wbsd,wc->cbsd", self.delta[drop_rows], drop[drop_rows].to(s.dtype))
+        else:
+            kept = torch.einsum("wbsd,wc->cbsd", self.delta[kept_rows], kp[kept_rows].to(s.dtype))
+            dropped = self.total[None] - kept
+        return s - dropped
