@@ -25,7 +25,9 @@ for _mod in ("quant", "attribution", "surgery", "verify", "bench", "demo"):
 def main() -> None:
     """Console-script entry point: runs the app and maps :class:`CircuitForgeError` to exit 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns the code of a typer.Exit instead of raising
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
     except _common.BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,68 @@
+"""``circuitforge verify``: the four-property scorecard of an unlearned checkpoint (exit 0 pass / 1 fail / 2 bad input)."""
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from circuitforge.cli._common import app, console, out, write_json
+
+
+@app.command("verify")
+def verify_cmd(
+    base: Annotated[str, typer.Option("--base", help="base model spec")],
+    unlearned: Annotated[str, typer.Option("--unlearned", help="unlearned model spec (HF folder: safetensors only)")],
+    forget: Annotated[str, typer.Option("--forget", help="forget task")] = "builtin:forget",
+    retain: Annotated[str, typer.Option("--retain", help="retain task")] = "builtin:retain",
+    scheme: Annotated[str, typer.Option("--scheme", help="quantization scheme for the PTQ gap (nf4, fp4, int8)")] = "nf4",
+    json_path: Annotated[str | None, typer.Option("--json", help="write the verify JSON here ('-' = stdout)")] = None,
+    html_path: Annotated[str | None, typer.Option("--html", help="write a self-contained HTML report here")] = None,
+    min_forget_drop: Annotated[float, typer.Option(help="forgetting passes when the forget-accuracy drop is ≥ this")] = 0.30,
+    max_retain_drop: Annotated[float, typer.Option(help="retain passes when the retain-accuracy drop is ≤ this")] = 0.05,
+    max_ptq_gap: Annotated[float, typer.Option(help="PTQ gap passes when quantized − fp forget accuracy is ≤ this")] = 0.0,
+    cad_z: Annotated[float, typer.Option(help="z-score above which a CAD divergence is significant")] = 3.0,
+    cad_rows: Annotated[int, typer.Option(help="forget rows used for CAD")] = 32,
+    method: Annotated[str, typer.Option(help="attribution method for CAD: eap or eap-ig")] = "eap-ig",
+    ig_steps: Annotated[int, typer.Option(help="EAP-IG steps")] = 5,
+    circuit: Annotated[str | None, typer.Option(help="reuse a base circuit JSON instead of finding it")] = None,
+) -> None:
+    """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD)."""
+    from circuitforge.cad.api import CADSettings
+    from circuitforge.data import load_task
+    from circuitforge.errors import CircuitForgeError
+    from circuitforge.eval import Thresholds, verify
+    from circuitforge.models import load
+
+    try:
+        th = Thresholds(min_forget_drop, max_retain_drop, max_ptq_gap, cad_z)
+        settings = CADSettings(method=method, ig_steps=ig_steps, z_threshold=cad_z)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise CircuitForgeError(str(e)) from e
+    f, r = load_task(forget), load_task(retain)
+    circ = None
+    if circuit:
+        from circuitforge.circuits import Circuit
+
+        circ = Circuit.from_json(circuit)
+    with console.status("loading models"):
+        mb, mu = load(base), load(unlearned)
+    with console.status("verifying (accuracies, quantization, CAD)"):
+        card, c = verify(mb, mu, f, r, scheme=scheme, thresholds=th, cad_settings=settings, cad_rows=cad_rows,
+                         circuit=circ)
+    d = card.to_dict()
+    t = Table(title=f"verify: {unlearned} against {base}")
+    for col in ("property", "value", "threshold", "pass"):
+        t.add_column(col)
+    for name, p in d["properties"].items():
+        t.add_row(name, f"{p['value']:.3f}", f"{p['threshold']:.3f}", "[green]pass" if p["pass"] else "[red]FAIL")
+    out.print(t)
+    out.print(f"CAD verdict: {c.verdict} (mechanistic z {c.z:.1f}, behavioural z {c.behavioural['z']:.1f}); "
+              f"overall: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
+    write_json(json_path, {**d, "cad_detail": c.to_dict()} if json_path else None)
+    if html_path:
+        from circuitforge._provenance import write_text_atomic
+        from circuitforge.viz.report import verify_report
+
+        write_text_atomic(html_path, verify_report(d, c.to_dict()))
+        console.print(f"wrote {html_path}")
+    raise typer.Exit(0 if card.passed else 1)
