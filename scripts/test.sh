@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[dev]"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false NO_MKDOCS_2_WARNING=1
+# notebooks run top to bottom on the tiny trained model in the test suite (SmolLM2 by default)
+export CIRCUITFORGE_NOTEBOOK_MODEL=tiny-facts
 python -m ruff check circuitforge tests benchmarks notebooks
 python -m mypy
 python -m pytest tests notebooks --nbmake -q "$@"

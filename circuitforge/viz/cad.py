@@ -38,3 +38,50 @@ def plot_layer_mass(layers: list[int], base: list[float], edited: dict[str, list
     fig.update_layout(barmode="group", title=title, xaxis_title="source layer", yaxis_title="Σ |edge score|",
                       template="plotly_white", height=360, legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_width: float = 8.0) -> Any:
+    """The base circuit C drawn once; each edge coloured by its signed attribution change in M₁ read
+    through M₀'s readout (blue = gained, red = lost), width ∝ |base score|, dashed when the edge no longer
+    carries at least half of its base attribution in M₁ (it does not survive in M₁'s circuit)."""
+    import plotly.graph_objects as go
+
+    from circuitforge.attribution.graph import reader_component, split_edge
+    from circuitforge.viz.circuit import _place
+
+    m = cad_result["circuit"].get("model", {})
+    H, L = int(m.get("n_heads", 1)), int(m.get("n_layers", 1))
+    rows = cad_result["edges"]
+    top = max((abs(r["base"]) for r in rows), default=0.0) or 1.0
+    top_change = max((abs(r["change"]) for r in rows), default=0.0) or 1.0
+    fig = go.Figure()
+    nodes = {"input", "logits"}
+    for r in rows:
+        s, d = split_edge(r["edge"])
+        comp = reader_component(d)
+        nodes |= {s, comp}
+        (x0, y0), (x1, y1) = _place(s, H, L), _place(comp, H, L)
+        frac = r["change"] / top_change
+        colour = f"rgba({int(214 * max(0.0, -frac)) + 60}, 60, {int(180 * max(0.0, frac)) + 60}, 0.8)"
+        survives = abs(r["edited_base_readout"]) >= 0.5 * abs(r["base"])
+        fig.add_trace(go.Scatter(
+            x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text",
+            text=f"{r['edge']}: base {r['base']:+.3g} → edited {r['edited_base_readout']:+.3g} "
+                 f"(own readout {r['edited_own_readout']:+.3g})",
+            line={"width": 0.8 + max_width * abs(r["base"]) / top, "color": colour,
+                  "dash": "solid" if survives else "dash"}))
+    xs, ys, labels = [], [], []
+    for n in sorted(nodes):
+        x, y = _place(n, H, L)
+        xs.append(x)
+        ys.append(y)
+        labels.append(n)
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", text=labels, textposition="top center",
+                             marker={"size": 12, "color": "#eee", "line": {"width": 1, "color": "#222"}},
+                             hoverinfo="text", showlegend=False))
+    fig.update_layout(
+        title=title or f"Circuit diff ({cad_result['verdict']}): red = attribution lost, dashed = edge gone",
+        xaxis={"title": "execution order", "showgrid": False, "zeroline": False},
+        yaxis={"showticklabels": False, "showgrid": False, "zeroline": False},
+        plot_bgcolor="white", height=450 + 20 * H, width=300 + 90 * L)
+    return fig

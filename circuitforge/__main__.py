@@ -1,0 +1,5 @@
+"""``python -m circuitforge`` runs the CLI."""
+
+from circuitforge.cli import main
+
+main()
