@@ -35,7 +35,10 @@ def bench_cmd(
         except ValueError as e:
             raise CircuitForgeError(f"--seeds: {e}") from e
     with console.status("benchmark") as st:
-        res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]),
-                        progress=lambda s: (st.update(s), console.print(s)))
+        def say(msg: str) -> None:
+            st.update(msg)
+            console.print(msg)
+
+        res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]), progress=say)
     out.print((out_dir / "results.md").read_text())
     console.print(f"wrote {out_dir}/results.md, results.json, report.html ({res['seconds']:.0f} s)")

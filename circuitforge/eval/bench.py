@@ -129,8 +129,8 @@ def summarise(cfg: BenchConfig, cells: list[dict[str, Any]], base_acc: dict[str,
             continue
         row = {name: _mean_sd([_get(c, path) for c in cs]) for name, path in COLUMNS}
         verdicts = [c["cad"]["verdict"] for c in cs]
-        drop = base_acc["forget_fp"] - row["forget fp"][0]
-        rdrop = base_acc["retain_fp"] - row["retain fp"][0]
+        drop = base_acc["forget_fp"] - (row["forget fp"][0] or 0.0)
+        rdrop = base_acc["retain_fp"] - (row["retain fp"][0] or 0.0)
         gap = row["PTQ gap NF4"][0]
         props = {"forgetting": drop >= th.min_forget_drop, "retain": rdrop <= th.max_retain_drop,
                  "ptq_gap": gap is not None and gap <= th.max_ptq_gap,
