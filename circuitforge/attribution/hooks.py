@@ -71,18 +71,19 @@ def from_stack(s: torch.Tensor, slot: Slot) -> torch.Tensor:
 
 
 @contextmanager
-def prepared(handle: ModelHandle) -> Iterator[None]:
-    """Turn on the per-head result / split q,k,v input / mlp_in hooks, eval mode and frozen parameters;
-    restore all three on exit."""
+def prepared(handle: ModelHandle, flags: bool = True) -> Iterator[None]:
+    """Turn on the per-head result / split q,k,v input / mlp_in hooks (unless ``flags=False``), eval
+    mode and frozen parameters; restore all three on exit."""
     b = handle.bridge
     old_flags = {f: getattr(b.cfg, f) for f in FLAGS}
     was_training = b.training
     params = list(b.parameters())
     old_rg = [p.requires_grad for p in params]
     try:
-        b.set_use_attn_result(True)
-        b.set_use_split_qkv_input(True)
-        b.set_use_hook_mlp_in(True)
+        if flags:
+            b.set_use_attn_result(True)
+            b.set_use_split_qkv_input(True)
+            b.set_use_hook_mlp_in(True)
         b.eval()
         for p in params:
             p.requires_grad_(False)

@@ -77,3 +77,14 @@ def test_graph_json_round_trip(tiny_llama, task, tmp_path):
     assert xb.node_score("m1") == pytest.approx(x.node_score("m1"))
     with pytest.raises(CircuitForgeError):
         Graph.from_json('{"format": "other/1"}')
+
+
+@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama"])
+def test_fast_node_path_matches_edge_path(spec, task, request):
+    h = request.getfixturevalue(spec)
+    node = attribute(h, task, method="eap", level="node", per_row=True)
+    edge = attribute(h, task, method="eap", level="edge")
+    scale = float(edge.node_scores.abs().max())
+    torch.testing.assert_close(node.node_scores, edge.node_scores, atol=1e-5 * scale + 1e-8, rtol=1e-4)
+    assert node.clean_metric == pytest.approx(edge.clean_metric, abs=1e-5)
+    torch.testing.assert_close(node.row_node_scores.mean(0), node.node_scores, atol=1e-6, rtol=1e-4)
