@@ -30,6 +30,9 @@ def linearise(handle):
         tri = torch.tril(torch.ones(s, s))
         return (tri / tri.sum(-1, keepdim=True)).expand_as(x).clone()
 
+    for name in list(b.hook_dict):  # the bridge's own norm path (used without split q/k/v inputs)
+        if name.endswith("hook_scale"):
+            add(name, lambda x, hook: torch.ones_like(x))
     for L in range(handle.n_layers):
         add(f"blocks.{L}.attn.hook_pattern", pattern)
         if handle.family == "llama":
