@@ -14,6 +14,7 @@ from circuitforge.data import Task
 from circuitforge.models.handle import ModelHandle
 from circuitforge.surgery._common import (
     LoopSettings,
+    LossFn,
     Run,
     check,
     forward,
@@ -39,17 +40,25 @@ class GradDiffSettings(LoopSettings):
 Settings = GradDiffSettings
 
 
+def graddiff_loss(
+    edited: ModelHandle, forget: Task, retain: Task, batch_size: int, retain_weight: float, seed: int
+) -> LossFn:
+    """``step -> (−NLL_forget + α·NLL_retain, logs)`` on seeded shuffled batches of ``batch_size`` rows."""
+    g = torch.Generator().manual_seed(seed)
+    fb, rb = shuffled_batches(len(forget), batch_size, g), shuffled_batches(len(retain), batch_size, g)
+
+    def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        bf, br = answer_batch(edited, forget, next(fb)), answer_batch(edited, retain, next(rb))
+        nf, nr = answer_nll(forward(edited, bf.tokens), bf), answer_nll(forward(edited, br.tokens), br)
+        return -nf + retain_weight * nr, {"forget_nll": float(nf.detach()), "retain_nll": float(nr.detach())}
+
+    return loss_fn
+
+
 def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, **settings: Any) -> UnlearnResult:
     """GradDiff on ``forget`` with a retain-NLL term on ``retain``. See the module docstring."""
     s = make_settings(GradDiffSettings, **settings)
     r = Run.start(handle)
-    g = torch.Generator().manual_seed(seed)
-    fb, rb = shuffled_batches(len(forget), s.batch_size, g), shuffled_batches(len(retain), s.batch_size, g)
-
-    def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        bf, br = answer_batch(r.edited, forget, next(fb)), answer_batch(r.edited, retain, next(rb))
-        nf, nr = answer_nll(forward(r.edited, bf.tokens), bf), answer_nll(forward(r.edited, br.tokens), br)
-        return -nf + s.retain_weight * nr, {"forget_nll": float(nf.detach()), "retain_nll": float(nr.detach())}
-
+    loss_fn = graddiff_loss(r.edited, forget, retain, s.batch_size, s.retain_weight, seed)
     hist, why = gradient_loop(r.edited, scoped_params(r.edited, s.scope), loss_fn, s, forget)
     return r.finish("graddiff", s, seed, forget, retain, hist, why)

@@ -16,6 +16,7 @@ from circuitforge.data import Task
 from circuitforge.models.handle import ModelHandle
 from circuitforge.surgery._common import (
     LoopSettings,
+    LossFn,
     Run,
     check,
     forward,
@@ -51,23 +52,33 @@ class NPOSettings(LoopSettings):
 Settings = NPOSettings
 
 
+def npo_kl_loss(
+    reference: ModelHandle, edited: ModelHandle, forget: Task, retain: Task, batch_size: int, beta: float,
+    retain_weight: float, seed: int,
+) -> LossFn:
+    """``step -> (NPO_β(forget) + α·KL(ref ‖ θ)(retain), logs)`` on seeded shuffled batches; ``reference``
+    is only run under ``no_grad``."""
+    ref_lp = reference_logprob(reference, forget)
+    g = torch.Generator().manual_seed(seed)
+    fb, rb = shuffled_batches(len(forget), batch_size, g), shuffled_batches(len(retain), batch_size, g)
+
+    def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rows = next(fb)
+        bf, br = answer_batch(edited, forget, rows), answer_batch(edited, retain, next(rb))
+        lp = sequence_logprob(forward(edited, bf.tokens), bf)
+        npo = npo_loss(lp, ref_lp[rows], beta)
+        with torch.no_grad():
+            ref_logits = forward(reference, br.tokens)
+        kl = kl_to_reference(forward(edited, br.tokens), ref_logits, br.valid)
+        return npo + retain_weight * kl, {"npo": float(npo.detach()), "retain_kl": float(kl.detach())}
+
+    return loss_fn
+
+
 def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, **settings: Any) -> UnlearnResult:
     """NPO on ``forget`` with a KL-to-reference term on ``retain``. See the module docstring."""
     s = make_settings(NPOSettings, **settings)
     r = Run.start(handle)
-    ref_lp = reference_logprob(handle, forget)
-    g = torch.Generator().manual_seed(seed)
-    fb, rb = shuffled_batches(len(forget), s.batch_size, g), shuffled_batches(len(retain), s.batch_size, g)
-
-    def loss_fn(step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        rows = next(fb)
-        bf, br = answer_batch(r.edited, forget, rows), answer_batch(r.edited, retain, next(rb))
-        lp = sequence_logprob(forward(r.edited, bf.tokens), bf)
-        npo = npo_loss(lp, ref_lp[rows], s.beta)
-        with torch.no_grad():
-            ref_logits = forward(handle, br.tokens)
-        kl = kl_to_reference(forward(r.edited, br.tokens), ref_logits, br.valid)
-        return npo + s.retain_weight * kl, {"npo": float(npo.detach()), "retain_kl": float(kl.detach())}
-
+    loss_fn = npo_kl_loss(handle, r.edited, forget, retain, s.batch_size, s.beta, s.retain_weight, seed)
     hist, why = gradient_loop(r.edited, scoped_params(r.edited, s.scope), loss_fn, s, forget)
     return r.finish("npo", s, seed, forget, retain, hist, why)
