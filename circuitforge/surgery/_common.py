@@ -191,7 +191,7 @@ class Run:
         return cls(handle, clone(handle), {k: v.detach().cpu().clone() for k, v in handle.state_dict().items()}, t0)
 
     def finish(
-        self, method: str, settings: Any, seed: int, forget: Task, retain: Task, history: list[dict[str, float]],
+        self, method: str, settings: Any, seed: int, forget: Task, retain: Task, history: list[dict[str, Any]],
         stop_reason: str, mask: dict[str, torch.Tensor] | None = None, diagnostics: dict[str, Any] | None = None,
     ) -> UnlearnResult:
         e = self.edited
@@ -219,7 +219,7 @@ LossFn = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
 def gradient_loop(
     edited: ModelHandle, params: dict[str, torch.nn.Parameter], loss_fn: LossFn, s: LoopSettings, forget: Task,
     masks: dict[str, torch.Tensor] | None = None,
-) -> tuple[list[dict[str, float]], str]:
+) -> tuple[list[dict[str, Any]], str]:
     """Adam on ``loss_fn(step)`` (minimised) over ``params`` of ``edited``, early-stopped on forget accuracy.
 
     With ``masks`` (HF name → bool tensor of the parameter's shape) the gradient is multiplied by the mask
@@ -236,7 +236,7 @@ def gradient_loop(
         if not params:
             raise CircuitForgeError("the mask selects no parameter")
     acc = evaluate(edited, forget).accuracy
-    history: list[dict[str, float]] = [{"step": 0, "forget_acc": acc}]
+    history: list[dict[str, Any]] = [{"step": 0, "forget_acc": acc}]
     if acc <= s.target_forget_acc:
         return history, "forget_target_reached"
     with trainable(edited, params):
@@ -256,7 +256,7 @@ def gradient_loop(
                 with torch.no_grad():
                     for n, p in params.items():
                         p.copy_(torch.where(masks[n].to(p.device), p, frozen[n].to(p.device)))
-            rec: dict[str, float] = {"step": step, "loss": float(loss.detach()), **logs}
+            rec: dict[str, Any] = {"step": step, "loss": float(loss.detach()), **logs}
             if step % s.eval_every == 0 or step == s.max_steps:
                 with torch.no_grad():
                     rec["forget_acc"] = evaluate(edited, forget).accuracy

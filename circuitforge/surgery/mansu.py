@@ -179,7 +179,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     per_step = max(1, math.ceil(s.step_share * n_mask))
     base_retain = mean_answer_nll(e, retain, s.chunk_rows)
     acc = evaluate(e, forget).accuracy
-    history: list[dict[str, float]] = [{"step": 0, "forget_acc": acc, "retain_nll": base_retain, "n_edited": 0}]
+    history: list[dict[str, Any]] = [{"step": 0, "forget_acc": acc, "retain_nll": base_retain, "n_edited": 0}]
     spent, stop = 0.0, "max_steps"
     names = list(params)
     for step in range(1, s.max_steps + 1):

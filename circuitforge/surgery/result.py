@@ -99,7 +99,7 @@ class UnlearnResult:
     forget: dict[str, Any]
     retain: dict[str, Any]
     mask_stats: dict[str, Any]
-    loss_history: list[dict[str, float]] = field(default_factory=list)
+    loss_history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = ""
     diagnostics: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0

@@ -1,0 +1,40 @@
+"""SmolLM2-135M: a short MANSU run (EAP circuit on 8 forget rows) and a short SURE run on the built-in
+benchmark — exact masks, NF4 code flips, the input model untouched (tier: integration, loads SmolLM2)."""
+
+import pytest
+import torch
+
+from circuitforge.data import load_task
+from circuitforge.surgery import unlearn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_task("builtin:forget").head(8), load_task("builtin:retain").head(12)
+
+
+def test_mansu_on_smollm2(smollm2, tasks):
+    forget, retain = tasks
+    sha = smollm2.sha256
+    r = unlearn(smollm2, forget, retain, method="mansu", seed=0, circuit_method="eap", circuit_rows=8,
+                max_steps=2, fisher_batch_size=4, step_share=0.01)
+    assert r.diagnostics["circuit"]["source"] == "minimal_circuit" and r.diagnostics["circuit"]["nodes"]
+    st = r.mask_stats
+    assert st["n_changed_outside_mask"] == 0 and 0 < st["n_changed"] <= st["n_mask"]
+    flips = r.diagnostics["code_flips"]
+    assert flips["n_changed"] == st["n_changed"] and flips["code_flip_rate"] >= 0.99
+    assert flips["n_absmax_changed_blocks"] == 0
+    assert r.loss_history[-1]["step"] >= 1
+    smollm2.invalidate_identity()
+    assert smollm2.sha256 == sha
+
+
+def test_sure_mask_on_smollm2(smollm2, tasks):
+    forget, retain = tasks
+    r = unlearn(smollm2, forget, retain, method="sure", seed=0, max_steps=1, batch_size=4, saliency_share=0.1)
+    salient = set(r.diagnostics["salient_modules"])
+    base, edited = smollm2.named_parameters(), r.handle.named_parameters()
+    moved = {n for n, p in base.items() if not torch.equal(p, edited[n])}
+    assert moved and moved <= salient
