@@ -1,4 +1,5 @@
-"""SmolLM2-135M: a short MANSU run (EAP circuit on 8 forget rows) and a short SURE run on the built-in
+"""SmolLM2-135M: a short MANSU run (a fixed small circuit: the circuit search is exercised on tiny-facts) and
+a short SURE run on the built-in
 benchmark — exact masks, NF4 code flips, the input model untouched (tier: integration, loads SmolLM2)."""
 
 import pytest
@@ -18,9 +19,9 @@ def tasks():
 def test_mansu_on_smollm2(smollm2, tasks):
     forget, retain = tasks
     sha = smollm2.sha256
-    r = unlearn(smollm2, forget, retain, method="mansu", seed=0, circuit_method="eap", circuit_rows=8,
+    r = unlearn(smollm2, forget, retain, method="mansu", seed=0, circuit_nodes=("a23.h4", "a23.kv1", "m22"),
                 max_steps=2, fisher_batch_size=4, step_share=0.01)
-    assert r.diagnostics["circuit"]["source"] == "minimal_circuit" and r.diagnostics["circuit"]["nodes"]
+    assert r.diagnostics["circuit"]["source"] == "circuit_nodes setting"
     st = r.mask_stats
     assert st["n_changed_outside_mask"] == 0 and 0 < st["n_changed"] <= st["n_mask"]
     flips = r.diagnostics["code_flips"]
