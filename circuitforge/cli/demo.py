@@ -124,6 +124,7 @@ def run_demo(out_dir: Path, quick: bool, baseline: str = "ga", seed: int = 0, ov
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "report.html", html_report("circuitforge demo", figures, rows))
     write_json_atomic(out_dir / "demo.json", summary)
+    circuit.to_json(out_dir / "circuit.json")
     return summary
 
 
@@ -148,7 +149,10 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder's files")] = False,
 ) -> None:
-    """The main job: find the forget circuit, unlearn it with MANSU and a baseline, check NF4, run CAD, report."""
+    """The main job: find the forget circuit, unlearn it with MANSU and a baseline, check NF4, run CAD, report.
+
+    Writes report.html (self-contained), demo.json (every number) and circuit.json (the base forget circuit).
+    """
     s = run_demo(out_dir, quick, baseline, seed, overwrite)
     t = Table(title=f"circuitforge demo on {s['model']} ({s['seconds']:.0f} s)")
     for col in ("method", "forget fp", "forget NF4", "retain fp", "paraphrase", "bin/|Δθ| median", "flip rate", "CAD verdict", "4 properties"):

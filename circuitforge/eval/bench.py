@@ -207,7 +207,6 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Any 
     """Run (or resume) the benchmark; write ``results.md``, ``results.json``, ``report.html`` in ``out_dir``."""
     import os
 
-    from circuitforge.circuits import minimal_circuit
     from circuitforge.data import evaluate, load_task
     from circuitforge.models import load
     from circuitforge.quant import quantized_copy
@@ -236,8 +235,7 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Any 
                 cells.append(cell)
                 continue
         if ctx["circuit"] is None:
-            say("finding the base forget circuit")
-            ctx["circuit"] = minimal_circuit(base, cad_task, faithfulness=0.8, method="eap-ig", ig_steps=cfg.ig_steps, baselines=False)
+            ctx["circuit"] = _base_circuit(out_dir / "base_circuit.json", base, cad_task, cfg.ig_steps, say)
         say(f"{method} seed {seed}: running")
         cell = {**run_cell(cfg, method, seed, ctx), "config_version": cfg.version}
         write_json_atomic(path, cell)
@@ -250,6 +248,27 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Any 
     write_text_atomic(out_dir / "results.md", markdown(summary, meta))
     write_text_atomic(out_dir / "report.html", _html(summary, meta))
     return {**meta, **summary, "cells": cells}
+
+
+def _base_circuit(path: Path, base: Any, task: Any, ig_steps: int, say: Any) -> Any:
+    """The base model's minimal faithful forget circuit, cached in ``path`` (part of the resumable state).
+
+    A cached circuit is reused only when it was found on the same weights (sha256), the same task rows
+    (sha256) and with the same EAP-IG steps; otherwise it is recomputed and the file replaced.
+    """
+    from circuitforge.circuits import Circuit, minimal_circuit
+
+    if path.exists():
+        c = Circuit.from_json(path)
+        same = (c.model.get("sha256") == base.sha256 and c.task.get("sha256") == task.sha256
+                and c.method.get("name") == "eap-ig" and int(c.method.get("ig_steps", -1)) == ig_steps)
+        if same:
+            say(f"base forget circuit: reused {path.name} ({c.n_edges} edges)")
+            return c
+    say("finding the base forget circuit")
+    c = minimal_circuit(base, task, faithfulness=0.8, method="eap-ig", ig_steps=ig_steps, baselines=False)
+    c.to_json(path)
+    return c
 
 
 def _html(summary: dict[str, Any], meta: dict[str, Any]) -> str:

@@ -47,7 +47,7 @@ def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[
 
 def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
     """The HTML page of ``circuitforge verify --html``."""
-    from circuitforge.viz.cad import plot_cad_null, plot_layer_mass
+    from circuitforge.viz.cad import plot_cad_null, plot_circuit_diff, plot_layer_mass
 
     props = card["properties"]
     rows = [("base", f"{card['base']['spec']} ({card['base']['sha256'][:12]})"),
@@ -66,5 +66,6 @@ def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
         ("CAD, behavioural (M₁'s own readout)", plot_cad_null(b["null"], b["value"], b["z"], "Behavioural CAD vs split-half null")),
         ("Where the change sits", plot_layer_mass(lm["layers"], lm["base"], {
             "M₁, own readout": lm["edited_own_readout"], "M₁, base readout": lm["edited_base_readout"]})),
+        ("Circuit diff (per-edge attribution change, M₁ through M₀'s readout − M₀)", plot_circuit_diff(cad_result)),
     ]
     return html_report("circuitforge verify", sections, rows)

@@ -3,7 +3,6 @@ column, every number is finite, and a rerun resumes from the finished cells."""
 
 import json
 import math
-import time
 from pathlib import Path
 
 from circuitforge.eval.bench import COLUMNS, BenchConfig, run_bench
@@ -26,7 +25,12 @@ def test_reduced_benchmark(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| mansu |" in md and "paper's claims" in md
     assert json.loads((tmp_path / "results.json").read_text())["format"] == "circuitforge.bench/1"
-    t0 = time.time()
-    again = run_bench(cfg, tmp_path)  # resumable: every cell is reused
-    assert [c["seconds"] for c in again["cells"]] == [c["seconds"] for c in res["cells"]]
-    assert time.time() - t0 < 60
+    assert (tmp_path / "base_circuit.json").exists()
+    (tmp_path / "cells" / "ga-seed0.json").unlink()
+    said: list[str] = []
+    again = run_bench(cfg, tmp_path, progress=said.append)  # resumable: finished cells and the circuit reused
+    assert [c["seconds"] for c in again["cells"] if c["method"] != "ga"] == \
+        [c["seconds"] for c in res["cells"] if c["method"] != "ga"]
+    assert any("reused base_circuit.json" in m for m in said), said
+    assert not any("finding the base forget circuit" in m for m in said)
+    assert sum("done earlier, reused" in m for m in said) == len(cfg.methods) - 1
