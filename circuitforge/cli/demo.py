@@ -154,9 +154,12 @@ def demo_cmd(
     Writes report.html (self-contained), demo.json (every number) and circuit.json (the base forget circuit).
     """
     s = run_demo(out_dir, quick, baseline, seed, overwrite)
-    t = Table(title=f"circuitforge demo on {s['model']} ({s['seconds']:.0f} s)")
-    for col in ("method", "forget fp", "forget NF4", "retain fp", "paraphrase", "bin/|Δθ| median", "flip rate", "CAD verdict", "4 properties"):
-        t.add_column(col)
+    t = Table(title=f"circuitforge demo on {s['model']} ({s['seconds']:.0f} s)",
+              caption="forget/retain/para: accuracy in full precision; NF4: forget accuracy after NF4; "
+                      "bin/Δθ: median NF4 bin width ÷ |update|; flips: NF4 code-flip rate; "
+                      "4/4: all four properties pass")
+    for col in ("method", "forget", "NF4", "retain", "para", "bin/Δθ", "flips", "CAD verdict", "4/4"):
+        t.add_column(col, no_wrap=True)
     b = s["base"]["accuracy"]
     t.add_row("base", f"{b['forget']:.2f}", f"{b['forget_nf4']:.2f}", f"{b['retain']:.2f}", f"{b['paraphrase']:.2f}", "", "", "", "")
     for name, m in s["methods"].items():
@@ -166,5 +169,5 @@ def demo_cmd(
         t.add_row(name, f"{a['forget']:.2f}", f"{a['forget_nf4']:.2f}", f"{a['retain']:.2f}", f"{a['paraphrase']:.2f}",
                   "-" if ratio is None else f"{ratio:.3g}", "-" if flips is None else f"{flips:.3f}", m["cad"]["verdict"],
                   "PASS" if m["scorecard"]["pass"] else "FAIL")
-    out.print(t)
+    out.print(t, width=out.width if out.is_terminal else max(out.width, 110))  # logs and CI: do not truncate
     console.print(f"report: {out_dir / 'report.html'}")

@@ -47,13 +47,15 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
     import plotly.graph_objects as go
 
     from circuitforge.attribution.graph import reader_component, split_edge
-    from circuitforge.viz.circuit import _place
+    from circuitforge.viz.circuit import _place, layer_axis
 
     m = cad_result["circuit"].get("model", {})
     H, L = int(m.get("n_heads", 1)), int(m.get("n_layers", 1))
     rows = cad_result["edges"]
     top = max((abs(r["base"]) for r in rows), default=0.0) or 1.0
-    top_change = max((abs(r["change"]) for r in rows), default=0.0) or 1.0
+    # colour scale: the 90th percentile of |change| (one huge edge, e.g. input->m0, would grey out the rest)
+    changes = sorted(abs(r["change"]) for r in rows)
+    top_change = (changes[int(0.9 * (len(changes) - 1))] if changes else 0.0) or 1.0
     fig = go.Figure()
     nodes = {"input", "logits"}
     for r in rows:
@@ -61,7 +63,7 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
         comp = reader_component(d)
         nodes |= {s, comp}
         (x0, y0), (x1, y1) = _place(s, H, L), _place(comp, H, L)
-        frac = r["change"] / top_change
+        frac = max(-1.0, min(1.0, r["change"] / top_change))
         colour = f"rgba({int(214 * max(0.0, -frac)) + 60}, 60, {int(180 * max(0.0, frac)) + 60}, 0.8)"
         survives = abs(r["edited_base_readout"]) >= 0.5 * abs(r["base"])
         fig.add_trace(go.Scatter(
@@ -80,8 +82,8 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
                              marker={"size": 12, "color": "#eee", "line": {"width": 1, "color": "#222"}},
                              hoverinfo="text", showlegend=False))
     fig.update_layout(
-        title=title or f"Circuit diff ({cad_result['verdict']}): red = attribution lost, dashed = edge gone",
-        xaxis={"title": "execution order", "showgrid": False, "zeroline": False},
+        title=title or f"Circuit diff ({cad_result['verdict']}): red = attribution lost, blue = gained, dashed = edge gone",
+        xaxis=layer_axis(L),
         yaxis={"showticklabels": False, "showgrid": False, "zeroline": False},
         plot_bgcolor="white", height=450 + 20 * H, width=300 + 90 * L)
     return fig

@@ -22,8 +22,16 @@ def _place(node: str, n_heads: int, n_layers: int) -> tuple[float, float]:
     layer, rest = node[1:].split(".", 1)
     x = 2.0 * int(layer) + 1
     if rest.startswith("kv"):  # KV heads sit just left of their query heads
-        return (x - 0.35, (int(rest[2:]) + 0.5) * 1.0 - n_heads / 2.0 - 0.5)
+        return (x - 0.55, (int(rest[2:]) + 0.5) * 1.0 - n_heads / 2.0 - 0.5)
     return (x, int(rest[1:]) - (n_heads - 1) / 2.0)
+
+
+def layer_axis(n_layers: int, title: str = "layer (execution order: input, attention, MLP, ..., logits)") -> dict[str, Any]:
+    """The x-axis of the layered layout: ticks at every layer's attention column (about 12 labels)."""
+    step = max(1, round(n_layers / 12))
+    vals = [0.0] + [2.0 * layer + 1 for layer in range(0, n_layers, step)] + [2.0 * n_layers + 1]
+    text = ["input"] + [f"L{layer}" for layer in range(0, n_layers, step)] + ["logits"]
+    return {"title": title, "showgrid": False, "zeroline": False, "tickvals": vals, "ticktext": text}
 
 
 def plot_circuit(circuit: Circuit, title: str | None = None, max_width: float = 8.0) -> Any:
@@ -60,7 +68,7 @@ def plot_circuit(circuit: Circuit, title: str | None = None, max_width: float = 
     f = "" if circuit.faithfulness is None else f", faithfulness {circuit.faithfulness:.3f}"
     fig.update_layout(
         title=title or f"{m.get('spec', 'model')}: {circuit.n_edges} edges{f}",
-        xaxis={"title": "execution order (input, a0, m0, a1, m1, ..., logits)", "showgrid": False, "zeroline": False},
+        xaxis=layer_axis(L),
         yaxis={"showticklabels": False, "showgrid": False, "zeroline": False},
         plot_bgcolor="white", height=500 + 20 * H, width=300 + 90 * L,
     )

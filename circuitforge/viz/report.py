@@ -39,7 +39,8 @@ def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[
         if isinstance(body, str):
             parts.append(body)
         else:
-            parts.append(_fig_div(body, first))
+            # wide figures (a circuit over 30 layers) scroll sideways instead of spilling off the page
+            parts.append(f"<div style='overflow-x:auto'>{_fig_div(body, first)}</div>")
             first = False
     parts.append("</body></html>")
     return "\n".join(parts)
