@@ -182,11 +182,12 @@ def _fmt(ms: tuple[float | None, float | None]) -> str:
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# Unlearning benchmark: {meta['model']}", "", f"Command: `{meta['command']}`  ",
-             f"Config version {meta['config']['version']}; seeds {list(meta['config']['seeds'])}; total time "
-             f"{meta['seconds']:.0f} s on {meta['cores']} CPU cores.", "",
+             f"Config version {meta['config']['version']}; seeds run {meta['seeds_run']}; compute time of the cells "
+             f"{meta['cell_seconds']:.0f} s (this invocation, resumed cells not recomputed: {meta['seconds']:.0f} s) "
+             f"on {meta['cores']} CPU cores.", "",
              f"Base model: forget {meta['base_acc']['forget_fp']:.3f} (NF4 {meta['base_acc']['forget_nf4']:.3f}), "
              f"retain {meta['base_acc']['retain_fp']:.3f}, paraphrase {meta['base_acc']['paraphrase_fp']:.3f}.", "",
-             "| method | " + " | ".join(n for n, _ in COLUMNS) + " | CAD verdicts |",
+             "| method | " + " | ".join(n.replace("|", "\\|") for n, _ in COLUMNS) + " | CAD verdicts |",
              "|---|" + "---|" * (len(COLUMNS) + 1)]
     for m, r in summary["table"].items():
         lines.append(f"| {m} | " + " | ".join(_fmt(tuple(r["columns"][n])) for n, _ in COLUMNS) + f" | {', '.join(r['verdicts'])} |")
@@ -243,7 +244,8 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Any 
         say(f"{method} seed {seed}: {cell['seconds']:.0f} s")
     summary = summarise(cfg, cells, base_acc)
     meta = {"model": cfg.model, "config": asdict(cfg), "command": command, "base_acc": base_acc,
-            "seconds": time.time() - t_start, "cores": os.cpu_count(), "versions": versions()}
+            "seconds": time.time() - t_start, "cell_seconds": sum(c["seconds"] for c in cells),
+            "seeds_run": sorted({c["seed"] for c in cells}), "cores": os.cpu_count(), "versions": versions()}
     write_json_atomic(out_dir / "results.json", {"format": "circuitforge.bench/1", **meta, **summary, "cells": cells})
     write_text_atomic(out_dir / "results.md", markdown(summary, meta))
     write_text_atomic(out_dir / "report.html", _html(summary, meta))
