@@ -47,7 +47,7 @@ def main() -> None:
     t_attr = time.perf_counter() - t0
 
     circuit = Circuit.from_json(a.circuit) if a.circuit else None
-    if circuit is not None and (circuit.model.get("sha256") != base.sha256 or circuit.task.get("sha256") != task.sha256):
+    if circuit is not None and not circuit.found_on(base, task):
         raise SystemExit(f"{a.circuit}: found on other weights or rows than --model/--rows; drop --circuit")
     t_circ = None
     if circuit is None:

@@ -73,6 +73,11 @@ class Circuit:
     def n_edges(self) -> int:
         return len(self.edges)
 
+    def found_on(self, handle: Any, task: Any) -> bool:
+        """True when this circuit was found on ``handle``'s weights and ``task``'s rows (both by sha256),
+        i.e. when it may be reused instead of searched again."""
+        return self.model.get("sha256") == handle.sha256 and self.task.get("sha256") == task.sha256
+
     def layout(self) -> Layout:
         m = self.model
         return layout(int(m["n_layers"]), int(m["n_heads"]), int(m["n_kv_heads"]))

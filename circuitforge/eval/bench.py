@@ -262,9 +262,7 @@ def _base_circuit(path: Path, base: Any, task: Any, ig_steps: int, say: Any) -> 
 
     if path.exists():
         c = Circuit.from_json(path)
-        same = (c.model.get("sha256") == base.sha256 and c.task.get("sha256") == task.sha256
-                and c.method.get("name") == "eap-ig" and int(c.method.get("ig_steps", -1)) == ig_steps)
-        if same:
+        if c.found_on(base, task) and c.method.get("name") == "eap-ig" and int(c.method.get("ig_steps", -1)) == ig_steps:
             say(f"base forget circuit: reused {path.name} ({c.n_edges} edges)")
             return c
     say("finding the base forget circuit")

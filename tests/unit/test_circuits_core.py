@@ -129,3 +129,7 @@ def test_minimal_circuit_and_edited_model(tiny_facts, facts_task, fresh):
                 ps.view.mul_(0.0)
     f_edit = faithfulness(edited, facts_task, c)
     assert f_edit != pytest.approx(c.faithfulness, abs=1e-3)
+    # reuse is allowed only on the weights and rows the circuit was found on
+    assert c.found_on(tiny_facts, facts_task)
+    assert not c.found_on(edited, facts_task)
+    assert not c.found_on(tiny_facts, facts_task.head(len(facts_task) - 1))

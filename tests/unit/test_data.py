@@ -130,7 +130,7 @@ def test_batched_equals_unbatched(tiny_facts):
     pairs = [("the symbol of elem3 is", " sym4"), ("the capital of land1 is governed from", " city2 city3"), ("elem5", " is")]
     lp1, _ = continuation_logprobs(tiny_facts, pairs, batch_size=1)
     lp3, _ = continuation_logprobs(tiny_facts, pairs, batch_size=3)
-    assert lp1 == pytest.approx(lp3, rel=1e-5, abs=1e-4)  # padding changes fp32 summation order only
+    assert lp1 == pytest.approx(lp3, rel=5e-6, abs=1e-5)  # padding changes fp32 summation order only
     assert lp1 == pytest.approx([_manual_logprob(tiny_facts, c, x) for c, x in pairs], abs=1e-4)
 
 
