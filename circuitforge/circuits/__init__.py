@@ -9,6 +9,7 @@ pruning, faithfulness by real edge ablation, the faithfulness curve and the mini
 from circuitforge.circuits.circuit import FORMAT, Circuit, edges_of, keep_mask
 from circuitforge.circuits.faithfulness import Evaluator, faithfulness, faithfulness_report
 from circuitforge.circuits.minimal import faithfulness_curve, minimal_circuit
+from circuitforge.circuits.search import CircuitSearch
 from circuitforge.circuits.select import (
     nodes_to_keep,
     prune,
@@ -22,7 +23,7 @@ from circuitforge.circuits.select import (
 from circuitforge.circuits.stability import jaccard, spearman, stability
 
 __all__ = [
-    "FORMAT", "Circuit", "Evaluator", "edges_of", "faithfulness", "faithfulness_curve", "faithfulness_report",
+    "FORMAT", "Circuit", "CircuitSearch", "Evaluator", "edges_of", "faithfulness", "faithfulness_curve", "faithfulness_report",
     "jaccard", "keep_mask", "minimal_circuit", "nodes_to_keep", "prune", "random_keep", "select_greedy",
     "select_threshold", "select_top_n", "spearman", "stability", "weight_keep", "weight_scores",
 ]
