@@ -66,11 +66,12 @@ def check() -> list[str]:
                 where = f"{f.relative_to(ROOT.parent)}:{line}"
                 if s_src in STAGES and s_t in STAGES and STAGES.index(s_t) > STAGES.index(s_src):
                     problems.append(f"{where}: stage {s_src} imports later stage {s_t} ({t})")
-                if s_t != s_src:
-                    private = [p for p in t.split(".")[2:] if p.startswith("_") and p != "__init__"]
-                    private += [n for n in names if n.startswith("_") and f"{target}.{n}" not in known]
-                    if private:
-                        problems.append(f"{where}: {src} imports private {t} {private} of another package")
+                # a package-private module (``surgery/_common.py``) may be used inside its own package only
+                private = [p for p in t.split(".")[2:] if p.startswith("_")] if s_t != s_src else []
+                # a private name (``_accumulate``) may not be imported from any other module
+                private += [n for n in names if n.startswith("_") and f"{target}.{n}" not in known]
+                if private:
+                    problems.append(f"{where}: {src} imports private {private} from {t}")
     # circles between modules (a package's __init__ re-exporting its own modules is not a circle)
     def deps(m: str) -> set[str]:
         return {t for t in graph.get(m, set()) if t in known and not (m.endswith(t) or t.startswith(m + "."))}

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from circuitforge.attribution import _common as C
+from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
 from circuitforge.attribution.corruption import PromptBatch
 from circuitforge.attribution.graph import Layout, layout_of

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from circuitforge.attribution import _common as C
+from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
 from circuitforge.attribution.corruption import PromptBatch
 from circuitforge.attribution.eap import _accumulate, finish

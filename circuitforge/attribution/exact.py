@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from circuitforge.attribution import _common as C
+from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
 from circuitforge.attribution.corruption import PromptBatch
 from circuitforge.attribution.graph import layout_of, split_edge

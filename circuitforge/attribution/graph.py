@@ -1,4 +1,4 @@
-"""The component graph and its dense score tensors (node and edge ids: ``shared/DESIGN.md``).
+"""The component graph and its dense score tensors (node and edge ids: ``docs/design.md``).
 
 Writers (what adds to the residual stream), in execution order::
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool
 
-from circuitforge.attribution import _common as C
+from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
 from circuitforge.attribution.corruption import encode_task
 from circuitforge.attribution.graph import layout_of

@@ -1,4 +1,4 @@
-"""The four-property scorecard of an unlearned model (paper §5; DESIGN.md "verify" JSON).
+"""The four-property scorecard of an unlearned model (paper §5; docs/design.md, "verify" JSON).
 
 | property | value | passes when (default threshold) |
 |---|---|---|

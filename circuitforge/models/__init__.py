@@ -1,7 +1,8 @@
 """Stage 1 — models: spec string → :class:`ModelHandle`; components → parameter slices; saving."""
 
-from circuitforge.models.handle import ModelHandle, clone
-from circuitforge.models.loading import from_hf, load
+from circuitforge.models.handle import ModelHandle
+from circuitforge.models.hf import clone, from_hf
+from circuitforge.models.loading import load
 from circuitforge.models.saving import save
 from circuitforge.models.weights import ParamSlice, component_params, parse_node
 

@@ -140,31 +140,3 @@ class ModelHandle:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
-
-
-def clone(handle: ModelHandle, spec: str | None = None) -> ModelHandle:
-    """An independent copy of ``handle``: edit the copy, never the input.
-
-    The copy is rebuilt (fresh HF model from the config, weights copied, tied weights re-tied, a new
-    bridge booted) rather than deep-copied, because a deep copy breaks the bridge's weight views (GPT-2's
-    q/k/v are views of ``c_attn``) and fails after a forward pass with gradients on.
-    """
-    import copy
-
-    from transformers import AutoModelForCausalLM
-
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers < 5
-        from transformers.modeling_utils import no_init_weights  # type: ignore[no-redef,attr-defined]
-
-    from circuitforge.models.loading import from_hf
-
-    state = handle.state_dict()
-    with no_init_weights():
-        fresh: Any = AutoModelForCausalLM.from_config(copy.deepcopy(handle.hf.config), dtype=next(handle.hf.parameters()).dtype)
-    fresh.load_state_dict({k: v.detach() for k, v in state.items()}, strict=True)
-    if getattr(fresh.config, "tie_word_embeddings", False):
-        fresh.tie_weights()
-    fresh.eval()
-    return from_hf(fresh, handle.tokenizer, spec=spec or handle.spec, source_dir=handle.source_dir)

@@ -10,82 +10,16 @@ Specs:
 * anything else is treated as a HuggingFace hub name (offline, this fails with one clear sentence).
 """
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from circuitforge.errors import CircuitForgeError
-from circuitforge.models.handle import Family, ModelHandle
+from circuitforge.models.handle import ModelHandle
+from circuitforge.models.hf import family_of, from_hf, load_gguf, quiet
 
-SUPPORTED = {"llama": "llama", "gpt2": "gpt2"}
 BUILTIN_SPECS = ("smollm2-135m", "tiny-gpt2", "tiny-llama", "tiny-facts")
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Silence the chatter of transformers / TransformerLens while booting."""
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
-    loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-    finally:
-        for lg, lv in zip(loggers, levels, strict=True):
-            lg.setLevel(lv)
-
-
-def _family(model_type: str, where: str) -> Family:
-    if model_type not in SUPPORTED:
-        raise CircuitForgeError(
-            f"{where}: model type {model_type!r} is not supported (supported: {', '.join(SUPPORTED)})"
-        )
-    return SUPPORTED[model_type]  # type: ignore[return-value]
-
-
-def from_hf(hf_model: Any, tokenizer: Any, spec: str, source_dir: str | None = None) -> ModelHandle:
-    """Wrap an already-loaded HF causal LM and tokenizer in a bridge and a handle (eval mode, fp32 kept)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    cfg = hf_model.config
-    family = _family(cfg.model_type, spec)
-    with _quiet():
-        bridge = TransformerBridge.boot_transformers(
-            source_dir or spec, hf_model=hf_model, tokenizer=tokenizer, device="cpu"
-        )
-    bridge.eval()
-    tc = bridge.cfg
-    n_heads = int(tc.n_heads)
-    n_kv = int(getattr(tc, "n_key_value_heads", None) or n_heads)
-    assert tc.d_mlp is not None
-    return ModelHandle(
-        bridge=bridge,
-        spec=spec,
-        family=family,
-        n_layers=int(tc.n_layers),
-        n_heads=n_heads,
-        n_kv_heads=n_kv,
-        d_head=int(tc.d_head),
-        d_model=int(tc.d_model),
-        d_mlp=int(tc.d_mlp),
-        d_vocab=int(tc.d_vocab),
-        source_dir=source_dir,
-    )
 
 
 def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_pickle: bool = False) -> ModelHandle:
@@ -109,9 +43,9 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
     import json
 
     model_type = json.loads((path / "config.json").read_text()).get("model_type", "?")
-    _family(model_type, str(folder))
+    family_of(model_type, str(folder))
     try:
-        with _quiet():
+        with quiet():
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch.float32, use_safetensors=has_st, trust_remote_code=False
@@ -122,31 +56,12 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
     return from_hf(model, tok, spec=spec, source_dir=str(path))
 
 
-def load_gguf(file: str | os.PathLike[str], spec: str | None = None) -> tuple[Any, Any]:  # noqa: ARG001
-    """Load a ``.gguf`` file through transformers (dequantized to fp32); returns ``(hf_model, tokenizer)``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(file)
-    if not path.is_file():
-        raise CircuitForgeError(f"{file}: no such GGUF file")
-    try:
-        with _quiet():
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model: Any = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as e:
-        raise CircuitForgeError(f"{file}: could not read GGUF: {str(e).splitlines()[0]}") from e
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    model.eval()
-    return model, tok
-
-
 def load_hub(name: str) -> ModelHandle:
     """The real ``from_pretrained`` path for a hub name (safetensors only, no remote code)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        with _quiet():
+        with quiet():
             tok = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(
                 name, dtype=torch.float32, use_safetensors=True, trust_remote_code=False

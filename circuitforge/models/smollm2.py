@@ -92,7 +92,7 @@ def ensure_cached(progress: bool = True) -> Path:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from circuitforge.models.loading import load_gguf
+        from circuitforge.models.hf import load_gguf
 
         gguf = ensure_gguf(progress)
         _say(progress, "converting GGUF to an fp32 safetensors checkpoint (once, ~30 s) ...")

@@ -1,6 +1,6 @@
 """Map a component node id to the exact parameter slices that implement it.
 
-Node ids (``../shared/DESIGN.md``): ``a{L}.h{H}`` (query head: its W_Q rows and W_O columns),
+Node ids (``docs/design.md``): ``a{L}.h{H}`` (query head: its W_Q rows and W_O columns),
 ``a{L}.kv{G}`` (KV head G: its W_K and W_V rows; under grouped-query attention it serves query heads
 ``G*g .. G*g+g-1`` with ``g = n_heads // n_kv_heads``; for GPT-2 G = H), ``m{L}`` (the whole MLP),
 ``m{L}.n{I}`` (neuron I: its gate/up rows and down column; GPT-2: c_fc column, bias entry, c_proj row).

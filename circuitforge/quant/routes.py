@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float, Int
 
 from circuitforge.errors import CircuitForgeError
-from circuitforge.models.handle import ModelHandle, clone
+from circuitforge.models import ModelHandle, clone
 from circuitforge.quant.codebook import Scheme
 from circuitforge.quant.fakequant import fake_quantize
 
@@ -190,14 +190,14 @@ def load_quantized(
     no remote code). ``exact_fp32`` — see the module docstring."""
     from transformers import AutoModelForCausalLM
 
-    from circuitforge.models.loading import _quiet
+    from circuitforge.models.hf import quiet
 
     sch = Scheme.parse(scheme)
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise CircuitForgeError(f"{folder}: not a HuggingFace checkpoint folder (no config.json)")
     try:
-        with _quiet():
+        with quiet():
             model = AutoModelForCausalLM.from_pretrained(
                 path, quantization_config=bnb_config(sch), dtype=torch.float32, device_map="cpu",
                 use_safetensors=True, trust_remote_code=False,

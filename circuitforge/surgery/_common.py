@@ -20,7 +20,7 @@ import torch
 
 from circuitforge.data import Task, evaluate
 from circuitforge.errors import CircuitForgeError
-from circuitforge.models.handle import ModelHandle, clone
+from circuitforge.models import ModelHandle, clone
 from circuitforge.surgery.result import UnlearnResult, edit_counts
 
 S = TypeVar("S")

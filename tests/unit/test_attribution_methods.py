@@ -6,7 +6,7 @@ from _linear import linearise
 
 from circuitforge.attribution import attribute, encode_task, layout_of
 from circuitforge.attribution import hooks as H
-from circuitforge.attribution._common import chunks
+from circuitforge.attribution.common import chunks
 from circuitforge.attribution.metrics import logit_diff, reduce
 from circuitforge.data import task_from_rows
 from circuitforge.errors import CircuitForgeError
@@ -49,7 +49,7 @@ def test_full_and_empty_graph_patching(spec, task, request):
     for corruption in ("counterfactual", "mean", "zero"):
         batch = encode_task(h, task, corruption)
         ch = next(chunks(batch, logit_diff, None))
-        from circuitforge.attribution import _common as C
+        from circuitforge.attribution import common as C
 
         with H.prepared(h):
             abl = None if corruption == "counterfactual" else (
