@@ -1,0 +1,194 @@
+"""The one assessment path: base model M₀ + edited model M₁ + tasks → the four-property :class:`Scorecard`.
+
+``circuitforge verify``, every benchmark cell and the demo call :func:`assess`; the pass rules live in
+:func:`circuitforge.eval.scorecard.judge` and nowhere else. Steps:
+
+1. **Refuse bad input** (:func:`check_inputs`, one-line :class:`~circuitforge.errors.CircuitForgeError`):
+   different architecture or tokenizer, an empty task, a prompt longer than the model's context, non-finite
+   weights, a given circuit that was not found on this base model and these CAD rows.
+2. **Accuracies in full precision and under the scheme** through :func:`circuitforge.quant.survival`
+   (fast route: bitsandbytes round trip, checked against the real ``BitsAndBytesConfig`` load in the quant
+   tests), per row, so the drops carry paired bootstrap 95% CIs (rows resampled, base and edited paired).
+3. **Structural erasure** through :func:`circuitforge.cad.cad` on the first ``cad_rows`` forget rows and
+   the base circuit (given, or found with a :class:`~circuitforge.circuits.CircuitSearch`).
+4. Optional extra tasks (targeted paraphrases, same-domain retain…) scored on both models in full precision.
+"""
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from circuitforge.cad import CADResult, CADSettings, cad
+from circuitforge.circuits import Circuit, CircuitSearch
+from circuitforge.data import Task, evaluate
+from circuitforge.data.scoring import choice_prompt
+from circuitforge.errors import CircuitForgeError
+from circuitforge.eval.scorecard import Scorecard, Thresholds, judge
+from circuitforge.models import ModelHandle
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What :func:`assess` measured. ``scorecard.to_dict()`` is the ``circuitforge.verify/1`` JSON."""
+
+    scorecard: Scorecard
+    cad: CADResult
+    survival: dict[str, Any]
+    """:func:`circuitforge.quant.survival` table (fp and quantized accuracies of both models, per row)"""
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """extra task name → ``{"base", "edited", "n"}`` full-precision accuracies"""
+    circuit: Circuit | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.scorecard.passed
+
+
+def context_length(handle: ModelHandle) -> int:
+    """The longest sequence (tokens) the model accepts."""
+    n = getattr(handle.bridge.cfg, "n_ctx", None) or getattr(handle.hf.config, "max_position_embeddings", None)
+    if not n:
+        raise CircuitForgeError(f"{handle.spec}: the model does not state its context length")
+    return int(n)
+
+
+def check_fits(handle: ModelHandle, task: Task, what: str) -> None:
+    """Refuse a task whose longest prompt + answer option exceeds ``handle``'s context length."""
+    limit = context_length(handle)
+    for i, it in enumerate(task.items):
+        if hasattr(it, "prompt"):
+            texts = [it.prompt + o for o in (it.answer, *it.distractors)]  # type: ignore[union-attr]
+        else:
+            texts = [choice_prompt(it) + " A"]  # type: ignore[arg-type]
+        n = max(len(handle.to_tokens(t)[0]) for t in texts)
+        if n > limit:
+            raise CircuitForgeError(f"{what} task {task.source or task.name}: row {i + 1} is {n} tokens long, "
+                                    f"longer than {handle.spec}'s context of {limit} tokens")
+
+
+def check_inputs(base: ModelHandle, edited: ModelHandle, tasks: Mapping[str, Task]) -> None:
+    """Refuse incompatible models, non-finite weights, empty tasks and over-long prompts (one line each)."""
+    from circuitforge.cad import check_compatible
+    from circuitforge.models.loading import check_finite
+
+    check_compatible(base, edited)
+    check_finite(base)
+    check_finite(edited)
+    for what, t in tasks.items():
+        if len(t) == 0:
+            raise CircuitForgeError(f"{what} task {t.source or t.name}: no rows")
+        check_fits(base, t, what)
+
+
+def check_circuit(circuit: Circuit, base: ModelHandle, cad_task: Task) -> None:
+    """Refuse a circuit found on other weights or other rows than the CAD rows of this run."""
+    if circuit.model.get("sha256") != base.sha256:
+        raise CircuitForgeError(
+            f"the circuit was found on other weights (model sha256 {str(circuit.model.get('sha256'))[:12]}…, "
+            f"base is {base.sha256[:12]}…): find it on this base model")
+    if circuit.task.get("sha256") != cad_task.sha256:
+        raise CircuitForgeError(
+            f"the circuit was found on other rows than the {len(cad_task)} CAD rows of this run (task sha256 "
+            f"{str(circuit.task.get('sha256'))[:12]}…): find it on the same forget rows and --cad-rows")
+
+
+def paired_drop_ci(base_correct: list[int], edited_correct: list[int], n_boot: int = 2000, seed: int = 0,
+                   ) -> tuple[float, float]:
+    """95% paired bootstrap CI of ``mean(base) − mean(edited)`` over rows (rows resampled together)."""
+    b = torch.tensor(base_correct, dtype=torch.float64)
+    e = torch.tensor(edited_correct, dtype=torch.float64)
+    if b.shape != e.shape or b.numel() == 0:
+        raise ValueError("paired correctness vectors must have the same, non-zero length")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, b.numel(), (n_boot, b.numel()), generator=g)
+    d = (b[idx] - e[idx]).mean(1)
+    lo, hi = torch.quantile(d, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return float(lo), float(hi)
+
+
+def assess(
+    base: ModelHandle,
+    edited: ModelHandle,
+    forget: Task,
+    retain: Task,
+    *,
+    circuit: Circuit | None = None,
+    search: CircuitSearch | None = None,
+    scheme: str = "nf4",
+    thresholds: Thresholds | None = None,
+    cad_settings: CADSettings | None = None,
+    cad_rows: int = 32,
+    extra_tasks: Mapping[str, Task] | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Assessment:
+    """Score ``edited`` against ``base`` on the four properties (see module doc).
+
+    Args:
+        circuit: the base forget circuit; must have been found on ``base`` and the first ``cad_rows``
+            forget rows (refused otherwise). ``None``: found with ``search`` (default ``CircuitSearch``
+            on those rows).
+        scheme: quantization scheme of the PTQ gap (``nf4``, ``fp4``, ``int8``, ``nf4-dq``…).
+        extra_tasks: name → task, scored on both models in full precision (e.g. ``paraphrase``).
+        seed: seeds the bootstrap CIs and CAD's null.
+    Raises:
+        CircuitForgeError: bad input (see :func:`check_inputs`, :func:`check_circuit`).
+    """
+    from circuitforge.quant import Scheme
+    from circuitforge.quant.survival import survival
+
+    say = progress or (lambda s: None)
+    th = thresholds or Thresholds()
+    sch = Scheme.parse(scheme)
+    extra_tasks = dict(extra_tasks or {})
+    t0 = time.time()
+    check_inputs(base, edited, {"forget": forget, "retain": retain, **extra_tasks})
+    cad_task = forget.head(cad_rows)
+    if circuit is not None:
+        check_circuit(circuit, base, cad_task)
+    say(f"accuracies in full precision and {sch.label}")
+    surv = survival(base, edited, forget, retain, schemes=(sch,))
+    fp_b, fp_e = surv["fp"]["base"], surv["fp"]["edited"]
+    q = surv["schemes"][sch.label]
+    extra = {}
+    for name, t in extra_tasks.items():
+        extra[name] = {"base": evaluate(base, t).accuracy, "edited": evaluate(edited, t).accuracy, "n": len(t)}
+    say("circuit attribution divergence")
+    cs = cad_settings or CADSettings(seed=seed)
+    if circuit is None:
+        circuit = (search or CircuitSearch(method=cs.method, ig_steps=cs.ig_steps, faithfulness=cs.faithfulness,
+                                           rows=None)).find(base, cad_task)
+    c = cad(base, edited, cad_task, circuit=circuit, settings=cs)
+    values = {
+        "forgetting": fp_b["forget_acc"] - fp_e["forget_acc"],
+        "retain": fp_b["retain_acc"] - fp_e["retain_acc"],
+        "ptq_gap": q["ptq_gap"],
+    }
+    cis = {
+        "forgetting": paired_drop_ci(fp_b["forget_correct"], fp_e["forget_correct"], seed=seed),
+        "retain": paired_drop_ci(fp_b["retain_correct"], fp_e["retain_correct"], seed=seed),
+        # gap = quantized − fp accuracy of the edited model, paired over the same forget rows
+        "ptq_gap": paired_drop_ci(q["edited"]["forget_correct"], fp_e["forget_correct"], seed=seed),
+    }
+    acc = {"base_forget": fp_b["forget_acc"], "base_retain": fp_b["retain_acc"],
+           "unlearned_forget": fp_e["forget_acc"], "unlearned_retain": fp_e["retain_acc"],
+           f"unlearned_forget_{sch.label}": q["edited"]["forget_acc"],
+           f"unlearned_retain_{sch.label}": q["edited"]["retain_acc"],
+           f"base_forget_{sch.label}": q["base"]["forget_acc"], f"base_retain_{sch.label}": q["base"]["retain_acc"]}
+    for name, e in extra.items():
+        acc[f"base_{name}"], acc[f"unlearned_{name}"] = e["base"], e["edited"]
+    n = {"forgetting": len(forget), "retain": len(retain), "ptq_gap": len(forget), "structural_erasure": len(cad_task)}
+    props = judge(values, c.verdict, c.z, th, cis=cis, n=n, scheme=sch.label)
+    card = Scorecard(
+        base=base.identity(), unlearned=edited.identity(), **props, cad=c.summary(), accuracies=acc,
+        thresholds=th,
+        tasks={"forget": forget.identity(), "retain": retain.identity(), "cad": cad_task.identity(),
+               **{k: t.identity() for k, t in extra_tasks.items()}},
+        seconds=time.time() - t0,
+    )
+    return Assessment(scorecard=card, cad=c, survival=surv, extra=extra, circuit=circuit)
