@@ -34,6 +34,8 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Property:
+    """One property: its measured value, threshold, pass, and evidence (``direction``, ``ci``, ``n``…)."""
+
     value: float
     threshold: float
     passed: bool
@@ -41,6 +43,52 @@ class Property:
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "threshold": self.threshold, "pass": self.passed, **self.extra}
+
+
+DIRECTIONS = {"forgetting": ">=", "retain": "<=", "ptq_gap": "<="}
+
+
+def ci_call(lo: float, hi: float, threshold: float, direction: str) -> str:
+    """``pass`` / ``fail`` / ``undecided`` from a CI's bounds: ``pass`` when the whole CI clears the threshold
+    on the passing side, ``fail`` when the whole CI lies on the failing side, else ``undecided``."""
+    if direction == ">=":
+        return "pass" if lo >= threshold else "fail" if hi < threshold else "undecided"
+    if direction == "<=":
+        return "pass" if hi <= threshold else "fail" if lo > threshold else "undecided"
+    raise ValueError(f"direction must be '>=' or '<=', not {direction!r}")
+
+
+def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds", *,
+          cis: dict[str, tuple[float, float]] | None = None, n: dict[str, int] | None = None,
+          scheme: str = "nf4") -> dict[str, Property]:
+    """The pass rules, in one place, for ``verify``, the benchmark and the demo.
+
+    ``values``: ``forgetting`` (forget-accuracy drop, base − edited), ``retain`` (retain-accuracy drop),
+    ``ptq_gap`` (quantized − fp forget accuracy of the edited model). A property passes on its point value
+    against the threshold (``DIRECTIONS``); with ``cis`` each also carries ``ci`` and a ``call`` of pass /
+    fail / undecided from the CI bounds (:func:`ci_call`). ``structural_erasure`` passes iff the CAD
+    verdict is ``erasure``. Returns keyword arguments for :class:`Scorecard`'s four properties.
+    """
+    cis, n = cis or {}, n or {}
+    thr = {"forgetting": th.min_forget_drop, "retain": th.max_retain_drop, "ptq_gap": th.max_ptq_gap}
+    out: dict[str, Property] = {}
+    for name, direction in DIRECTIONS.items():
+        v, t = float(values[name]), thr[name]
+        ok = v >= t if direction == ">=" else v <= t
+        extra: dict[str, Any] = {"direction": direction}
+        if name in cis:
+            lo, hi = (float(x) for x in cis[name])
+            extra.update(ci=[lo, hi], call=ci_call(lo, hi, t, direction))
+        if name in n:
+            extra["n"] = int(n[name])
+        if name == "ptq_gap":
+            extra["scheme"] = scheme
+        out[name] = Property(v, t, ok, extra)
+    extra_s: dict[str, Any] = {"verdict": verdict, "direction": "verdict == erasure"}
+    if "structural_erasure" in n:
+        extra_s["n"] = int(n["structural_erasure"])
+    out["structural_erasure"] = Property(float(cad_z), th.cad_z, verdict == "erasure", extra_s)
+    return out
 
 
 @dataclass(frozen=True)

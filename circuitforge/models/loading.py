@@ -22,6 +22,14 @@ from circuitforge.models.hf import family_of, from_hf, load_gguf, quiet
 BUILTIN_SPECS = ("smollm2-135m", "tiny-gpt2", "tiny-llama", "tiny-facts")
 
 
+def check_finite(handle: ModelHandle) -> None:
+    """Refuse a model with NaN or infinite weights (one line naming the first such tensor)."""
+    for name, p in handle.hf.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
+            raise CircuitForgeError(f"{handle.spec}: {bad} non-finite (NaN/Inf) weights in {name}")
+
+
 def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_pickle: bool = False) -> ModelHandle:
     """Load a local HF checkpoint folder. Weights must be safetensors unless ``allow_pickle``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -53,7 +61,9 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
     except (OSError, ValueError) as e:
         raise CircuitForgeError(f"{folder}: could not load checkpoint: {str(e).splitlines()[0]}") from e
     model.eval()
-    return from_hf(model, tok, spec=spec, source_dir=str(path))
+    handle = from_hf(model, tok, spec=spec, source_dir=str(path))
+    check_finite(handle)
+    return handle
 
 
 def load_hub(name: str) -> ModelHandle:

@@ -33,14 +33,16 @@ def _acc(handle: ModelHandle, forget: Task, retain: Task, logits_fn: Any = None)
     f = evaluate(handle, forget, logits_fn=logits_fn)
     r = evaluate(handle, retain, logits_fn=logits_fn)
     return {"forget_acc": f.accuracy, "retain_acc": r.accuracy,
-            "forget_logprob": f.mean_answer_logprob, "retain_logprob": r.mean_answer_logprob}
+            "forget_logprob": f.mean_answer_logprob, "retain_logprob": r.mean_answer_logprob,
+            "forget_correct": [int(c) for c in f.correct], "retain_correct": [int(c) for c in r.correct]}
 
 
 def quantized_accuracy(
     handle: ModelHandle, scheme: Scheme, forget: Task, retain: Task, route: Route = "fast",
     backend: Backend = "bnb",
 ) -> dict[str, float]:
-    """Forget/retain accuracy of ``handle`` under ``scheme`` by the chosen route."""
+    """Forget/retain accuracy (and per-row 0/1 correctness, for paired statistics) of ``handle`` under
+    ``scheme`` by the chosen route."""
     if route == "fast":
         return _acc(quantized_copy(handle, scheme, backend=backend), forget, retain)
     from circuitforge.models import save
