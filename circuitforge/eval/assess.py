@@ -19,14 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from circuitforge.cad import CADResult, CADSettings, cad
 from circuitforge.circuits import Circuit, CircuitSearch
 from circuitforge.data import Task, evaluate
 from circuitforge.data.scoring import choice_prompt
 from circuitforge.errors import CircuitForgeError
 from circuitforge.eval.scorecard import Scorecard, Thresholds, judge
+from circuitforge.eval.stats import mean_diff
 from circuitforge.models import ModelHandle
 
 Progress = Callable[[str], None]
@@ -97,18 +96,12 @@ def check_circuit(circuit: Circuit, base: ModelHandle, cad_task: Task) -> None:
             f"{str(circuit.task.get('sha256'))[:12]}…): find it on the same forget rows and --cad-rows")
 
 
-def paired_drop_ci(base_correct: list[int], edited_correct: list[int], n_boot: int = 2000, seed: int = 0,
-                   ) -> tuple[float, float]:
-    """95% paired bootstrap CI of ``mean(base) − mean(edited)`` over rows (rows resampled together)."""
-    b = torch.tensor(base_correct, dtype=torch.float64)
-    e = torch.tensor(edited_correct, dtype=torch.float64)
-    if b.shape != e.shape or b.numel() == 0:
-        raise ValueError("paired correctness vectors must have the same, non-zero length")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, b.numel(), (n_boot, b.numel()), generator=g)
-    d = (b[idx] - e[idx]).mean(1)
-    lo, hi = torch.quantile(d, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return float(lo), float(hi)
+def paired_drop_ci(base_correct: list[int], edited_correct: list[int], seed: int = 0) -> tuple[float, float]:
+    """95% paired bootstrap CI of ``mean(base) − mean(edited)`` over rows (:func:`.stats.mean_diff`)."""
+    est = mean_diff([base_correct], [edited_correct], seed=seed)
+    if est.lo is None or est.hi is None:
+        raise CircuitForgeError("cannot bootstrap an accuracy difference over zero rows")
+    return est.lo, est.hi
 
 
 def assess(

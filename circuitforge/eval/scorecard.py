@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from circuitforge._provenance import versions
+from circuitforge.eval.stats import Estimate
+from circuitforge.eval.stats import judge as ci_judge
 
 FORMAT = "circuitforge.verify/1"
 
@@ -48,16 +50,6 @@ class Property:
 DIRECTIONS = {"forgetting": ">=", "retain": "<=", "ptq_gap": "<="}
 
 
-def ci_call(lo: float, hi: float, threshold: float, direction: str) -> str:
-    """``pass`` / ``fail`` / ``undecided`` from a CI's bounds: ``pass`` when the whole CI clears the threshold
-    on the passing side, ``fail`` when the whole CI lies on the failing side, else ``undecided``."""
-    if direction == ">=":
-        return "pass" if lo >= threshold else "fail" if hi < threshold else "undecided"
-    if direction == "<=":
-        return "pass" if hi <= threshold else "fail" if lo > threshold else "undecided"
-    raise ValueError(f"direction must be '>=' or '<=', not {direction!r}")
-
-
 def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds", *,
           cis: dict[str, tuple[float, float]] | None = None, n: dict[str, int] | None = None,
           scheme: str = "nf4") -> dict[str, Property]:
@@ -66,7 +58,7 @@ def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds"
     ``values``: ``forgetting`` (forget-accuracy drop, base − edited), ``retain`` (retain-accuracy drop),
     ``ptq_gap`` (quantized − fp forget accuracy of the edited model). A property passes on its point value
     against the threshold (``DIRECTIONS``); with ``cis`` each also carries ``ci`` and a ``call`` of pass /
-    fail / undecided from the CI bounds (:func:`ci_call`). ``structural_erasure`` passes iff the CAD
+    fail / undecided from the CI bounds (:func:`circuitforge.eval.stats.judge`). ``structural_erasure`` passes iff the CAD
     verdict is ``erasure``. Returns keyword arguments for :class:`Scorecard`'s four properties.
     """
     cis, n = cis or {}, n or {}
@@ -78,7 +70,8 @@ def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds"
         extra: dict[str, Any] = {"direction": direction}
         if name in cis:
             lo, hi = (float(x) for x in cis[name])
-            extra.update(ci=[lo, hi], call=ci_call(lo, hi, t, direction))
+            est = Estimate(v, lo, hi, int(n.get(name, 0)), 1)
+            extra.update(ci=[lo, hi], call=ci_judge(est, t, direction))  # type: ignore[arg-type]
         if name in n:
             extra["n"] = int(n[name])
         if name == "ptq_gap":

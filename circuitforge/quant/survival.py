@@ -29,7 +29,7 @@ FORMAT = "circuitforge.quant-survival/1"
 Route = Literal["fast", "deploy"]
 
 
-def _acc(handle: ModelHandle, forget: Task, retain: Task, logits_fn: Any = None) -> dict[str, float]:
+def _acc(handle: ModelHandle, forget: Task, retain: Task, logits_fn: Any = None) -> dict[str, Any]:
     f = evaluate(handle, forget, logits_fn=logits_fn)
     r = evaluate(handle, retain, logits_fn=logits_fn)
     return {"forget_acc": f.accuracy, "retain_acc": r.accuracy,
@@ -40,7 +40,7 @@ def _acc(handle: ModelHandle, forget: Task, retain: Task, logits_fn: Any = None)
 def quantized_accuracy(
     handle: ModelHandle, scheme: Scheme, forget: Task, retain: Task, route: Route = "fast",
     backend: Backend = "bnb",
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Forget/retain accuracy (and per-row 0/1 correctness, for paired statistics) of ``handle`` under
     ``scheme`` by the chosen route."""
     if route == "fast":
