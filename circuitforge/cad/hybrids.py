@@ -1,0 +1,171 @@
+"""Layer hybrids: is the answer still computed somewhere in M₁?
+
+The hybrid ``H_L`` (``0 ≤ L ≤ n_layers``) runs M₁'s embedding and blocks ``< L`` and feeds the residual
+stream they produce into M₀'s blocks ``≥ L`` and M₀'s final norm and unembedding:
+
+* ``H_0`` = M₁'s embedding, then all of M₀;
+* ``H_n`` = all of M₁'s layers read through M₀'s readout (final norm + unembedding).
+
+If an edit only gates the answer late (at layers ``≥ K``), M₁'s residual at every ``L ≤ K`` equals M₀'s
+and ``H_L`` answers exactly as M₀ does: the knowledge is recoverable by swapping in later layers. If the
+knowledge is gone from M₁'s residual early, M₀'s later layers cannot read it back and ``H_L`` fails for
+every ``L`` after the edit.
+
+**Metric** (per example, signed): the answer margin at the prompt's last position,
+``margin = logit(answer) − mean(logit(corrupt answer and distractors))`` (first tokens; positive = the
+model prefers the answer, 0 = no preference). **Recovery** ``R_L = mean_i margin(H_L)_i / mean_i
+margin(M₀)_i`` (a ratio of means over examples, so one example whose base margin is near 0 cannot blow
+it up; per-example ratios are kept too). 1 = as M₀; 0 = no preference left; < 0 = the wrong answers are
+preferred. ``own`` is the same ratio for M₁ itself (M₁'s own readout).
+
+**Efficiency**: one forward of M₁ caches its residual at every block input (``blocks.L.hook_resid_pre``)
+and after the last block (``blocks.{n-1}.hook_resid_post``); then M₀ runs once on the batch repeated for
+a group of layers, a hook at each ``blocks.L.hook_resid_pre`` overwriting the rows of that layer's copy
+with M₁'s residual. Checked against hybrids built by copying M₁'s weights into M₀ (tests).
+
+**Caveat**: a hybrid is meaningful only when M₀ and M₁ share a residual basis (M₁ fine-tuned from M₀).
+Measure that on retain rows (:func:`recovery_curves` returns both): a model trained separately fails its
+hybrids on retain rows as much as on forget rows.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+
+from circuitforge.data.scoring import pad_batch
+from circuitforge.data.task import ClozeItem, Task
+from circuitforge.errors import CircuitForgeError
+from circuitforge.models import ModelHandle
+
+
+@dataclass(frozen=True)
+class MarginBatch:
+    """Prompts of a cloze task, right-padded, with the token ids the margin compares.
+
+    ``tokens``: ``[batch, pos]``; ``last``: ``[batch]`` last prompt position; ``answer``: ``[batch]``
+    first answer token; ``others``: ``[batch, k]`` first tokens of the wrong options, ``other_mask``
+    ``[batch, k]`` True on real entries (rows have different numbers of options)."""
+
+    tokens: Int[torch.Tensor, "batch pos"]
+    last: Int[torch.Tensor, " batch"]
+    answer: Int[torch.Tensor, " batch"]
+    others: Int[torch.Tensor, "batch k"]
+    other_mask: torch.Tensor
+
+
+def margin_batch(handle: ModelHandle, task: Task) -> MarginBatch:
+    """Encode ``task``'s cloze rows (each needs a corrupt answer or distractors)."""
+    seqs, ans, others = [], [], []
+
+    def first(s: str) -> int:
+        ids = handle.tokenizer(s, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise CircuitForgeError(f"{task.name}: option {s!r} encodes to no tokens")
+        return int(ids[0])
+
+    for i, it in enumerate(task.items):
+        if not isinstance(it, ClozeItem):
+            raise CircuitForgeError(f"{task.name}: hybrids need cloze rows")
+        a = first(it.answer)
+        o = sorted({first(s) for s in (it.corrupt_answer, *it.distractors) if s} - {a})
+        if not o:
+            raise CircuitForgeError(f"{task.name}, row {i + 1}: no wrong option with another first token")
+        seqs.append(handle.to_tokens(it.prompt)[0].tolist())
+        ans.append(a)
+        others.append(o)
+    k = max(len(o) for o in others)
+    oth = torch.zeros(len(others), k, dtype=torch.long)
+    mask = torch.zeros(len(others), k, dtype=torch.bool)
+    for i, o in enumerate(others):
+        oth[i, : len(o)] = torch.tensor(o)
+        mask[i, : len(o)] = True
+    return MarginBatch(pad_batch(seqs), torch.tensor([len(s) - 1 for s in seqs]), torch.tensor(ans), oth, mask)
+
+
+def margins(logits: Float[torch.Tensor, "batch pos vocab"], mb: MarginBatch) -> Float[torch.Tensor, " batch"]:
+    """Answer logit − mean wrong-option logit at each row's last prompt position."""
+    last = logits[torch.arange(len(mb.last)), mb.last.to(logits.device)].float().cpu()
+    a = last.gather(1, mb.answer[:, None])[:, 0]
+    o = last.gather(1, mb.others)
+    return a - (o * mb.other_mask).sum(1) / mb.other_mask.sum(1)
+
+
+def _hook_names(n_layers: int) -> list[str]:
+    return [f"blocks.{L}.hook_resid_pre" for L in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+
+
+@torch.no_grad()
+def residuals(handle: ModelHandle, tokens: Int[torch.Tensor, "batch pos"]) -> tuple[list[Float[torch.Tensor, "batch pos d_model"]], Float[torch.Tensor, "batch pos vocab"]]:
+    """``handle``'s residual stream at every block input and after the last block (``n_layers + 1``
+    tensors, index L = input of block L), and its own logits, from one forward pass."""
+    names = _hook_names(handle.n_layers)
+    store: dict[str, torch.Tensor] = {}
+
+    def save(name: str):  # type: ignore[no-untyped-def]
+        def fn(x: torch.Tensor, hook: object) -> None:
+            store[name] = x.detach().clone()
+        return fn
+
+    with handle.bridge.hooks(fwd_hooks=[(n, save(n)) for n in names]):
+        logits = handle.bridge(tokens.to(handle.device))
+    return [store[n] for n in names], logits
+
+
+@torch.no_grad()
+def hybrid_logits(base: ModelHandle, resid: list[Float[torch.Tensor, "batch pos d_model"]],
+                  tokens: Int[torch.Tensor, "batch pos"], layers: list[int]) -> Float[torch.Tensor, "group batch pos vocab"]:
+    """Logits of the hybrids ``H_L`` for each ``L`` in ``layers`` (one forward of ``base`` on the batch
+    repeated ``len(layers)`` times); ``resid`` is M₁'s residual from :func:`residuals`."""
+    n, b = base.n_layers, tokens.shape[0]
+    names = _hook_names(n)
+    hooks = []
+    for j, L in enumerate(layers):
+        def patch(x: torch.Tensor, hook: object, j: int = j, L: int = L) -> torch.Tensor:
+            out = x.clone()
+            out[j * b : (j + 1) * b] = resid[L].to(x.device, x.dtype)
+            return out
+        hooks.append((names[L], patch))
+    with base.bridge.hooks(fwd_hooks=hooks):
+        logits = base.bridge(tokens.repeat(len(layers), 1).to(base.device))
+    return logits.reshape(len(layers), b, *logits.shape[1:])
+
+
+@dataclass(frozen=True)
+class HybridMargins:
+    """Per-example margins: ``base`` [batch] (M₀), ``own`` [batch] (M₁), ``hybrid`` [len(layers), batch]
+    (row j = hybrid ``H_{layers[j]}``)."""
+
+    base: Float[torch.Tensor, " batch"]
+    own: Float[torch.Tensor, " batch"]
+    hybrid: Float[torch.Tensor, "layers batch"]
+    layers: list[int]
+
+
+def hybrid_layers(n_layers: int, points: int | None) -> list[int]:
+    """``0..n_layers`` when ``points`` is None or ≥ n_layers + 1, else ``points`` evenly spaced layers from
+    0 to ``n_layers`` (both ends included)."""
+    if points is None or points >= n_layers + 1:
+        return list(range(n_layers + 1))
+    if points < 2:
+        raise ValueError("hybrid points must be ≥ 2")
+    return sorted({round(i * n_layers / (points - 1)) for i in range(points)})
+
+
+def hybrid_margins(base: ModelHandle, edited: ModelHandle, task: Task, layers: list[int] | None = None,
+                   max_rows_per_pass: int = 64) -> HybridMargins:
+    """Margins of M₀, M₁ and the layer hybrids ``H_L`` for ``L`` in ``layers`` (default every
+    ``0..n_layers``) on ``task`` (see module doc). Neither model is modified."""
+    mb = margin_batch(base, task)
+    with torch.no_grad():
+        m0 = margins(base.bridge(mb.tokens.to(base.device)), mb)
+        resid, own_logits = residuals(edited, mb.tokens)
+        own = margins(own_logits, mb)
+        per = max(1, max_rows_per_pass // mb.tokens.shape[0])
+        layers = list(range(base.n_layers + 1)) if layers is None else sorted(layers)
+        out = []
+        for g in range(0, len(layers), per):
+            grp = layers[g : g + per]
+            lg = hybrid_logits(base, resid, mb.tokens, grp)
+            out += [margins(lg[j], mb) for j in range(len(grp))]
+    return HybridMargins(m0, own, torch.stack(out), layers)

@@ -1,0 +1,80 @@
+"""The verdict — ``erasure``, ``suppression``, ``unchanged`` or ``indeterminate`` — from recovery evidence.
+
+Rules, in order (``own``: M₁'s own forget margin ÷ M₀'s, with its 95% CI; ``B``: basis, ``E``: erasure
+score with its CI, see :mod:`.recovery`; ``p``: percentile of ``E`` among matched benign edits):
+
+1. ``own`` CI entirely above ``KEEP`` → **unchanged** (M₁ still prefers the answers); CI straddling
+   ``KEEP`` → **indeterminate** (did not clearly forget).
+2. ``B < BASIS_MIN`` → **indeterminate**: M₀'s layers cannot read M₁'s residual stream even on retain rows
+   (M₁ was not fine-tuned from M₀, or its retain behaviour collapsed), so hybrids say nothing.
+3. ``E`` CI lower bound ``> E_MIN`` and, when a benign null was run, ``p ≥ P_MIN`` → **erasure**
+   (the forget answer is gone from M₁'s residual over most of the depth, more than a benign edit of the
+   same size removes).
+4. ``E`` CI upper bound ``< E_MIN`` → **suppression** (forgotten at the output, but M₀'s later layers read
+   the answer back out of M₁'s residual at most depths).
+5. Otherwise **indeterminate**.
+
+The thresholds are constants fixed on the calibration set of known-label controls (tiny-facts, forget rows
+0–15, same-domain retain rows 32–47) before the evaluation controls (forget rows 16–31) and the unlearned
+models were looked at; ``benchmarks/cad_validation.py --stage calibrate`` prints the numbers they were
+chosen from (recorded in docs/results/cad_validation/calibration.json).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Verdict = Literal["erasure", "suppression", "unchanged", "indeterminate"]
+
+# Calibration run: docs/results/cad_validation/calibration.json (benchmarks/cad_validation.py --stage calibrate).
+KEEP = 0.5
+"""own-margin ratio above which M₁ still knows the forget answers. Calibration: unchanged/benign controls
+own ≥ 0.95, every forgetting control ≤ 0.10; 0.5 is the midpoint, kept round."""
+BASIS_MIN = 0.5
+"""retain recovery over the first half of the depth below which hybrids are not interpretable.
+Calibration: fine-tuned controls ≥ 0.99; independently trained models (other init) ≤ 0.2."""
+E_MIN = 0.4
+"""erasure-score threshold. Calibration: suppression controls (readout edit, last-layer ascent) E ≤ 0.26
+(a last-layer edit of a 4-layer model can reach at most 1/4); the same-init retrain oracle E ≥ 0.6;
+0.4 lies between with margin on both sides."""
+P_MIN = 0.95
+"""benign-null percentile the erasure score must reach."""
+
+
+@dataclass(frozen=True)
+class VerdictEvidence:
+    """The numbers the verdict was read from, and which rule decided it."""
+
+    verdict: Verdict
+    rule: str
+    own: float
+    own_ci: list[float]
+    basis: float | None
+    erasure_score: float
+    erasure_score_ci: list[float]
+    benign_percentile: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "rule": self.rule, "own": self.own, "own_ci": self.own_ci,
+                "basis": self.basis, "erasure_score": self.erasure_score, "erasure_score_ci": self.erasure_score_ci,
+                "benign_percentile": self.benign_percentile,
+                "thresholds": {"keep": KEEP, "basis_min": BASIS_MIN, "e_min": E_MIN, "p_min": P_MIN}}
+
+
+def decide(own: float, own_ci: list[float], basis: float | None, e: float, e_ci: list[float],
+           benign_percentile: float | None) -> VerdictEvidence:
+    """Apply the rules of the module doc."""
+    def out(v: Verdict, rule: str) -> VerdictEvidence:
+        return VerdictEvidence(v, rule, own, own_ci, basis, e, e_ci, benign_percentile)
+
+    if own_ci[0] > KEEP:
+        return out("unchanged", f"own forget margin CI above {KEEP}: M₁ still prefers the answers")
+    if own_ci[1] >= KEEP:
+        return out("indeterminate", f"own forget margin CI straddles {KEEP}: not clearly forgotten")
+    if basis is not None and basis < BASIS_MIN:
+        return out("indeterminate", f"retain hybrids fail (basis {basis:.2f} < {BASIS_MIN}): hybrids not interpretable")
+    benign_ok = benign_percentile is None or benign_percentile != benign_percentile or benign_percentile >= P_MIN
+    if e_ci[0] > E_MIN and benign_ok:
+        return out("erasure", f"erasure score CI above {E_MIN}" + ("" if benign_percentile is None else f", benign percentile ≥ {P_MIN}"))
+    if e_ci[1] < E_MIN:
+        return out("suppression", f"erasure score CI below {E_MIN}: answer recoverable from M₁'s residual")
+    return out("indeterminate", f"erasure score CI straddles {E_MIN} or is within the benign null")

@@ -1,0 +1,93 @@
+"""Layer hybrids against hand-built hybrids (M₁'s weights copied into M₀), recovery statistics, and the
+matched benign null, on the tiny trained model."""
+
+import pytest
+import torch
+
+from circuitforge.cad.benign import edit_stats, matched_random_sign, percentile
+from circuitforge.cad.controls import untie_unembedding
+from circuitforge.cad.hybrids import hybrid_layers, hybrid_margins, margin_batch, margins
+from circuitforge.cad.recovery import erasure_score, recovery
+from circuitforge.models import clone
+
+
+@pytest.fixture(scope="module")
+def perturbed(tiny_facts):
+    """M₀ with every parameter perturbed (so every layer, the embedding and the readout differ)."""
+    m = clone(tiny_facts, spec="tiny-facts+noise")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.hf.parameters():
+            p.add_(0.03 * torch.randn(p.shape, generator=g))
+    return m
+
+
+def _hand_built(base, edited, L):
+    """M₀ with M₁'s embedding and blocks < L copied in (M₀'s own readout, untied)."""
+    h = clone(base)
+    untie_unembedding(h)
+    with torch.no_grad():
+        h.hf.model.embed_tokens.weight.copy_(edited.hf.model.embed_tokens.weight)
+        for layer in range(L):
+            dst = dict(h.hf.model.layers[layer].named_parameters())
+            for n, p in edited.hf.model.layers[layer].named_parameters():
+                dst[n].copy_(p)
+    return h
+
+
+def test_hooked_hybrids_equal_weight_copied_hybrids(tiny_facts, perturbed, forget_task):
+    task = forget_task.head(8)
+    hm = hybrid_margins(tiny_facts, perturbed, task)
+    mb = margin_batch(tiny_facts, task)
+    assert hm.layers == list(range(tiny_facts.n_layers + 1))
+    with torch.no_grad():
+        for L in hm.layers:
+            ref = margins(_hand_built(tiny_facts, perturbed, L).bridge(mb.tokens), mb)
+            torch.testing.assert_close(hm.hybrid[L], ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(hm.own, margins(perturbed.bridge(mb.tokens), mb))
+        torch.testing.assert_close(hm.base, margins(tiny_facts.bridge(mb.tokens), mb))
+    # the perturbation matters: the full hybrid is not M₀ (a test of a no-op would pass trivially)
+    assert (hm.hybrid[-1] - hm.base).abs().max() > 0.05
+
+
+def test_identical_model_recovers_exactly_and_inputs_untouched(tiny_facts, forget_task):
+    sha = tiny_facts.sha256
+    same = clone(tiny_facts)
+    hm = hybrid_margins(tiny_facts, same, forget_task.head(8), layers=[0, 2, 4])
+    assert hm.layers == [0, 2, 4]
+    assert torch.equal(hm.hybrid, hm.base.expand(3, -1)) and torch.equal(hm.own, hm.base)
+    rec = recovery(hm, hm, n_boot=100)
+    assert rec.erasure_score == 0.0 and rec.basis == 1.0 and rec.forget["own"] == pytest.approx(1.0)
+    tiny_facts.invalidate_identity()
+    assert tiny_facts.sha256 == sha
+
+
+def test_hybrid_layers_and_erasure_score_by_hand():
+    assert hybrid_layers(30, 16) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30]
+    assert hybrid_layers(4, 16) == [0, 1, 2, 3, 4]
+    rf = torch.tensor([1.0, 1.0, 0.0, -0.5, 0.2])   # L = 0..4
+    rr = torch.tensor([1.0, 0.9, 1.2, 0.8, 1.0])
+    e, b = erasure_score(rf, rr, [0, 1, 2, 3, 4])
+    # deep layers 1..4: clip(rr) = .9 1 .8 1, clip(rf) = 1 0 0 .2 → differences −.1 1 .8 .8 → mean .625
+    assert e == pytest.approx(0.625)
+    assert b == pytest.approx((1.0 + 0.9 + 1.0) / 3)   # L ≤ 2
+
+
+def test_matched_random_sign_matches_norm_and_count(tiny_facts, perturbed):
+    # a sparse edit: only one MLP's down projection, half its entries
+    sparse = clone(tiny_facts)
+    w = sparse.hf.model.layers[1].mlp.down_proj.weight
+    with torch.no_grad():
+        mask = torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+        w.add_(0.05 * mask)
+    sparse.invalidate_identity()
+    want = edit_stats(tiny_facts, sparse)
+    assert want["changed"] == int(mask.sum())
+    b = matched_random_sign(tiny_facts, sparse, seed=3)
+    got = edit_stats(tiny_facts, b)
+    assert got["changed"] == want["changed"]
+    assert got["l2"] == pytest.approx(want["l2"], rel=1e-4)
+    d = b.hf.model.layers[1].mlp.down_proj.weight - tiny_facts.hf.model.layers[1].mlp.down_proj.weight
+    assert not torch.equal(d != 0, mask)                    # random positions, not the edit's
+    assert (d > 0).sum() > 0 and (d < 0).sum() > 0          # both signs
+    assert percentile(1.0, [0.0, 0.5, 1.0, 2.0]) == pytest.approx(0.625)
