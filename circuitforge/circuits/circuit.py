@@ -112,11 +112,22 @@ class Circuit:
         if d.get("format") != FORMAT:
             raise CircuitForgeError(f"not a {FORMAT} document (format={d.get('format')!r})")
         edges, scores = [], {}
-        for e in d.get("edges", []):
+        rows = d.get("edges", [])
+        if not isinstance(rows, list):
+            raise CircuitForgeError("circuit JSON: 'edges' must be a list")
+        for i, e in enumerate(rows):
+            if not isinstance(e, dict) or not isinstance(e.get("src"), str) or not isinstance(e.get("dst"), str):
+                raise CircuitForgeError(f"circuit JSON: edge {i + 1} needs string fields 'src' and 'dst'")
             eid = f"{e['src']}->{e['dst']}"
             edges.append(eid)
             if e.get("score") is not None:
-                scores[eid] = float(e["score"])
+                try:
+                    scores[eid] = float(e["score"])
+                except (TypeError, ValueError) as err:
+                    raise CircuitForgeError(f"circuit JSON: edge {i + 1} ({eid}) has a non-numeric score") from err
+        for key in ("model", "task", "method", "selection", "baselines", "stability", "versions"):
+            if not isinstance(d.get(key, {}), dict):
+                raise CircuitForgeError(f"circuit JSON: {key!r} must be an object")
         return cls(
             edges=edges, faithfulness=d.get("faithfulness"), model=dict(d.get("model", {})),
             task=dict(d.get("task", {})), method=dict(d.get("method", {})),
@@ -132,11 +143,18 @@ class Circuit:
         s = str(source)
         try:
             text = s if s.lstrip().startswith("{") else open(s, encoding="utf-8").read()
-            return cls.from_dict(json.loads(text))
+            d = json.loads(text)
         except OSError as e:
             raise CircuitForgeError(f"{s}: cannot read circuit ({e.strerror})") from e
         except json.JSONDecodeError as e:
             raise CircuitForgeError(f"{s}: invalid JSON ({e.msg})") from e
+        where = "circuit" if s.lstrip().startswith("{") else s
+        if not isinstance(d, dict):
+            raise CircuitForgeError(f"{where}: a circuit JSON must be an object")
+        try:
+            return cls.from_dict(d)
+        except CircuitForgeError as e:
+            raise CircuitForgeError(f"{where}: {e}") from e
 
 
 def keep_mask(lay: Layout, edges: list[str]) -> Bool[torch.Tensor, "writers readers"]:

@@ -1,9 +1,12 @@
 """The ``circuitforge`` command line (typer). Every command is a thin layer over the public functions.
 
-Exit codes: 0 ok / pass, 1 a check failed, 2 bad input (one-line message on stderr).
+Exit codes: 0 ok / pass, 1 a check failed, 2 bad input (one-line message on stderr), 3 an internal error
+(one line naming it; ``CIRCUITFORGE_DEBUG=1`` shows the traceback). A crash never exits 1, so a script
+cannot mistake it for a failed check.
 Command groups live in one module each and register themselves on :data:`app`.
 """
 
+import os
 import sys
 
 import typer
@@ -43,7 +46,12 @@ def main() -> None:
             sys.exit(2)
         if isinstance(e, click.exceptions.Exit):
             sys.exit(e.exit_code)
-        raise
+        if os.environ.get("CIRCUITFORGE_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        print(f"internal error: {type(e).__name__}: {first} (CIRCUITFORGE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(3)
 
 
 __all__ = ["app", "main"]

@@ -26,37 +26,45 @@ def verify_cmd(
     ig_steps: Annotated[int, typer.Option(help="EAP-IG steps")] = 5,
     circuit: Annotated[str | None, typer.Option(help="reuse a base circuit JSON instead of finding it")] = None,
 ) -> None:
-    """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD)."""
-    from circuitforge.cad.api import CADSettings
+    """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD).
+
+    Exit 0: every property passes; 1: a property fails; 2: bad input (one line on stderr: incompatible
+    models, non-finite weights, an empty or over-long task, a malformed circuit or one found on other
+    weights or rows); 3: an internal error.
+    """
+    from circuitforge.cad import CADSettings
+    from circuitforge.circuits import Circuit, CircuitSearch
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
-    from circuitforge.eval import Thresholds, verify
+    from circuitforge.eval import Thresholds, assess
     from circuitforge.models import load
 
     try:
         th = Thresholds(min_forget_drop, max_retain_drop, max_ptq_gap, cad_z)
         settings = CADSettings(method=method, ig_steps=ig_steps, z_threshold=cad_z)  # type: ignore[arg-type]
+        search = CircuitSearch(method=method, ig_steps=ig_steps, rows=None)  # type: ignore[arg-type]
     except ValueError as e:
         raise CircuitForgeError(str(e)) from e
+    if cad_rows < 4:
+        raise CircuitForgeError("--cad-rows must be at least 4 (CAD's null splits the rows in halves)")
     f, r = load_task(forget), load_task(retain)
-    circ = None
-    if circuit:
-        from circuitforge.circuits import Circuit
-
-        circ = Circuit.from_json(circuit)
+    circ = Circuit.from_json(circuit) if circuit else None
     with console.status("loading models"):
         mb, mu = load(base), load(unlearned)
-    with console.status("verifying (accuracies, quantization, CAD)"):
-        card, c = verify(mb, mu, f, r, scheme=scheme, thresholds=th, cad_settings=settings, cad_rows=cad_rows,
-                         circuit=circ)
+    with console.status("verifying (accuracies, quantization, CAD)") as st:
+        a = assess(mb, mu, f, r, circuit=circ, search=search, scheme=scheme, thresholds=th, cad_settings=settings,
+                   cad_rows=cad_rows, progress=lambda msg: st.update(f"verifying: {msg}"))
+    card, c = a.scorecard, a.cad
     d = card.to_dict()
     t = Table(title=f"verify: {unlearned} against {base}")
-    for col in ("property", "value", "threshold", "pass"):
+    for col in ("property", "value", "95% CI", "threshold", "pass"):
         t.add_column(col)
     for name, p in d["properties"].items():
-        t.add_row(name, f"{p['value']:.3f}", f"{p['threshold']:.3f}", "[green]pass" if p["pass"] else "[red]FAIL")
+        ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] {p['call']}" if "ci" in p else "–"
+        t.add_row(name, f"{p['value']:.3f}", ci, f"{p.get('direction', '')} {p['threshold']:.3f}",
+                  "[green]pass" if p["pass"] else "[red]FAIL")
     out.print(t)
-    out.print(f"CAD verdict: {c.verdict} (mechanistic z {c.z:.1f}, behavioural z {c.behavioural['z']:.1f}); "
+    out.print(f"CAD verdict: {c.verdict} (CAD {c.value:.3f}, z {c.z:.1f}); "
               f"overall: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
     write_json(json_path, {**d, "cad_detail": c.to_dict()} if json_path else None)
     if html_path:

@@ -64,7 +64,7 @@ def check_fits(handle: ModelHandle, task: Task, what: str) -> None:
             texts = [it.prompt + o for o in (it.answer, *it.distractors)]  # type: ignore[union-attr]
         else:
             texts = [choice_prompt(it) + " A"]  # type: ignore[arg-type]
-        n = max(len(handle.to_tokens(t)[0]) for t in texts)
+        n = max(len(handle.tokenizer(t)["input_ids"]) + 1 for t in texts)  # + BOS; to_tokens would truncate
         if n > limit:
             raise CircuitForgeError(f"{what} task {task.source or task.name}: row {i + 1} is {n} tokens long, "
                                     f"longer than {handle.spec}'s context of {limit} tokens")
@@ -82,6 +82,14 @@ def check_inputs(base: ModelHandle, edited: ModelHandle, tasks: Mapping[str, Tas
         if len(t) == 0:
             raise CircuitForgeError(f"{what} task {t.source or t.name}: no rows")
         check_fits(base, t, what)
+
+
+def check_counterfactual(task: Task, what: str) -> None:
+    """Refuse CAD rows without the corrupt prompt its counterfactual attribution patches from."""
+    for i, it in enumerate(task.items):
+        if getattr(it, "corrupt_prompt", None) is None:
+            raise CircuitForgeError(f"{what} task {task.source or task.name}: row {i + 1} has no corrupt_prompt "
+                                    "(CAD's counterfactual attribution needs one on every CAD row)")
 
 
 def check_circuit(circuit: Circuit, base: ModelHandle, cad_task: Task) -> None:
@@ -142,6 +150,7 @@ def assess(
     t0 = time.time()
     check_inputs(base, edited, {"forget": forget, "retain": retain, **extra_tasks})
     cad_task = forget.head(cad_rows)
+    check_counterfactual(cad_task, "forget")
     if circuit is not None:
         check_circuit(circuit, base, cad_task)
     say(f"accuracies in full precision and {sch.label}")

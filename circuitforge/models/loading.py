@@ -50,8 +50,19 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
             raise CircuitForgeError(f"{folder}: no weights found (expected *.safetensors)")
     import json
 
-    model_type = json.loads((path / "config.json").read_text()).get("model_type", "?")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CircuitForgeError(f"{folder}: unreadable config.json ({e})") from e
+    if not isinstance(config, dict):
+        raise CircuitForgeError(f"{folder}: config.json is not a JSON object")
+    model_type = config.get("model_type", "?")
     family_of(model_type, str(folder))
+    if config.get("auto_map") or any(path.glob("*.py")):
+        import sys
+
+        print(f"note: {folder} ships custom code (auto_map / *.py); it is never imported: the model is loaded "
+              f"with transformers' own {model_type!r} classes", file=sys.stderr)
     try:
         with quiet():
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

@@ -1,0 +1,144 @@
+"""``circuitforge verify`` on bad input: exit 2 and exactly one ``error:`` line; custom code never imported;
+exit 1 (not 0, not 2) on an unlearned model that forgot nothing. Tiny trained model, CLI run in-process."""
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+
+from circuitforge.circuits import Circuit
+from circuitforge.models import save
+
+BASE = ["--base", "tiny-facts", "--forget", "tiny-facts:forget", "--retain", "tiny-facts:retain"]
+
+
+def cli(capsys, *args):
+    from circuitforge.cli import main
+
+    old = sys.argv
+    sys.argv = ["circuitforge", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def copy_dir(tmp_path_factory, tiny_facts):
+    """A saved, unchanged copy of the tiny trained model (the 'unlearned' model of several tests)."""
+    return save(tiny_facts, tmp_path_factory.mktemp("unchanged") / "model")
+
+
+def _variant(copy_dir, tmp_path, name):
+    dst = tmp_path / name
+    shutil.copytree(copy_dir, dst)
+    return dst
+
+
+def test_malformed_circuit_json(capsys, copy_dir, tmp_path):
+    bad = tmp_path / "c.json"
+    bad.write_text(json.dumps({"format": "circuitforge.circuit/1", "edges": [{"dst": "logits", "score": 1.0}]}))
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--circuit", str(bad))
+    assert code == 2
+    assert "edge 1 needs string fields 'src' and 'dst'" in one_error_line(err)
+    bad.write_text("[1, 2")
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--circuit", str(bad))
+    assert code == 2 and "invalid JSON" in one_error_line(err)
+
+
+def test_circuit_from_other_model_or_rows(capsys, copy_dir, tmp_path, tiny_facts, forget_task):
+    rows = forget_task.head(8)
+    good = Circuit(edges=["m0->logits"], model={"sha256": tiny_facts.sha256}, task=rows.identity(),
+                   method={"name": "eap-ig", "ig_steps": 5})
+    other_model = Circuit(edges=good.edges, model={"sha256": "0" * 64}, task=good.task, method=good.method)
+    other_rows = Circuit(edges=good.edges, model=good.model, task=forget_task.head(9).identity(), method=good.method)
+    for c, needle in ((other_model, "found on other weights"), (other_rows, "found on other rows")):
+        path = tmp_path / "c.json"
+        c.to_json(path)
+        code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--circuit", str(path),
+                           "--cad-rows", "8")
+        assert code == 2 and needle in one_error_line(err), err
+
+
+def test_non_finite_weights(capsys, copy_dir, tmp_path, fresh):
+    h = fresh(str(copy_dir))
+    with torch.no_grad():
+        next(p for n, p in h.hf.named_parameters() if "mlp" in n)[0, 0] = float("nan")
+    folder = save(h, tmp_path / "nan")
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(folder))
+    assert code == 2 and "non-finite (NaN/Inf) weights" in one_error_line(err)
+
+
+def test_mismatched_tokenizer(capsys, copy_dir, tmp_path):
+    folder = _variant(copy_dir, tmp_path, "tok")
+    tj = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    a, b = list(vocab)[4:6]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # same size, two ids swapped
+    (folder / "tokenizer.json").write_text(json.dumps(tj))
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(folder))
+    assert code == 2 and "tokenizers differ" in one_error_line(err)
+
+
+def test_cad_rows_without_corrupt_prompt(capsys, copy_dir, tmp_path):
+    rows = tmp_path / "plain.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"fact {i} is", "answer": " x"}) + "\n" for i in range(8)))
+    code, _, err = cli(capsys, "verify", "--base", "tiny-facts", "--unlearned", str(copy_dir),
+                       "--forget", str(rows), "--retain", "tiny-facts:retain", "--cad-rows", "8")
+    assert code == 2 and "has no corrupt_prompt" in one_error_line(err)
+
+
+def test_empty_task_file(capsys, copy_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = cli(capsys, "verify", "--base", "tiny-facts", "--unlearned", str(copy_dir),
+                       "--forget", str(empty), "--retain", "tiny-facts:retain")
+    assert code == 2 and "empty.jsonl" in one_error_line(err)
+
+
+def test_custom_code_is_not_imported_and_long_prompts_refused(capsys, copy_dir, tmp_path):
+    folder = _variant(copy_dir, tmp_path, "custom")
+    marker = tmp_path / "IMPORTED"
+    code = f"open({str(marker)!r}, 'w').write('x')\nclass EvilForCausalLM: pass\nclass EvilTokenizer: pass\n"
+    (folder / "modeling_evil.py").write_text(code)
+    (folder / "tokenization_evil.py").write_text(code)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    tc = json.loads((folder / "tokenizer_config.json").read_text())
+    tc["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tc))
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"prompt": "the " * 100 + "capital of", "answer": " x",
+                                "corrupt_prompt": "the " * 100 + "capital of", "corrupt_answer": " y"}) + "\n")
+    code_, _, err = cli(capsys, "verify", "--base", "tiny-facts", "--unlearned", str(folder),
+                        "--forget", str(long), "--retain", "tiny-facts:retain")
+    assert not marker.exists(), "custom code shipped in the checkpoint was imported"
+    assert "ships custom code" in err
+    assert code_ == 2 and "longer than" in one_error_line(err) and "context of 64 tokens" in err
+
+
+def test_unchanged_copy_fails_with_exit_1(capsys, copy_dir, tmp_path):
+    out = tmp_path / "v.json"
+    code, stdout, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--cad-rows", "8",
+                            "--ig-steps", "2", "--json", str(out))
+    assert code == 1, err
+    d = json.loads(out.read_text())
+    f = d["properties"]["forgetting"]
+    assert d["pass"] is False and f["pass"] is False and f["value"] == 0.0 and f["call"] == "fail"
+    assert f["ci"] == [0.0, 0.0] and f["direction"] == ">=" and f["n"] == 48
+    assert "FAIL" in stdout
