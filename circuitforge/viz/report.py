@@ -3,46 +3,127 @@
 import html
 from typing import Any
 
+PROPERTY_LABELS = {"forgetting": "forget-accuracy drop", "retain": "retain-accuracy drop",
+                   "ptq_gap": "NF4 gap (forget acc. NF4 − fp)", "structural_erasure": "CAD z (mechanistic)"}
+DIRECTIONS = {"forgetting": "≥", "retain": "≤", "ptq_gap": "≤", "structural_erasure": "≥"}
+"""How each scorecard property passes (circuitforge.eval.scorecard): value ≥ or ≤ its threshold."""
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;"
+       "line-height:1.4}*{box-sizing:border-box}table{border-collapse:collapse;font-size:0.92em}"
+       "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}h2{margin-top:1.6em}"
+       ".plotly-graph-div,.fig,img,svg{max-width:100%}.fig{width:100%;overflow:hidden}"
+       ".scroll{overflow-x:auto;max-width:100%}")
+
+
+RESIZE_JS = ("<script>(function(){if(!window.Plotly||!window.ResizeObserver)return;"
+             "var ro=new ResizeObserver(function(es){es.forEach(function(e){Plotly.Plots.resize(e.target);});});"
+             "document.querySelectorAll('.plotly-graph-div').forEach(function(g){ro.observe(g);});})();</script>")
+"""Re-fit every figure when its box changes size (a scrollbar appearing, a rotated phone)."""
+
 
 def _fig_div(fig: Any, first: bool) -> str:
-    return fig.to_html(full_html=False, include_plotlyjs=bool(first))
+    """A figure as an HTML div that follows the page width (plotly.js inlined with the first figure)."""
+    return fig.to_html(full_html=False, include_plotlyjs=bool(first), config={"responsive": True, "displaylogo": False},
+                       default_width="100%")
+
+
+def direction(name: str, prop: dict[str, Any]) -> str:
+    """``"≥"`` or ``"≤"``: the property's own ``direction`` key (``">="``/``"<="``) when it is one, else the
+    scorecard's rule (structural erasure: the CAD z must reach its threshold)."""
+    d = str(prop.get("direction", ""))
+    return {">=": "≥", "<=": "≤", "≥": "≥", "≤": "≤"}.get(d) or DIRECTIONS.get(name, "≥")
 
 
 def plot_scorecard(properties: dict[str, dict[str, Any]], title: str = "Four-property scorecard") -> Any:
-    """One row per property: a green/red cell with the value and threshold."""
-    import plotly.graph_objects as go
+    """Bullet charts of one scorecard's properties (see :func:`plot_scorecards`)."""
+    return plot_scorecards({"": properties}, title)
 
-    names = list(properties)
-    ok = [bool(properties[n]["pass"]) for n in names]
-    text = [f"{n}: {properties[n]['value']:.3g} (threshold {properties[n]['threshold']:.3g}) — "
-            f"{'PASS' if o else 'FAIL'}" for n, o in zip(names, ok, strict=True)]
-    fig = go.Figure(go.Bar(y=names, x=[1] * len(names), orientation="h", text=text, textposition="inside",
-                           insidetextanchor="start", marker_color=["#2ca02c" if o else "#d62728" for o in ok],
-                           hoverinfo="text"))
-    fig.update_layout(title=title, xaxis={"visible": False, "range": [0, 1]}, yaxis={"autorange": "reversed"},
-                      template="plotly_white", height=90 + 60 * len(names), margin={"l": 140, "r": 20})
+
+def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "Four-property scorecards") -> Any:
+    """Bullet charts: one row per property, one column per scorecard (``cards``: name → properties).
+
+    Each cell is a bar whose length is the value (green = pass, red = fail), a black tick at the
+    threshold, and the 95% CI as an error bar when the property has ``ci`` ([lo, hi]); the row title
+    states the rule (≥ / ≤ threshold). A row's cells share one x-axis (a z-score and an accuracy drop
+    do not), so methods compare at a glance."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(dict.fromkeys(p for props in cards.values() for p in props))
+    cols = list(cards)
+    titles = []
+    for n in names:
+        for c in cols:
+            p = cards[c].get(n)
+            titles.append("" if p is None else _bullet_title(n, p, c))
+    fig = make_subplots(rows=max(1, len(names)), cols=max(1, len(cols)), shared_xaxes="rows",
+                        vertical_spacing=0.55 / max(1, len(names)), horizontal_spacing=0.06, subplot_titles=titles)
+    for i, n in enumerate(names, start=1):
+        lo, hi = 0.0, 0.0
+        for j, c in enumerate(cols, start=1):
+            p = cards[c].get(n)
+            if p is None:
+                continue
+            v, thr = float(p["value"]), float(p["threshold"])
+            lo, hi = min(lo, v, thr), max(hi, v, thr)
+            ci, err = p.get("ci"), None
+            if ci and len(ci) == 2 and None not in ci:
+                err = {"type": "data", "symmetric": False, "array": [float(ci[1]) - v], "arrayminus": [v - float(ci[0])],
+                       "color": "#222", "thickness": 1.5, "width": 6}
+                lo, hi = min(lo, float(ci[0])), max(hi, float(ci[1]))
+            label = PROPERTY_LABELS.get(n, n)
+            fig.add_trace(go.Bar(x=[v], y=[label], orientation="h", error_x=err, width=0.5, name=f"{c} {n}".strip(),
+                                 marker_color="#2ca02c" if p.get("pass") else "#d62728", showlegend=False,
+                                 hovertemplate=f"{c} {label}: %{{x:.4g}} (threshold {thr:.4g})<extra></extra>"),
+                          row=i, col=j)
+            fig.add_trace(go.Scatter(x=[thr], y=[label], mode="markers", showlegend=i == 1 and j == 1,
+                                     name="threshold", marker={"symbol": "line-ns", "size": 24,
+                                                               "line": {"width": 3, "color": "#111"}},
+                                     hovertemplate=f"threshold {thr:.4g}<extra></extra>"), row=i, col=j)
+            fig.update_yaxes(showticklabels=False, row=i, col=j)
+        pad = 0.08 * ((hi - lo) or 1.0)
+        for j in range(1, len(cols) + 1):
+            fig.update_xaxes(range=[lo - pad, hi + pad], zeroline=True, zerolinecolor="#999", showticklabels=True,
+                             row=i, col=j)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(title=title, template="plotly_white", autosize=True, height=90 + 105 * len(names),
+                      title_font_size=14,
+                      margin={"l": 20, "r": 20, "t": 80, "b": 20},
+                      legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"})
     return fig
 
 
-def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[tuple[str, str]] | None = None) -> str:
-    """Assemble an HTML page from (heading, figure-or-html-string) sections."""
+def _bullet_title(name: str, p: dict[str, Any], who: str = "") -> str:
+    """Two lines: the rule (``forget-accuracy drop ≥ 0.3``), then who, the value, CI and PASS/FAIL."""
+    ci = p.get("ci")
+    ci_s = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and len(ci) == 2 and None not in ci else ""
+    extra = f" {p['verdict']}" if "verdict" in p else ""
+    extra += f", CI: {p['call']}" if "call" in p else ""
+    extra += f", n={p['n']}" if "n" in p else ""
+    who = f"{who}: " if who else ""
+    return (f"<b>{PROPERTY_LABELS.get(name, name)}</b> {direction(name, p)} {float(p['threshold']):.3g}<br>"
+            f"{who}{float(p['value']):.3g}{ci_s}{extra} — {'PASS' if p.get('pass') else 'FAIL'}")
+
+
+def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[tuple[str, str]] | None = None,
+                intro_html: str = "") -> str:
+    """Assemble an HTML page from (heading, figure-or-html-string) sections; ``intro_html`` goes right
+    under the title, before the summary rows and any figure. Figures follow the page width."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}"
-             "h2{margin-top:2em}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>", intro_html]
     if summary_rows:
-        parts.append("<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                                         for k, v in summary_rows) + "</table>")
+        parts.append("<div class='scroll'><table>" + "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows) + "</table></div>")
     first = True
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, str):
             parts.append(body)
         else:
-            # wide figures (a circuit over 30 layers) scroll sideways instead of spilling off the page
-            parts.append(f"<div style='overflow-x:auto'>{_fig_div(body, first)}</div>")
+            parts.append(f"<div class='fig'>{_fig_div(body, first)}</div>")
             first = False
-    parts.append("</body></html>")
+    parts.append(RESIZE_JS + "</body></html>")
     return "\n".join(parts)
 
 

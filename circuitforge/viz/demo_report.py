@@ -1,0 +1,336 @@
+"""The demo's HTML report: the verdict first, then the evidence.
+
+Order of the page: one sentence per method (verdict and why) → summary table (methods × forget,
+targeted paraphrase, retain, retain after NF4, NF4 gap, share edited, CAD, verdict; thresholds with their
+direction, n and 95% CIs where the input has them) → "what was done" → figures (accuracies with chance
+lines, scorecard bullet charts, the circuit as a layer × head heatmap and as a top-k graph, what each
+method changed in the circuit, CAD evidence) → provenance.
+
+Every number on the page is read from the inputs (``summary`` = ``demo.json``, ``cad_results[m]`` =
+``CADResult.to_dict()``); keys that a given demo.json lacks are left out, never filled in.
+"""
+
+import html
+import os
+from typing import Any
+
+from circuitforge.circuits.circuit import Circuit
+from circuitforge.viz.report import PROPERTY_LABELS, direction, html_report
+
+ACC_KEYS = {"forget": "forget", "paraphrase": "targeted paraphrase", "retain": "retain",
+            "forget_nf4": "forget after NF4", "retain_nf4": "retain after NF4"}
+CSS_EXTRA = (".verdict{border:2px solid #888;border-radius:6px;padding:0.6em 1em;margin:0.8em 0}"
+             ".verdict p{margin:0.35em 0}.pass{color:#1a7f37;font-weight:700}.fail{color:#c62828;font-weight:700}"
+             ".box{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:0.6em 1em;margin:1em 0}"
+             ".box ul{margin:0.3em 0;padding-left:1.2em}.note{color:#555;font-size:0.88em}"
+             "td.ok{background:#e9f6ec}td.bad{background:#fdecea}")
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    """A number as text (``"–"`` when missing)."""
+    if x is None:
+        return "–"
+    try:
+        return f"{float(x):.{digits}f}".replace("-", "−")
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _clean(v: Any) -> Any:
+    """Strip local absolute paths from a value shown on the page (keep the last path component)."""
+    if isinstance(v, str) and (os.path.isabs(v) or v.startswith("~")):
+        return os.path.basename(v.rstrip("/")) or v
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items() if k != "source_dir"}
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _ci_text(ci: Any) -> str:
+    return f" [{_f(ci[0])}, {_f(ci[1])}]" if isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci else ""
+
+
+def _props(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(m.get("scorecard", {}).get("properties", {}))
+
+
+def _passed(m: dict[str, Any]) -> bool:
+    sc = m.get("scorecard", {})
+    return bool(sc["pass"]) if "pass" in sc else all(p.get("pass") for p in _props(m).values())
+
+
+def chance_levels(summary: dict[str, Any]) -> dict[str, float]:
+    """Chance accuracy per task from ``summary`` (``chance`` or ``chance_level``, top level or under
+    ``base``; a number applies to every task); empty when the demo did not record it."""
+    for where in (summary, summary.get("base", {})):
+        for key in ("chance", "chance_level"):
+            c = where.get(key)
+            if isinstance(c, int | float):
+                return dict.fromkeys(ACC_KEYS, float(c))
+            if isinstance(c, dict):
+                return {k: float(v) for k, v in c.items() if isinstance(v, int | float)}
+    return {}
+
+
+def task_n(summary: dict[str, Any], task: str) -> int | None:
+    """Rows of ``task`` (``forget``, ``retain``, ``paraphrase``...) from ``summary["n"]``, ``summary["tasks"]``
+    or a scorecard's ``tasks`` block; None when absent."""
+    n = summary.get("n")
+    if isinstance(n, dict) and isinstance(n.get(task), int):
+        return int(n[task])
+    t = summary.get("tasks", {}).get(task)
+    if isinstance(t, dict) and isinstance(t.get("n"), int):
+        return int(t["n"])
+    for m in summary.get("methods", {}).values():
+        t = m.get("scorecard", {}).get("tasks", {}).get(task)
+        if isinstance(t, dict) and isinstance(t.get("n"), int):
+            return int(t["n"])
+    return None
+
+
+def verdict_sentence(name: str, m: dict[str, Any], base_acc: dict[str, float]) -> str:
+    """One plain sentence: PASS/FAIL and the reason (the failing properties first, with value and rule)."""
+    props = _props(m)
+
+    def say(p: str) -> str:
+        q = props[p]
+        v, t, d = float(q["value"]), float(q["threshold"]), direction(p, q)
+        if p == "forgetting":
+            return f"forget accuracy fell by {_f(v)} (needs {d} {_f(t)})"
+        if p == "retain":
+            return f"retain accuracy fell by {_f(v)} (allowed {d} {_f(t)})"
+        if p == "ptq_gap":
+            return f"NF4 changed forget accuracy by {_f(v)} (allowed {d} {_f(t)})"
+        if p == "structural_erasure":
+            return f"CAD finds {q.get('verdict', 'no verdict')} (z = {_f(v, 1)}, erasure needs {d} {_f(t, 1)})"
+        return f"{PROPERTY_LABELS.get(p, p)} = {_f(v)} ({d} {_f(t)})"
+
+    failed = [p for p, q in props.items() if not q.get("pass")]
+    ok = [p for p, q in props.items() if q.get("pass")]
+    acc = m.get("accuracy", {})
+    para = ""
+    if "paraphrase" in acc:
+        para = f" Targeted paraphrases are still answered {_f(acc['paraphrase'])}" + (
+            f" (base {_f(base_acc['paraphrase'])})." if "paraphrase" in base_acc else ".")
+    if _passed(m):
+        return f"{name}: PASS — {'; '.join(say(p) for p in ok)}.{para}"
+    tail = f" It passes {', '.join(PROPERTY_LABELS.get(p, p) for p in ok)}." if ok else ""
+    return f"{name}: FAIL — {'; '.join(say(p) for p in failed)}.{tail}{para}"
+
+
+def _cell(value: Any, prop: dict[str, Any] | None, digits: int = 2, show: str | None = None) -> str:
+    """A table cell: ``show`` (default the value), the property's value and CI, coloured by pass."""
+    if value is None and prop is None:
+        return "<td>–</td>"
+    text = _e(show if show is not None else _f(value, digits))
+    cls = ""
+    if prop is not None:
+        cls = " class='ok'" if prop.get("pass") else " class='bad'"
+        mark = "✓" if prop.get("pass") else "✗"
+        call = f", CI: {_e(prop['call'])}" if "call" in prop else ""
+        text += f" {mark}<br><span class='note'>{_e(_f(prop['value'], digits))}{_e(_ci_text(prop.get('ci')))}{call}</span>"
+    return f"<td{cls}>{text}</td>"
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Methods × measurements, thresholds and their direction in the header (HTML)."""
+    base_acc = summary.get("base", {}).get("accuracy", {})
+    methods = summary.get("methods", {})
+    any_props = next((_props(m) for m in methods.values() if _props(m)), {})
+
+    def rule(p: str, what: str) -> str:
+        q = any_props.get(p)
+        return "" if q is None else f"<br><span class='note'>{what} {direction(p, q)} {_f(q['threshold'])}</span>"
+
+    def n_of(task: str) -> str:
+        n = task_n(summary, task)
+        return "" if n is None else f"<br><span class='note'>n = {n}</span>"
+
+    z = any_props.get("structural_erasure")
+    head = ["method", f"forget acc.{n_of('forget')}{rule('forgetting', 'drop')}",
+            f"targeted paraphrase acc.{n_of('paraphrase')}<br><span class='note'>no threshold</span>",
+            f"retain acc.{n_of('retain')}{rule('retain', 'drop')}", "retain acc. after NF4",
+            f"NF4 gap<br><span class='note'>forget NF4 − fp</span>{rule('ptq_gap', 'gap')}",
+            "share of weights edited",
+            "CAD" + ("" if z is None else f"<br><span class='note'>erasure: z {direction('structural_erasure', z)} "
+                                          f"{_f(z['threshold'], 1)}</span>"), "verdict"]
+    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    if base_acc:
+        rows.append("<tr><td>base</td>" + "".join(f"<td>{_f(base_acc.get(k))}</td>" for k in
+                                                  ("forget", "paraphrase", "retain", "retain_nf4")) +
+                    f"<td>{_f(_gap(base_acc))}</td><td>–</td><td>–</td><td>–</td></tr>")
+    for name, m in methods.items():
+        acc, props = m.get("accuracy", {}), _props(m)
+        share = m.get("changed_share")
+        ok = _passed(m)
+        cad = m.get("cad", {})
+        rows.append(
+            f"<tr><td>{_e(name)}</td>" + _cell(acc.get("forget"), props.get("forgetting")) +
+            _cell(acc.get("paraphrase"), None) + _cell(acc.get("retain"), props.get("retain")) +
+            _cell(acc.get("retain_nf4"), None) + _cell(_gap(acc), props.get("ptq_gap")) +
+            _cell(share, None, show=None if share is None else f"{100 * float(share):.1f}%") +
+            _cell(cad.get("z"), props.get("structural_erasure"), 1,
+                  show=f"{cad.get('verdict', '?')} (z {_f(cad.get('z'), 1)})" if cad else None) +
+            f"<td class='{'ok' if ok else 'bad'}'><span class='{'pass' if ok else 'fail'}'>"
+            f"{'PASS' if ok else 'FAIL'}</span></td></tr>")
+    notes = ["Accuracies in full precision unless marked NF4; ✓/✗ = the property's pass rule; small grey numbers "
+             "are the property values (accuracy drops base − method, NF4 gap, CAD z) with 95% CIs where measured."]
+    chance = chance_levels(summary)
+    if chance:
+        notes.append("Chance level: " + ", ".join(f"{ACC_KEYS.get(k, k)} {_f(v)}" for k, v in chance.items()) + ".")
+    return ("<div class='scroll'><table>" + "".join(rows) + "</table></div>" +
+            "".join(f"<p class='note'>{n}</p>" for n in notes))
+
+
+def _gap(acc: dict[str, Any]) -> float | None:
+    return None if "forget_nf4" not in acc or "forget" not in acc else float(acc["forget_nf4"]) - float(acc["forget"])
+
+
+def _example_text(x: Any) -> str:
+    if isinstance(x, dict):
+        p = x.get("prompt") or x.get("text") or ""
+        return f"{p} → {x['answer']}" if x.get("answer") is not None else str(p)
+    return str(x)
+
+
+def what_was_done(summary: dict[str, Any], circuit: Circuit) -> str:
+    """The "what was done" box: model, forget set (size, two example prompts), circuit, one line per method."""
+    items = [f"<b>Model</b>: {_e(summary.get('model', circuit.model.get('spec', '?')))}" + (
+        f" ({circuit.model['n_layers']} layers × {circuit.model.get('n_heads', '?')} heads, "
+        f"{circuit.model.get('n_kv_heads', '?')} KV groups)" if "n_layers" in circuit.model else "")]
+    for key in ("dtype", "device"):
+        if summary.get(key):
+            items[0] += f", {key} {_e(summary[key])}"
+    n_f = task_n(summary, "forget")
+    ex = [_example_text(x) for x in summary.get("forget_examples", [])[:2]]
+    forget = f"<b>Forget set</b>: {n_f if n_f is not None else '?'} prompts"
+    if ex:
+        forget += ", e.g. " + " · ".join(f"<q>{_e(x)}</q>" for x in ex)
+    items.append(forget)
+    meth = circuit.method.get("name") or summary.get("circuit", {}).get("method", "")
+    f = "" if circuit.faithfulness is None else f", faithfulness {_f(circuit.faithfulness, 3)}"
+    items.append(f"<b>Forget circuit</b> of the base model: {circuit.n_edges} edges{f}"
+                 + (f", found with {_e(meth)}" if meth else "") +
+                 (f" ({_e(circuit.message)})" if circuit.message else ""))
+    hyper = summary.get("hyperparameters", {})
+    timings = summary.get("timings", {})
+    for name, m in summary.get("methods", {}).items():
+        hp = _clean(m.get("hyperparameters") or (hyper.get(name) if isinstance(hyper, dict) else None) or {})
+        hp_s = ", ".join(f"{k} = {v}" for k, v in hp.items()) if isinstance(hp, dict) else str(hp)
+        line = f"<b>{_e(name)}</b>: unlearned" + (f" with {_e(hp_s)}" if hp_s else "")
+        if m.get("stop_reason"):
+            line += f"; stopped: {_e(m['stop_reason'])}"
+        if f"unlearn_{name}" in timings:
+            line += f"; {_f(timings[f'unlearn_{name}'], 0)} s"
+        items.append(line)
+    if "seconds" in summary:
+        items.append(f"<b>Total time</b>: {_f(summary['seconds'], 0)} s")
+    return "<div class='box'><b>What was done</b><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
+
+
+def plot_accuracies(summary: dict[str, Any]) -> Any:
+    """Grouped bars: accuracy of the base model and each method on each task (fp and NF4), with a dashed
+    chance line per task when ``summary`` records chance; y from 0 to 1."""
+    import plotly.graph_objects as go
+
+    models = {"base": summary.get("base", {}).get("accuracy", {})}
+    models.update({n: m.get("accuracy", {}) for n, m in summary.get("methods", {}).items()})
+    keys = [k for k in ACC_KEYS if any(k in a for a in models.values())]
+    colours = ["#7f7f7f", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
+    fig = go.Figure()
+    for (name, acc), c in zip(models.items(), colours * 3, strict=False):
+        fig.add_trace(go.Bar(x=[ACC_KEYS[k] for k in keys], y=[acc.get(k) for k in keys], name=name, marker_color=c,
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + name + "</extra>"))
+    chance = chance_levels(summary)
+    for i, k in enumerate(keys):
+        if k in chance:
+            fig.add_shape(type="line", x0=i - 0.45, x1=i + 0.45, y0=chance[k], y1=chance[k],
+                          line={"dash": "dash", "color": "#111", "width": 2})
+    if chance:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="chance",
+                                 line={"dash": "dash", "color": "#111"}))
+    fig.update_layout(barmode="group", yaxis={"title": "accuracy", "range": [0, 1.05]}, template="plotly_white",
+                      autosize=True, height=380, title_font_size=14,
+                      title="Accuracy by task" + ("" if chance else "<br><sup>chance level not recorded</sup>"),
+                      legend={"orientation": "h", "y": -0.2, "x": 0}, margin={"l": 50, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+def _cad_figures(cad_results: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+    """CAD evidence per method: the recovery figure from :mod:`circuitforge.viz.cad` when it exists and the
+    result carries its data, then the split-half null histogram (y-axis named)."""
+    from circuitforge.viz import cad as vcad
+
+    out: list[tuple[str, Any]] = []
+    recovery = getattr(vcad, "plot_recovery", None) or getattr(vcad, "plot_hybrid_recovery", None)
+    for name, r in cad_results.items():
+        if recovery is not None:
+            try:
+                out.append((f"{name}: where the answer is gone (layer hybrids)", recovery(r)))
+            except (KeyError, TypeError, ValueError):
+                pass  # this CAD result carries no hybrid-recovery data
+        m = r.get("mechanistic_upstream", {})
+        if "null" in m:
+            fig = vcad.plot_cad_null(m["null"], r.get("value", m.get("value", 0.0)), r.get("z", m.get("z", 0.0)),
+                                     f"{name}: CAD {r.get('verdict', '?')}<br><sup>observed (red) vs split-half "
+                                     "null of M₀ vs M₀</sup>")
+            fig.update_layout(yaxis_title="split-half null draws (count)", autosize=True, width=None,
+                              margin={"l": 50, "r": 20, "t": 90, "b": 50}, title_font_size=14)
+            out.append((f"{name}: CAD vs its null", fig))
+    return out
+
+
+def demo_report(summary: dict[str, Any], circuit: Circuit, cad_results: dict[str, dict[str, Any]]) -> str:
+    """The demo's self-contained HTML page (see module docstring): verdict sentences and the summary
+    table come before any figure; all figures follow the page width."""
+    from circuitforge.viz.circuit import plot_circuit, plot_circuit_heatmap
+    from circuitforge.viz.diff import plot_edge_diff, plot_layer_change
+    from circuitforge.viz.report import plot_scorecards
+
+    base_acc = summary.get("base", {}).get("accuracy", {})
+    methods = summary.get("methods", {})
+    sentences = []
+    for name, m in methods.items():
+        s = verdict_sentence(name, m, base_acc)
+        cls = "pass" if _passed(m) else "fail"
+        head, _, rest = s.partition(" — ")
+        sentences.append(f"<p><span class='{cls}'>{_e(head)}</span> — {_e(rest)}</p>")
+    intro = (f"<style>{CSS_EXTRA}</style><div class='verdict' id='verdict'><b>Verdict</b> (a method passes when "
+             "it meets all four properties: forgetting, retain, NF4 gap, structural erasure)"
+             + "".join(sentences) + "</div>" + summary_table(summary) + what_was_done(summary, circuit))
+    sections: list[tuple[str, Any]] = [("Accuracy of each model on each task", plot_accuracies(summary))]
+    cards = {name: _props(m) for name, m in methods.items() if _props(m)}
+    if cards:
+        sections.append(("Scorecards: bar = value, black tick = threshold, green = pass",
+                         plot_scorecards(cards, "Four properties per method<br><sup>each row on its own axis</sup>")))
+    sections += [
+        ("The forget circuit of the base model: attribution per component", plot_circuit_heatmap(circuit)),
+        ("The forget circuit: strongest edges (slider: how many)", plot_circuit(circuit)),
+    ]
+    if cad_results:
+        sections += [("What each method changed in the circuit, by layer", plot_layer_change(cad_results)),
+                     ("What each method changed in the circuit, edge by edge", plot_edge_diff(cad_results))]
+        sections += _cad_figures(cad_results)
+    sections.append(("Provenance", _provenance(summary)))
+    return html_report(f"circuitforge demo: {summary.get('model', '')}", sections, intro_html=intro)
+
+
+def _provenance(summary: dict[str, Any]) -> str:
+    """Date, commit, seed, versions and step times, when ``summary`` has them (paths stripped)."""
+    rows: list[tuple[str, Any]] = []
+    for key in ("date", "commit", "seed", "quick", "dtype", "device", "format"):
+        if key in summary:
+            rows.append((key, _clean(summary[key])))
+    if summary.get("circuit", {}).get("method"):
+        rows.append(("circuit method", _clean(summary["circuit"]["method"])))
+    for k, v in (summary.get("versions") or {}).items():
+        rows.append((k, v))
+    if summary.get("timings"):
+        rows.append(("step times (s)", ", ".join(f"{k} {v}" for k, v in summary["timings"].items())))
+    return "<div class='scroll'><table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + \
+        "</table></div>"
