@@ -19,11 +19,13 @@ from circuitforge.viz.report import PROPERTY_LABELS, direction, html_report
 
 ACC_KEYS = {"forget": "forget", "paraphrase": "targeted paraphrase", "retain": "retain",
             "forget_nf4": "forget after NF4", "retain_nf4": "retain after NF4"}
+SHORT = {"forgetting": "forgetting", "retain": "retain", "ptq_gap": "the NF4 gap", "structural_erasure": "structural erasure"}
 CSS_EXTRA = (".verdict{border:2px solid #888;border-radius:6px;padding:0.6em 1em;margin:0.8em 0}"
              ".verdict p{margin:0.35em 0}.pass{color:#1a7f37;font-weight:700}.fail{color:#c62828;font-weight:700}"
              ".box{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:0.6em 1em;margin:1em 0}"
              ".box ul{margin:0.3em 0;padding-left:1.2em}.note{color:#555;font-size:0.88em}"
-             "td.ok{background:#e9f6ec}td.bad{background:#fdecea}")
+             "td.ok{background:#e9f6ec}td.bad{background:#fdecea}.narrow{display:none}"
+             "@media (max-width:700px){.wide{display:none}.narrow{display:block}}")
 
 
 def _e(x: Any) -> str:
@@ -59,9 +61,13 @@ def _props(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return dict(m.get("scorecard", {}).get("properties", {}))
 
 
-def _passed(m: dict[str, Any]) -> bool:
+def _passed(m: dict[str, Any]) -> bool | None:
+    """The scorecard's overall pass; None when the method has no scorecard (no verdict is invented)."""
     sc = m.get("scorecard", {})
-    return bool(sc["pass"]) if "pass" in sc else all(p.get("pass") for p in _props(m).values())
+    if "pass" in sc:
+        return bool(sc["pass"])
+    props = _props(m).values()
+    return all(p.get("pass") for p in props) if props else None
 
 
 def chance_levels(summary: dict[str, Any]) -> dict[str, float]:
@@ -117,17 +123,21 @@ def verdict_sentence(name: str, m: dict[str, Any], base_acc: dict[str, float]) -
     if "paraphrase" in acc:
         para = f" Targeted paraphrases are still answered {_f(acc['paraphrase'])}" + (
             f" (base {_f(base_acc['paraphrase'])})." if "paraphrase" in base_acc else ".")
-    if _passed(m):
+    verdict = _passed(m)
+    if verdict is None:
+        return f"{name}: NO VERDICT — the demo recorded no scorecard for this method.{para}"
+    if verdict:
         return f"{name}: PASS — {'; '.join(say(p) for p in ok)}.{para}"
-    tail = f" It passes {', '.join(PROPERTY_LABELS.get(p, p) for p in ok)}." if ok else ""
+    tail = f" It passes {' and '.join(SHORT.get(p, p) for p in ok)}." if ok else ""
     return f"{name}: FAIL — {'; '.join(say(p) for p in failed)}.{tail}{para}"
 
 
-def _cell(value: Any, prop: dict[str, Any] | None, digits: int = 2, show: str | None = None) -> str:
-    """A table cell: ``show`` (default the value), the property's value and CI, coloured by pass."""
+def _cell(value: Any, prop: dict[str, Any] | None, digits: int = 2, show: str | None = None, ci: Any = None) -> str:
+    """A table cell: ``show`` (default the value) with its CI, the property's value and CI, coloured by pass."""
     if value is None and prop is None:
         return "<td>–</td>"
-    text = _e(show if show is not None else _f(value, digits))
+    text = _e(show if show is not None else _f(value, digits)) + (
+        f"<span class='note'>{_e(_ci_text(ci))}</span>" if ci is not None else "")
     cls = ""
     if prop is not None:
         cls = " class='ok'" if prop.get("pass") else " class='bad'"
@@ -159,32 +169,49 @@ def summary_table(summary: dict[str, Any]) -> str:
             "share of weights edited",
             "CAD" + ("" if z is None else f"<br><span class='note'>erasure: z {direction('structural_erasure', z)} "
                                           f"{_f(z['threshold'], 1)}</span>"), "verdict"]
-    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    body: list[tuple[str, list[str]]] = []
     if base_acc:
-        rows.append("<tr><td>base</td>" + "".join(f"<td>{_f(base_acc.get(k))}</td>" for k in
-                                                  ("forget", "paraphrase", "retain", "retain_nf4")) +
-                    f"<td>{_f(_gap(base_acc))}</td><td>–</td><td>–</td><td>–</td></tr>")
+        body.append(("base", [_cell(base_acc.get(k), None, ci=_acc_ci(summary.get("base", {}), k))
+                              for k in ("forget", "paraphrase", "retain", "retain_nf4")] +
+                     [_cell(_gap(base_acc), None), "<td>–</td>", "<td>–</td>", "<td>–</td>"]))
     for name, m in methods.items():
         acc, props = m.get("accuracy", {}), _props(m)
         share = m.get("changed_share")
         ok = _passed(m)
         cad = m.get("cad", {})
-        rows.append(
-            f"<tr><td>{_e(name)}</td>" + _cell(acc.get("forget"), props.get("forgetting")) +
-            _cell(acc.get("paraphrase"), None) + _cell(acc.get("retain"), props.get("retain")) +
-            _cell(acc.get("retain_nf4"), None) + _cell(_gap(acc), props.get("ptq_gap")) +
-            _cell(share, None, show=None if share is None else f"{100 * float(share):.1f}%") +
+        body.append((name, [
+            _cell(acc.get("forget"), props.get("forgetting"), ci=_acc_ci(m, "forget")),
+            _cell(acc.get("paraphrase"), None, ci=_acc_ci(m, "paraphrase")),
+            _cell(acc.get("retain"), props.get("retain"), ci=_acc_ci(m, "retain")),
+            _cell(acc.get("retain_nf4"), None, ci=_acc_ci(m, "retain_nf4")),
+            _cell(_gap(acc), props.get("ptq_gap")),
+            _cell(share, None, show=None if share is None else f"{100 * float(share):.1f}%"),
             _cell(cad.get("z"), props.get("structural_erasure"), 1,
-                  show=f"{cad.get('verdict', '?')} (z {_f(cad.get('z'), 1)})" if cad else None) +
-            f"<td class='{'ok' if ok else 'bad'}'><span class='{'pass' if ok else 'fail'}'>"
-            f"{'PASS' if ok else 'FAIL'}</span></td></tr>")
+                  show=f"{cad.get('verdict', '?')} (z {_f(cad.get('z'), 1)})" if cad else None),
+            "<td>no scorecard</td>" if ok is None else f"<td class='{'ok' if ok else 'bad'}'><span class="
+            f"'{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></td>"]))
+    wide = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    wide += [f"<tr><td><b>{_e(name)}</b></td>" + "".join(cells) + "</tr>" for name, cells in body]
+    narrow = ["<tr><th></th>" + "".join(f"<th>{_e(name)}</th>" for name, _ in body) + "</tr>"]
+    narrow += [f"<tr><th>{h}</th>" + "".join(cells[j] for _, cells in body) + "</tr>" for j, h in enumerate(head[1:])]
     notes = ["Accuracies in full precision unless marked NF4; ✓/✗ = the property's pass rule; small grey numbers "
              "are the property values (accuracy drops base − method, NF4 gap, CAD z) with 95% CIs where measured."]
     chance = chance_levels(summary)
     if chance:
         notes.append("Chance level: " + ", ".join(f"{ACC_KEYS.get(k, k)} {_f(v)}" for k, v in chance.items()) + ".")
-    return ("<div class='scroll'><table>" + "".join(rows) + "</table></div>" +
+    # the same cells twice: methods as rows on wide screens, methods as columns on phones (CSS picks one)
+    return ("<div class='scroll wide' id='summary-table'><table>" + "".join(wide) + "</table></div>"
+            "<div class='scroll narrow'><table>" + "".join(narrow) + "</table></div>" +
             "".join(f"<p class='note'>{n}</p>" for n in notes))
+
+
+def _acc_ci(m: dict[str, Any], task: str) -> Any:
+    """A 95% CI of an accuracy when the demo recorded one (``accuracy_ci`` or ``ci`` keyed by task)."""
+    for key in ("accuracy_ci", "ci"):
+        block = m.get(key)
+        if isinstance(block, dict) and task in block:
+            return block[task]
+    return None
 
 
 def _gap(acc: dict[str, Any]) -> float | None:
@@ -297,7 +324,8 @@ def demo_report(summary: dict[str, Any], circuit: Circuit, cad_results: dict[str
     sentences = []
     for name, m in methods.items():
         s = verdict_sentence(name, m, base_acc)
-        cls = "pass" if _passed(m) else "fail"
+        verdict = _passed(m)
+        cls = "note" if verdict is None else "pass" if verdict else "fail"
         head, _, rest = s.partition(" — ")
         sentences.append(f"<p><span class='{cls}'>{_e(head)}</span> — {_e(rest)}</p>")
     intro = (f"<style>{CSS_EXTRA}</style><div class='verdict' id='verdict'><b>Verdict</b> (a method passes when "
