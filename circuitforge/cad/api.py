@@ -1,22 +1,21 @@
-"""Circuit Attribution Divergence (CAD): was the forget circuit erased, or is its output suppressed?
+"""Circuit Attribution Divergence (CAD) and the erasure/suppression verdict, validated against recovery.
 
-Given a base model M₀, an edited model M₁ and the forget task (cloze rows with corrupt counterparts):
+Given a base model M₀, an edited model M₁, the forget task (cloze rows with corrupt counterparts) and,
+for specificity, retain rows (ideally untargeted facts of the same domain):
 
-1. **Base circuit.** C is the minimal faithful circuit of M₀ (edge level, default EAP-IG, faithfulness
-   ≥ 0.8) unless one is passed in.
-2. **Three attributions of C's edges, per example**, all with the *base* metric (logit of the answer −
-   logit of the corrupt answer, denoising sign: positive = pushes toward the clean answer):
-   ``s₀`` on M₀; ``s_beh`` on M₁ (its own readout: behaviour); ``s_mech`` on M₁'s layers read through
-   M₀'s final norm and unembedding (:func:`~circuitforge.cad.controls.with_base_readout`: mechanism).
-   An edit that only changes the readout leaves ``s_mech`` exactly equal to ``s₀`` while ``s_beh`` falls.
-3. **Divergences with a null** (:mod:`.divergence`): CAD = Σ|ā₁ − ā₀| / Σ|ā₀| over C's edges, calibrated
-   by split halves of the prompts (M₀ vs M₀ gives the null). The mechanistic divergence is computed on
-   C's *upstream* edges (source layer < ``n_layers − late_layers``) so that an edit in the last layers,
-   on the logit side, is not mistaken for erasure of the knowledge-carrying components.
-4. **Verdict** (threshold ``z_threshold``, default 3): ``erasure`` when the upstream mechanistic CAD is
-   significant; else ``suppression`` when the behavioural CAD is significant; else ``unchanged``.
-5. **Evidence:** C's faithfulness inside M₁ (everything outside C ablated), per-layer attribution mass,
-   and every edge's signed change.
+1. **Recovery evidence** (:mod:`.hybrids`, :mod:`.recovery`): layer hybrids ``H_L`` (M₁'s layers < L,
+   then M₀'s layers ≥ L and M₀'s readout), recovery ``R_L`` = hybrid forget margin ÷ M₀'s, on forget and
+   retain rows, with paired bootstrap 95% CIs; the erasure score ``E`` (share of depth at which the
+   forget answer is missing from M₁'s residual beyond what retain rows lose) and the basis check.
+2. **Benign null** (:mod:`.benign`): ``n_benign`` random-sign edits of M₀ matched to M₁ − M₀ in ‖Δθ‖ and
+   in the number of weights changed (per tensor); the observed ``E``'s percentile among theirs.
+3. **Verdict** (:mod:`.verdict`): ``erasure | suppression | unchanged | indeterminate`` from the evidence
+   above, with thresholds fixed on known-label controls before evaluation.
+4. **The paper's CAD** (evidence, not the verdict; ``settings.attribution``): C = the base circuit
+   (``circuit``, else found with ``search``); per-example attribution of C's edges on M₀ (``s₀``), on M₁
+   (``s_beh``, own readout) and on M₁ read through M₀'s final norm and unembedding (``s_mech``);
+   CAD = Σ|ā₁ − ā₀| / Σ|ā₀| over C's edges (upstream edges for ``s_mech``) with the split-half
+   M₀-vs-M₀ prompt-resampling null and its z (:mod:`.divergence`). ``value``/``z`` are this CAD.
 """
 
 import time
@@ -27,32 +26,57 @@ import torch
 from jaxtyping import Float
 
 from circuitforge._provenance import versions, write_json_atomic
+from circuitforge.cad.benign import edit_stats, matched_random_sign, percentile
 from circuitforge.cad.controls import with_base_readout
 from circuitforge.cad.divergence import NullCalibrated, calibrated_cad
+from circuitforge.cad.hybrids import hybrid_layers, hybrid_margins
+from circuitforge.cad.recovery import recovery
+from circuitforge.cad.verdict import Verdict, decide
+from circuitforge.circuits import Circuit, CircuitSearch
 from circuitforge.data.task import Task
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models import ModelHandle, parse_node
 
-FORMAT = "circuitforge.cad/1"
-Verdict = Literal["erasure", "suppression", "unchanged"]
+FORMAT = "circuitforge.cad/2"
+FORMATS_READ = ("circuitforge.cad/1", FORMAT)
 
 
 @dataclass(frozen=True)
 class CADSettings:
+    """Settings of :func:`cad`.
+
+    Attributes:
+        method, ig_steps, faithfulness: attribution method, IG steps and circuit faithfulness target of the
+            paper's CAD (and of the default circuit search).
+        n_null: prompt-resampling splits of the paper's CAD null.
+        z_threshold: kept for the paper's CAD z (reported, no longer the verdict).
+        late_layers: layers counted as the logit side of the paper's upstream CAD; None = max(1, round(n/5)).
+        seed: seed of every resampling (bootstrap, null splits, benign edits).
+        n_benign: matched random-sign benign edits in the null (0 = no benign null).
+        n_boot: bootstrap resamples for the recovery CIs.
+        hybrid_points: how many hybrid layers L (evenly spaced over 0..n, ends included); None = all.
+        attribution: also compute the paper's attribution CAD (three EAP(-IG) runs and the circuit).
+    """
+
     method: Literal["eap", "eap-ig"] = "eap-ig"
     ig_steps: int = 5
     faithfulness: float = 0.8
     n_null: int = 200
     z_threshold: float = 3.0
     late_layers: int | None = None
-    """layers counted as the logit side; None = max(1, round(n_layers / 5))"""
     seed: int = 0
+    n_benign: int = 4
+    n_boot: int = 1000
+    hybrid_points: int | None = 16
+    attribution: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
             raise ValueError(f"method must be 'eap' or 'eap-ig', not {self.method!r}")
         if self.ig_steps < 1 or self.n_null < 10 or self.z_threshold <= 0 or not 0 < self.faithfulness <= 1:
             raise ValueError("ig_steps ≥ 1, n_null ≥ 10, z_threshold > 0 and 0 < faithfulness ≤ 1 required")
+        if self.n_benign < 0 or self.n_boot < 100 or (self.hybrid_points is not None and self.hybrid_points < 2):
+            raise ValueError("n_benign ≥ 0, n_boot ≥ 100 and hybrid_points ≥ 2 (or None) required")
 
 
 def check_compatible(base: ModelHandle, edited: ModelHandle) -> None:
@@ -92,7 +116,11 @@ def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], s
 
 @dataclass
 class CADResult:
-    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/1`` JSON."""
+    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/2`` JSON.
+
+    ``verdict`` comes from the recovery evidence (``recovery``, ``benign``, ``evidence``); ``value`` and
+    ``z`` are the paper's (upstream mechanistic) attribution CAD and its prompt-resampling z, kept as one
+    piece of evidence (NaN when ``settings.attribution`` is off)."""
 
     verdict: Verdict
     value: float
@@ -111,24 +139,45 @@ class CADResult:
     task: dict[str, Any]
     seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=versions)
+    recovery: dict[str, Any] = field(default_factory=dict)
+    benign: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    retain_task: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CADResult":
-        if d.get("format") != FORMAT:
+        if d.get("format") not in FORMATS_READ:
             raise CircuitForgeError(f"not a {FORMAT} document")
         return cls(**{k: v for k, v in d.items() if k != "format"})
 
     def to_json(self, path: str) -> None:
         write_json_atomic(path, self.to_dict())
 
+    @property
+    def score(self) -> float:
+        """The verdict's continuous score: the erasure score E (higher = more erased); NaN if unknown."""
+        return float(self.evidence.get("erasure_score", float("nan")))
+
     def summary(self) -> dict[str, Any]:
-        """The ``cad`` block of ``circuitforge verify``'s JSON."""
+        """The ``cad`` block of ``circuitforge verify``'s JSON: ``value``/``z`` (the paper's CAD), ``verdict``
+        and the recovery evidence it was read from."""
+        rec = self.recovery
+        f = rec.get("forget") or {}
+        r = rec.get("retain") or {}
         return {"value": self.value, "z": self.z, "verdict": self.verdict,
-                "behavioural_value": self.behavioural["value"], "behavioural_z": self.behavioural["z"],
-                "faithfulness_edited": self.faithfulness_edited, "circuit_edges": len(self.edges)}
+                "behavioural_value": self.behavioural.get("value"), "behavioural_z": self.behavioural.get("z"),
+                "faithfulness_edited": self.faithfulness_edited, "circuit_edges": len(self.edges),
+                "rule": self.evidence.get("rule"), "erasure_score": self.evidence.get("erasure_score"),
+                "erasure_score_ci": self.evidence.get("erasure_score_ci"), "basis": self.evidence.get("basis"),
+                "own_forget_ratio": self.evidence.get("own"), "own_forget_ratio_ci": self.evidence.get("own_ci"),
+                "benign_percentile": self.evidence.get("benign_percentile"),
+                "benign_erasure_scores": self.benign.get("erasure_scores"),
+                "hybrid_layers": f.get("layers"), "hybrid_recovery_forget": f.get("recovery"),
+                "hybrid_recovery_forget_ci": f.get("recovery_ci"), "hybrid_recovery_retain": r.get("recovery"),
+                "hybrid_recovery_retain_ci": r.get("recovery_ci"), "thresholds": self.evidence.get("thresholds")}
 
 
 def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
@@ -136,18 +185,66 @@ def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
             "null": list(c.null)}
 
 
-def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Any = None,
-        settings: CADSettings | None = None) -> CADResult:
-    """Compare M₀ = ``base`` and M₁ = ``edited`` on the base circuit of ``task`` (see module doc)."""
-    from circuitforge.circuits import faithfulness, minimal_circuit
+def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain: Task | None,
+                      s: CADSettings) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(recovery, benign, evidence)`` dicts: hybrid recovery curves with CIs, the matched benign null and
+    the verdict with the numbers it was read from (see :mod:`.verdict`)."""
+    layers = hybrid_layers(base.n_layers, s.hybrid_points)
 
+    def rec(m: ModelHandle, n_boot: int) -> Any:
+        return recovery(hybrid_margins(base, m, task, layers),
+                        hybrid_margins(base, m, retain, layers) if retain is not None else None,
+                        n_boot=n_boot, seed=s.seed)
+
+    obs = rec(edited, s.n_boot)
+    benign: dict[str, Any] = {"kind": "matched random-sign", "n": s.n_benign, "edit": edit_stats(base, edited),
+                              "erasure_scores": [], "basis": [], "own_forget_ratio": []}
+    t0 = time.time()
+    for k in range(s.n_benign):
+        b = rec(matched_random_sign(base, edited, seed=s.seed + 1 + k), 100)
+        benign["erasure_scores"].append(b.erasure_score)
+        benign["basis"].append(b.basis)
+        benign["own_forget_ratio"].append(b.forget["own"])
+    benign["seconds"] = time.time() - t0
+    pct = percentile(obs.erasure_score, benign["erasure_scores"]) if s.n_benign else None
+    ev = decide(obs.forget["own"], obs.forget["own_ci"], obs.basis if retain is not None else None,
+                obs.erasure_score, obs.erasure_score_ci, pct)
+    return obs.to_dict(), benign, ev.to_dict()
+
+
+def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit | None = None,
+        settings: CADSettings | None = None, search: CircuitSearch | None = None,
+        retain: Task | None = None) -> CADResult:
+    """Compare M₀ = ``base`` and M₁ = ``edited`` on the forget rows ``task`` (see module doc).
+
+    ``retain``: rows the edit should not touch (same domain is best), for the specificity and basis checks;
+    without them the verdict cannot tell an edit that breaks everything from erasure. ``circuit``: the
+    base circuit of the paper's CAD; when None (and ``settings.attribution``) it is found with ``search``
+    (default ``CircuitSearch(method, ig_steps, faithfulness from settings, rows=None)``)."""
     s = settings or CADSettings()
     t0 = time.time()
     check_compatible(base, edited)
     if len(task) < 4:
         raise CircuitForgeError("CAD needs at least 4 task rows (its null splits the prompts in halves)")
-    if circuit is None:
-        circuit = minimal_circuit(base, task, faithfulness=s.faithfulness, method=s.method, ig_steps=s.ig_steps)
+    rec, benign, ev = recovery_evidence(base, edited, task, retain, s)
+    nan = float("nan")
+    att: dict[str, Any] = {"value": nan, "z": nan, "behavioural": {}, "mechanistic": {}, "mechanistic_upstream": {},
+                           "faithfulness_base": None, "faithfulness_edited": None, "edges": [], "layer_mass": {},
+                           "circuit": {}}
+    if s.attribution:
+        if circuit is None:
+            circuit = (search or CircuitSearch(method=s.method, ig_steps=s.ig_steps, faithfulness=s.faithfulness,
+                                               rows=None)).find(base, task)
+        att = _attribution_cad(base, edited, task, circuit, s)
+    return CADResult(verdict=ev["verdict"], **att, settings=asdict(s), base=base.identity(),
+                     edited=edited.identity(), task=task.identity(), seconds=time.time() - t0, recovery=rec,
+                     benign=benign, evidence=ev, retain_task=retain.identity() if retain is not None else None)
+
+
+def _attribution_cad(base: ModelHandle, edited: ModelHandle, task: Task, circuit: Circuit, s: CADSettings) -> dict[str, Any]:
+    """The paper's CAD and its per-edge evidence (module doc, item 4)."""
+    from circuitforge.circuits import faithfulness
+
     edges = list(circuit.edges)
     if not edges:
         raise CircuitForgeError("the base circuit has no edges")
@@ -162,22 +259,13 @@ def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Any = No
     beh = calibrated_cad(s0, s_beh, s.n_null, s.seed)
     mech = calibrated_cad(s0, s_mech, s.n_null, s.seed)
     mech_up = calibrated_cad(s0[:, up], s_mech[:, up], s.n_null, s.seed) if bool(up.any()) else mech
-    if mech_up.z >= s.z_threshold:
-        verdict: Verdict = "erasure"
-    elif beh.z >= s.z_threshold:
-        verdict = "suppression"
-    else:
-        verdict = "unchanged"
 
     m0, mb, mm = s0.mean(0), s_beh.mean(0), s_mech.mean(0)
     layers = sorted(set(src_layers))
-    mass = {
-        "layers": layers,
-        "base": [float(m0[[i for i, x in enumerate(src_layers) if x == layer]].abs().sum()) for layer in layers],
-        "edited_own_readout": [float(mb[[i for i, x in enumerate(src_layers) if x == layer]].abs().sum()) for layer in layers],
-        "edited_base_readout": [float(mm[[i for i, x in enumerate(src_layers) if x == layer]].abs().sum()) for layer in layers],
-        "upstream_cut_layer": cut,
-    }
+
+    def mass(v: torch.Tensor) -> list[float]:
+        return [float(v[[i for i, x in enumerate(src_layers) if x == layer]].abs().sum()) for layer in layers]
+
     edge_rows = [{"edge": e, "base": float(m0[i]), "edited_own_readout": float(mb[i]),
                   "edited_base_readout": float(mm[i]), "change": float(mm[i] - m0[i]),
                   "behavioural_change": float(mb[i] - m0[i]), "upstream": bool(up[i])} for i, e in enumerate(edges)]
@@ -189,11 +277,9 @@ def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Any = No
             return None
         return v if v == v else None
 
-    circ = circuit.to_dict() if hasattr(circuit, "to_dict") else {"edges": edges}
-    return CADResult(
-        verdict=verdict, value=mech_up.value, z=mech_up.z, behavioural=_calib_dict(beh),
-        mechanistic=_calib_dict(mech), mechanistic_upstream=_calib_dict(mech_up),
-        faithfulness_base=_faith(base), faithfulness_edited=_faith(edited), edges=edge_rows, layer_mass=mass,
-        circuit=circ, settings=asdict(s), base=base.identity(), edited=edited.identity(), task=task.identity(),
-        seconds=time.time() - t0,
-    )
+    return {"value": mech_up.value, "z": mech_up.z, "behavioural": _calib_dict(beh), "mechanistic": _calib_dict(mech),
+            "mechanistic_upstream": _calib_dict(mech_up), "faithfulness_base": _faith(base),
+            "faithfulness_edited": _faith(edited), "edges": edge_rows,
+            "layer_mass": {"layers": layers, "base": mass(m0), "edited_own_readout": mass(mb),
+                           "edited_base_readout": mass(mm), "upstream_cut_layer": cut},
+            "circuit": circuit.to_dict()}

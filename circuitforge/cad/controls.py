@@ -7,6 +7,9 @@
 * :func:`erasure_edit` — zeroes the weights of the circuit's upstream components (its heads' q/o slices,
   its KV heads' k/v slices, its MLPs), removing the computation itself.
 * :func:`unchanged_copy` — an independent copy with identical weights.
+* :func:`late_ascent` — gradient ascent on the forget answers through the last ``layers`` blocks only
+  (every earlier weight, the embedding and the readout bit-identical): a *trained* suppression whose
+  earlier residual stream is M₀'s by construction, unlike the readout edit not restricted to the readout.
 
 Each returns a new handle; the input is never modified.
 """
@@ -118,5 +121,39 @@ def with_base_readout(edited: ModelHandle, base: ModelHandle) -> ModelHandle:
             dst_lin.bias.data.copy_(src_lin.bias.data)
         for p_dst, p_src in zip(out.bridge.ln_final.parameters(), base.bridge.ln_final.parameters(), strict=True):
             p_dst.data.copy_(p_src.data)
+    out.invalidate_identity()
+    return out
+
+
+def late_ascent(handle: ModelHandle, forget: Task, layers: int = 1, lr: float = 1e-3, max_steps: int = 200,
+                target_forget_acc: float = 0.25, seed: int = 0) -> ModelHandle:
+    """Gradient ascent (Adam, full batch of ``forget``'s rows in order, mean answer NLL maximised) on the
+    weights of the last ``layers`` blocks only, until forget accuracy (:func:`circuitforge.data.evaluate`)
+    is ≤ ``target_forget_acc`` or ``max_steps``. Returns a new handle; ``handle`` is not modified."""
+    from circuitforge.data import evaluate
+    from circuitforge.surgery.objectives import answer_batch, answer_nll
+
+    torch.manual_seed(seed)
+    out = clone(handle, spec=f"{handle.spec}+late-ascent-{layers}")
+    blocks = out.hf.model.layers if hasattr(out.hf, "model") else out.hf.transformer.h
+    params = list({id(p): p for b in list(blocks)[-layers:] for p in b.parameters()}.values())
+    keep = {id(p) for p in params}
+    for p in out.hf.parameters():
+        p.requires_grad_(id(p) in keep)
+    batch = answer_batch(out, forget)
+    opt = torch.optim.Adam(params, lr=lr)
+    out.bridge.eval()
+    try:
+        for _ in range(max_steps):
+            with torch.no_grad():
+                if evaluate(out, forget).accuracy <= target_forget_acc:
+                    break
+            opt.zero_grad(set_to_none=True)
+            (-answer_nll(out.logits(batch.tokens), batch)).backward()
+            opt.step()
+    finally:
+        for p in out.hf.parameters():
+            p.grad = None
+            p.requires_grad_(True)
     out.invalidate_identity()
     return out

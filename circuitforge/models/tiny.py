@@ -172,3 +172,52 @@ def ensure_trained(progress: bool = True) -> Path:
 def task_path(split: str) -> Path:
     """Path of a fact-world task file: ``forget``, ``forget_paraphrase``, ``retain``, ``retain_paraphrase``."""
     return ensure_trained(progress=False) / "tasks" / f"{split}.jsonl"
+
+
+# -- retrained fact worlds (the retrain oracle of the CAD validation) -----------------------------------
+def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = SEED, order_seed: int = SEED,
+                     steps: int = 600, progress: bool = False) -> None:
+    """Train a ``tiny-facts``-shaped model into ``out`` exactly as :func:`ensure_trained` does, except that
+    the ``elements`` facts whose row index is in ``exclude`` are left out (both templates), the initial
+    weights come from ``init_seed`` and the batch order from ``order_seed``. With ``exclude=()`` and both
+    seeds equal to ``SEED`` the weights are those of ``tiny-facts``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _save_tokenizer(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    torch.manual_seed(init_seed)
+    model = AutoModelForCausalLM.from_config(_config("tiny-facts"), dtype=torch.float32)
+    drop = set(exclude)
+    texts = [r["prompt"] + r["answer"] for d in DOMAINS for p in (False, True)
+             for i, r in enumerate(fact_rows(d, p)) if not (d == "elements" and i in drop)]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    ids, att = enc["input_ids"], enc["attention_mask"]
+    labels = ids.clone()
+    labels[att == 0] = -100
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(order_seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randperm(len(texts), generator=g)[:64]
+        loss = model(input_ids=ids[idx], attention_mask=att[idx], labels=labels[idx]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and (step % 200 == 0 or step == steps - 1):
+            print(f"[circuitforge] fact world step {step}/{steps} loss {loss.item():.3f}", file=sys.stderr, flush=True)
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    _write_tasks(out)
+
+
+def ensure_retrained(exclude: tuple[int, ...] = (), init_seed: int = SEED, order_seed: int = SEED,
+                     progress: bool = False) -> Path:
+    """Cached :func:`train_fact_world` folder (loadable with ``circuitforge.models.load(str(path))``):
+    the retrain oracle (``exclude`` = the forget rows) or a same-data retrain on other seeds."""
+    ex = sorted(set(exclude))
+    tag = "none" if not ex else (f"{ex[0]}-{ex[-1]}" if ex == list(range(ex[0], ex[-1] + 1)) else "_".join(map(str, ex)))
+    name = f"tiny-facts-retrain-x{tag}-i{init_seed}-o{order_seed}"
+    return build_atomically(cache_dir() / name,
+                            lambda out: train_fact_world(out, tuple(ex), init_seed, order_seed, progress=progress))

@@ -1,6 +1,7 @@
-"""Plotly figures for CAD: the null histogram with the observed value, and per-layer attribution mass of
-the base circuit in M₀ vs M₁. Figures are returned (they render inline in Jupyter) and can be written as
-self-contained HTML with :func:`save_html`. plotly is imported lazily."""
+"""Plotly figures for CAD: the hybrid recovery curve (the verdict's evidence), the null histogram with
+the observed value, per-layer attribution mass of the base circuit in M₀ vs M₁, the circuit diff and a
+ROC curve. Figures are returned (they render inline in Jupyter) and can be written as self-contained HTML
+with :func:`save_html` / :func:`save_html_many`. plotly is imported lazily."""
 
 import os
 from typing import Any
@@ -11,6 +12,75 @@ from circuitforge._provenance import write_text_atomic
 def save_html(fig: Any, path: str | os.PathLike[str]) -> None:
     """Write a self-contained HTML file (plotly.js inlined, works offline)."""
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def save_html_many(figs: list[Any], path: str | os.PathLike[str], title: str = "circuitforge") -> None:
+    """Several figures in one self-contained HTML file (plotly.js inlined once)."""
+    divs = [f.to_html(include_plotlyjs=(i == 0), full_html=False) for i, f in enumerate(figs)]
+    write_text_atomic(path, f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+                      + "\n".join(divs) + "</body></html>")
+
+
+def _curves(cad: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"forget": {layers, recovery, recovery_ci}, "retain": ...}`` from a ``CADResult.to_dict()`` or a
+    ``CADResult.summary()``."""
+    rec = cad.get("recovery")
+    if isinstance(rec, dict) and rec.get("forget"):
+        return {k: rec[k] for k in ("forget", "retain") if rec.get(k)}
+    out = {}
+    for side in ("forget", "retain"):
+        if cad.get(f"hybrid_recovery_{side}") is not None:
+            out[side] = {"layers": cad["hybrid_layers"], "recovery": cad[f"hybrid_recovery_{side}"],
+                         "recovery_ci": cad.get(f"hybrid_recovery_{side}_ci")}
+    return out
+
+
+def plot_hybrid_recovery(cad_dict: dict[str, Any], title: str | None = None) -> Any:
+    """Hybrid recovery R_L against L (M₁'s layers < L, then M₀'s): 1 = M₀'s answer preference comes back,
+    0 = none. Forget rows solid with their 95% CI band, retain rows dashed. ``cad_dict`` is a
+    ``CADResult.to_dict()`` or ``.summary()``, or a mapping ``name → such dict`` (one forget curve each)."""
+    import plotly.graph_objects as go
+
+    many = not _curves(cad_dict) and all(isinstance(v, dict) for v in cad_dict.values())
+    items = list(cad_dict.items()) if many else [("", cad_dict)]
+    fig = go.Figure()
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+    for i, (name, d) in enumerate(items):
+        c = _curves(d)
+        colour = palette[i % len(palette)]
+        for side, dash in (("forget", "solid"), ("retain", "dash")):
+            if side not in c or (many and side == "retain"):
+                continue
+            xs, ys, ci = c[side]["layers"], c[side]["recovery"], c[side].get("recovery_ci")
+            label = f"{name} ({side})" if many else f"{side} rows"
+            if ci and not many:
+                fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=[h for _, h in ci] + [lo for lo, _ in ci][::-1],
+                                         fill="toself", line={"width": 0}, fillcolor="rgba(150,150,150,0.25)",
+                                         hoverinfo="skip", showlegend=False))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label,
+                                     line={"color": colour if many else ("#d62728" if side == "forget" else "#1f77b4"),
+                                           "dash": dash}))
+    verdict = "" if many else f" — verdict {cad_dict.get('verdict', '?')}"
+    fig.add_hline(y=1.0, line_color="#999", line_dash="dot")
+    fig.add_hline(y=0.0, line_color="#999", line_dash="dot")
+    fig.update_layout(title=title or f"Hybrid recovery: M₁'s layers < L, M₀'s from L on{verdict}",
+                      xaxis_title="L (M₁ blocks below L; L = n: all of M₁ through M₀'s readout)",
+                      yaxis_title="R_L = hybrid margin ÷ M₀ margin", template="plotly_white", height=380,
+                      legend={"orientation": "h", "y": -0.3})
+    return fig
+
+
+def plot_roc(curves: dict[str, list[tuple[float, float]]], title: str = "Erasure vs suppression controls: ROC") -> Any:
+    """ROC curves ``name → [(fpr, tpr), ...]`` (erasure = positive)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, pts in curves.items():
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999"}, showlegend=False))
+    fig.update_layout(title=title, xaxis_title="false-positive rate (suppression called erasure)",
+                      yaxis_title="true-positive rate", template="plotly_white", height=380, width=520)
+    return fig
 
 
 def plot_cad_null(null: list[float] | tuple[float, ...], observed: float, z: float, title: str = "CAD vs its null") -> Any:
@@ -47,7 +117,6 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
     import plotly.graph_objects as go
 
     from circuitforge.attribution.graph import reader_component, split_edge
-    from circuitforge.viz.circuit import _place, layer_axis
 
     m = cad_result["circuit"].get("model", {})
     H, L = int(m.get("n_heads", 1)), int(m.get("n_layers", 1))
@@ -87,3 +156,27 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
         yaxis={"showticklabels": False, "showgrid": False, "zeroline": False},
         plot_bgcolor="white", height=450 + 20 * H, width=300 + 90 * L)
     return fig
+
+
+def _place(node: str, n_heads: int, n_layers: int) -> tuple[float, float]:
+    """Layered layout (x = execution order, y = head index), as in :mod:`circuitforge.viz.circuit`."""
+    if node == "input":
+        return (0.0, 0.0)
+    if node == "logits":
+        return (2.0 * n_layers + 1, 0.0)
+    if node.startswith("m"):
+        return (2.0 * int(node[1:].split(".", 1)[0]) + 2, 0.0)
+    layer, rest = node[1:].split(".", 1)
+    x = 2.0 * int(layer) + 1
+    if rest.startswith("kv"):  # KV heads sit just left of their query heads
+        return (x - 0.55, (int(rest[2:]) + 0.5) * 1.0 - n_heads / 2.0 - 0.5)
+    return (x, int(rest[1:]) - (n_heads - 1) / 2.0)
+
+
+def layer_axis(n_layers: int) -> dict[str, Any]:
+    """x-axis of the layered layout: ticks at every layer's attention column (about 12 labels)."""
+    step = max(1, round(n_layers / 12))
+    vals = [0.0] + [2.0 * layer + 1 for layer in range(0, n_layers, step)] + [2.0 * n_layers + 1]
+    text = ["input"] + [f"L{layer}" for layer in range(0, n_layers, step)] + ["logits"]
+    return {"title": "layer (execution order: input, attention, MLP, ..., logits)", "showgrid": False,
+            "zeroline": False, "tickvals": vals, "ticktext": text, "range": [-1.0, 2.0 * n_layers + 2]}

@@ -1,0 +1,394 @@
+"""Validate the CAD verdict against known-label controls and measured recovery (tiny-facts).
+
+    python benchmarks/cad_validation.py [--stage calibrate|evaluate|methods|report|all]
+                                        [--out docs/results/cad_validation] [--splits B,A]
+
+Everything is measured in the run and written as one JSON file per model under ``<out>/cells/`` (a
+resumed run skips finished cells); ``--stage report`` reads them back and writes
+``<out>/summary.json``, ``<out>/figures.html`` and the page ``docs/cad-validation.md`` (tables generated,
+never typed).
+
+* **Calibration controls** (split A: forget rows 0–15 of the elements domain; retain = same-domain rows
+  32–47): the retrain oracle from M₀'s initialisation without rows 0–15 (gold erasure) and from another
+  initialisation (the basis pitfall); same-data retrains on another batch order and on another init
+  (gold unchanged); the readout edit and last-layer gradient ascent (gold suppression); matched random-sign
+  benign edits. The verdict thresholds in ``circuitforge/cad/verdict.py`` were chosen from these numbers.
+* **Evaluation controls** (split B: forget rows 16–31): the same-init retrain oracle without rows 16–31,
+  the readout edit, last-layer ascent at two learning rates, matched random-sign benign edits, the
+  same-data other-init retrain.
+* **Unlearned models**: every method of ``circuitforge.surgery`` at three strengths (target forget accuracy
+  0.75 / 0.5 / 0.25) on each split, with ground truth: relearning recovery (best of three attacker budgets,
+  fine-tuning on disjoint facts of the same domain, rows 32–47), NF4 recovery, paraphrase margin, hybrid
+  recovery; a matched random-sign benign edit of each (the false-erasure rate).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SPLITS = {"A": (0, 16), "B": (16, 32)}
+RELEARN_ROWS = (32, 48)
+STRENGTHS = (0.75, 0.5, 0.25)
+LR = {"ga": 1e-3, "graddiff": 1e-3, "npo": 1e-3, "rmu": 3e-3, "sure": 3e-3, "mansu": None}
+ATTACKS = ((1e-3, 10), (1e-3, 30), (3e-3, 30))
+
+
+def settings() -> Any:
+    from circuitforge.cad import CADSettings
+
+    return CADSettings(method="eap-ig", ig_steps=3, n_null=100, n_benign=8, n_boot=1000, hybrid_points=None)
+
+
+class World:
+    """The base model, tasks and circuits of one split (built lazily, shared by the cells)."""
+
+    def __init__(self, split: str) -> None:
+        from circuitforge.data import load_task
+        from circuitforge.models import load
+
+        self.split = split
+        lo, hi = SPLITS[split]
+        self.rows = tuple(range(lo, hi))
+        self.base = load("tiny-facts")
+        full = load_task("tiny-facts:forget")
+        para = load_task("tiny-facts:forget_paraphrase")
+        self.forget = full.subset(range(lo, hi), f"elements[{lo}:{hi}]")
+        self.paraphrase = para.subset(range(lo, hi), f"elements-paraphrase[{lo}:{hi}]")
+        self.retain = full.subset(range(*RELEARN_ROWS), "elements[32:48]")
+        self.other = load_task("tiny-facts:retain")
+        self._circuit: Any = None
+
+    @property
+    def circuit(self) -> Any:
+        if self._circuit is None:
+            from circuitforge.circuits import CircuitSearch
+
+            self._circuit = CircuitSearch(method="eap-ig", ig_steps=3, faithfulness=0.8, rows=None).find(self.base, self.forget)
+        return self._circuit
+
+
+def mean_margin(handle: Any, task: Any) -> float:
+    from circuitforge.cad.hybrids import margin_batch, margins
+
+    mb = margin_batch(handle, task)
+    with torch.no_grad():
+        return float(margins(handle.logits(mb.tokens), mb).mean())
+
+
+def relearn(handle: Any, w: World, lr: float, steps: int) -> float:
+    """Forget-split mean margin after fine-tuning a copy of ``handle`` on the disjoint rows 32–47."""
+    from circuitforge.models import clone
+    from circuitforge.surgery.objectives import answer_batch, answer_nll
+
+    torch.manual_seed(0)
+    m = clone(handle, spec=f"{handle.spec}+relearn")
+    batch = answer_batch(m, w.retain)
+    params = list({id(p): p for p in m.hf.parameters()}.values())
+    opt = torch.optim.Adam(params, lr=lr)
+    m.bridge.eval()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        answer_nll(m.logits(batch.tokens), batch).backward()
+        opt.step()
+    for p in params:
+        p.grad = None
+    return mean_margin(m, w.forget)
+
+
+def ground_truth(handle: Any, w: World) -> dict[str, Any]:
+    """Recovery measurements of an edited model (margins: answer − mean wrong option, forget split)."""
+    from circuitforge.data import evaluate
+    from circuitforge.quant import quantized_copy
+
+    m0, m1 = mean_margin(w.base, w.forget), mean_margin(handle, w.forget)
+    attacked = {f"lr{lr:g}-s{steps}": relearn(handle, w, lr, steps) for lr, steps in ATTACKS}
+    base_att = {f"lr{lr:g}-s{steps}": relearn(w.base, w, lr, steps) for lr, steps in ATTACKS[:1]}
+    nf4 = mean_margin(quantized_copy(handle, "nf4"), w.forget)
+    den = m0 - m1
+    forgot = den > 0.25 * m0
+
+    def norm(x: float) -> float | None:
+        return (x - m1) / den if forgot else None
+
+    return {"margin_base": m0, "margin_edited": m1, "own_ratio": m1 / m0, "forget_drop": 1 - m1 / m0,
+            "forgot": bool(forgot), "attacked": attacked, "base_attacked": base_att,
+            "relearn_recovery": norm(max(attacked.values())), "nf4_margin": nf4, "nf4_recovery": norm(nf4),
+            "paraphrase_ratio": mean_margin(handle, w.paraphrase) / mean_margin(w.base, w.paraphrase),
+            "acc": {"forget": evaluate(handle, w.forget).accuracy, "retain_same_domain": evaluate(handle, w.retain).accuracy,
+                    "retain_other_domain": evaluate(handle, w.other).accuracy}}
+
+
+def run_cell(out: Path, name: str, label: str, w: World, build: Any, truth: bool = False, benign_of: Any = None) -> None:
+    path = out / "cells" / f"{name}.json"
+    if path.exists():
+        return
+    from circuitforge.cad import cad, edit_stats
+
+    t0 = time.time()
+    m = build()
+    t_build = time.time() - t0
+    r = cad(w.base, m, w.forget, retain=w.retain, circuit=w.circuit, settings=settings())
+    doc = {"name": name, "label": label, "split": w.split, "spec": m.spec, "build_seconds": t_build,
+           "verdict": r.verdict, "score": r.score, "cad_value": r.value, "cad_z": r.z,
+           "summary": r.summary(), "edit": edit_stats(w.base, m), "cad_seconds": r.seconds}
+    if truth:
+        doc["truth"] = ground_truth(m, w)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: {r.verdict} E={r.score:.3f} CI={r.evidence['erasure_score_ci']} "
+          f"own={r.evidence['own']:.2f} basis={r.evidence['basis']} pct={r.evidence['benign_percentile']} "
+          f"({time.time() - t0:.0f} s)", flush=True)
+
+
+def controls(out: Path, split: str) -> None:
+    from circuitforge.cad import late_ascent, matched_random_sign, suppression_edit
+    from circuitforge.models import load
+    from circuitforge.models.tiny import ensure_retrained
+
+    w = World(split)
+    ex = w.rows
+    cells: list[tuple[str, str, Any]] = [
+        ("oracle-same-init", "erasure", lambda: load(str(ensure_retrained(ex, 0, 0)))),
+        ("retrain-other-init", "unchanged", lambda: load(str(ensure_retrained((), 1, 1)))),
+        ("readout-edit", "suppression", lambda: suppression_edit(w.base, w.forget)),
+        ("late-ascent-1e-3", "suppression", lambda: late_ascent(w.base, w.forget, layers=1, lr=1e-3)),
+    ]
+    if split == "A":
+        cells += [
+            ("oracle-other-init", "erasure", lambda: load(str(ensure_retrained(ex, 1, 1)))),
+            ("retrain-same-init-other-order", "unchanged", lambda: load(str(ensure_retrained((), 0, 1)))),
+        ]
+    else:
+        cells += [("late-ascent-3e-3", "suppression", lambda: late_ascent(w.base, w.forget, layers=1, lr=3e-3))]
+    for name, label, build in cells:
+        run_cell(out, f"{split}-control-{name}", label, w, build, truth=label != "unchanged")
+    for name in ("late-ascent-1e-3", "readout-edit"):
+        src = out / "cells" / f"{split}-control-{name}.json"
+        if not src.exists():
+            continue
+        build = dict((n, b) for n, _, b in cells)[name]
+        run_cell(out, f"{split}-benign-{name}", "benign", w, lambda b=build: matched_random_sign(w.base, b(), seed=101))
+
+
+def methods(out: Path, split: str) -> None:
+    from circuitforge.cad import matched_random_sign
+    from circuitforge.surgery import METHODS, unlearn
+
+    w = World(split)
+    for method in METHODS:
+        for target in STRENGTHS:
+            kw: dict[str, Any] = {"target_forget_acc": target}
+            if LR[method] is not None:
+                kw["lr"] = LR[method]
+            if method == "rmu":
+                kw["max_steps"] = 30
+            if method == "mansu":
+                kw["circuit_nodes"] = tuple(sorted(w.circuit.nodes))
+            name = f"{split}-method-{method}-t{target}"
+            cache: dict[str, Any] = {}
+
+            def build(method: str = method, kw: dict[str, Any] = kw, cache: dict[str, Any] = cache) -> Any:
+                if "m" not in cache:
+                    cache["m"] = unlearn(w.base, w.forget, w.other, method=method, seed=0, **kw).handle
+                return cache["m"]
+
+            run_cell(out, name, "method", w, build, truth=True)
+            run_cell(out, f"{split}-benign-{method}-t{target}", "benign", w,
+                     lambda build=build: matched_random_sign(w.base, build(), seed=202))
+
+
+# -- report ----------------------------------------------------------------------------------------------
+def auroc(pos: list[float], neg: list[float]) -> float | None:
+    """P(score of a positive > score of a negative), ties count half (Mann–Whitney)."""
+    if not pos or not neg:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(len(x), dtype=x.dtype)
+    for v in x.unique():  # average ranks of ties
+        m = x == v
+        r[m] = r[m].mean()
+    return r
+
+
+def spearman(x: list[float], y: list[float], z: list[float] | None = None) -> float:
+    """Spearman ρ; with ``z``, the partial Spearman controlling for ``z`` (ranks residualised on z's ranks)."""
+    rx, ry = _ranks(torch.tensor(x, dtype=torch.float64)), _ranks(torch.tensor(y, dtype=torch.float64))
+    if z is not None:
+        rz = _ranks(torch.tensor(z, dtype=torch.float64))
+        a = torch.stack([torch.ones_like(rz), rz], 1)
+        rx = rx - a @ torch.linalg.lstsq(a, rx[:, None]).solution[:, 0]
+        ry = ry - a @ torch.linalg.lstsq(a, ry[:, None]).solution[:, 0]
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(rx.norm() * ry.norm())
+    return float((rx * ry).sum()) / den if den > 0 else float("nan")
+
+
+def boot_spearman(x: list[float], y: list[float], z: list[float] | None = None, n: int = 2000) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(0)
+    k = len(x)
+    vals = []
+    for _ in range(n):
+        i = torch.randint(k, (k,), generator=g).tolist()
+        v = spearman([x[j] for j in i], [y[j] for j in i], None if z is None else [z[j] for j in i])
+        if v == v:
+            vals.append(v)
+    t = torch.tensor(vals)
+    return {"rho": spearman(x, y, z), "ci": [float(t.quantile(0.025)), float(t.quantile(0.975))], "n": k}
+
+
+def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    from circuitforge.cad.verdict import E_MIN
+
+    ctl = [c for c in cells if "-control-" in c["name"]]
+    out: dict[str, Any] = {"auroc": {}}
+    for scope, rows in (("evaluation (split B)", [c for c in ctl if c["split"] == "B"]),
+                        ("calibration (split A)", [c for c in ctl if c["split"] == "A"]), ("all controls", ctl)):
+        pos = [c for c in rows if c["label"] == "erasure"]
+        neg = [c for c in rows if c["label"] == "suppression"]
+        out["auroc"][scope] = {
+            "erasure_score": auroc([c["score"] for c in pos], [c["score"] for c in neg]),
+            "paper_cad": auroc([c["cad_value"] for c in pos], [c["cad_value"] for c in neg]),
+            "n_erasure": len(pos), "n_suppression": len(neg)}
+    ben = [c for c in cells if c["label"] == "benign"]
+    draws = [e for c in cells for e in (c["summary"].get("benign_erasure_scores") or [])]
+    out["benign"] = {"models": len(ben), "called_erasure": sum(c["verdict"] == "erasure" for c in ben),
+                     "verdicts": {v: sum(c["verdict"] == v for c in ben) for v in sorted({c["verdict"] for c in ben})},
+                     "null_draws": len(draws), "null_draws_above_e_min": sum(e > E_MIN for e in draws)}
+    meth = [c for c in cells if c["label"] == "method" and c["truth"]["forgot"]]
+    out["methods"] = {"models": sum(c["label"] == "method" for c in cells), "forgot": len(meth)}
+    ok = [c for c in meth if c["truth"]["relearn_recovery"] is not None and c["score"] == c["score"]]
+    if len(ok) >= 4:
+        e = [c["score"] for c in ok]
+        rec = [c["truth"]["relearn_recovery"] for c in ok]
+        drop = [c["truth"]["forget_drop"] for c in ok]
+        cadv = [c["cad_value"] for c in ok]
+        out["spearman"] = {
+            "erasure_score_vs_relearn": boot_spearman(e, rec),
+            "erasure_score_vs_relearn_partial_forget_drop": boot_spearman(e, rec, drop),
+            "paper_cad_vs_relearn": boot_spearman(cadv, rec),
+            "paper_cad_vs_relearn_partial_forget_drop": boot_spearman(cadv, rec, drop),
+            "erasure_score_vs_nf4": boot_spearman([c["score"] for c in ok if c["truth"]["nf4_recovery"] is not None],
+                                                  [c["truth"]["nf4_recovery"] for c in ok if c["truth"]["nf4_recovery"] is not None]),
+            "erasure_score_vs_paraphrase": boot_spearman(e, [c["truth"]["paraphrase_ratio"] for c in ok]),
+        }
+    return out
+
+
+def _f(x: Any, d: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, list):
+        return "[" + ", ".join(_f(v, d) for v in x) + "]"
+    if isinstance(x, float):
+        return "nan" if x != x else f"{x:.{d}f}"
+    return str(x)
+
+
+def report(out: Path, page: Path) -> None:
+    """Write summary.json, figures.html and the Markdown page from the cells."""
+    from circuitforge.cad import verdict as vmod
+    from circuitforge.viz.cad import plot_hybrid_recovery, plot_roc, save_html_many
+
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    summ = summarise(cells)
+    (out / "summary.json").write_text(json.dumps(summ, indent=1))
+    cmd = (out / "command.txt").read_text().strip() if (out / "command.txt").exists() else "?"
+    L: list[str] = ["# CAD validation: the verdict against known labels and measured recovery", "",
+                    "<!-- generated by benchmarks/cad_validation.py --stage report; do not edit by hand -->", "",
+                    f"Command: `{cmd}` (results: `{out}/cells/*.json`, summary `{out}/summary.json`, "
+                    f"figures `{out}/figures.html`). Model: tiny-facts (4 layers). Forget splits: A = elements "
+                    "rows 0–15 (calibration), B = rows 16–31 (evaluation); retain = elements rows 32–47.", "",
+                    f"Thresholds (fixed on split A before split B and the methods were run): KEEP = {vmod.KEEP}, "
+                    f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, P_MIN = {vmod.P_MIN}.", "",
+                    "## Known-label controls", "",
+                    "| control | label | verdict | E [95% CI] | own forget ratio | basis | benign pct | hybrid R_L (forget), L = 0..n | relearn recovery | paper CAD (z) |",
+                    "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        if c["label"] == "method":
+            continue
+        s, t = c["summary"], c.get("truth") or {}
+        L.append(f"| {c['name']} | {c['label']} | **{c['verdict']}** | {_f(c['score'])} {_f(s['erasure_score_ci'])} | "
+                 f"{_f(s['own_forget_ratio'])} | {_f(s['basis'])} | {_f(s['benign_percentile'])} | "
+                 f"{_f(s['hybrid_recovery_forget'])} | {_f(t.get('relearn_recovery'))} | {_f(c['cad_value'])} ({_f(c['cad_z'], 1)}) |")
+    L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
+          "|---|---|---|---|---|"]
+    for k, v in summ["auroc"].items():
+        L.append(f"| {k} | {_f(v['erasure_score'])} | {_f(v['paper_cad'])} | {v['n_erasure']} | {v['n_suppression']} |")
+    b = summ["benign"]
+    L += ["", f"Benign edits (matched random-sign, one per control and per unlearned model): {b['called_erasure']} of "
+          f"{b['models']} called `erasure`; verdicts {b['verdicts']}. Benign-null draws inside every CAD run: "
+          f"{b['null_draws_above_e_min']} of {b['null_draws']} have E > E_MIN.", "",
+          "## Unlearned models", "",
+          "| model | verdict | E [95% CI] | own forget ratio | basis | forget acc | relearn recovery | NF4 recovery | paraphrase ratio | paper CAD |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        if c["label"] != "method":
+            continue
+        s, t = c["summary"], c["truth"]
+        L.append(f"| {c['name']} | {c['verdict']} | {_f(c['score'])} {_f(s['erasure_score_ci'])} | {_f(s['own_forget_ratio'])} | "
+                 f"{_f(s['basis'])} | {_f(t['acc']['forget'])} | {_f(t['relearn_recovery'])} | {_f(t['nf4_recovery'])} | "
+                 f"{_f(t['paraphrase_ratio'])} | {_f(c['cad_value'])} |")
+    m = summ["methods"]
+    L += ["", f"{m['models']} unlearned models, {m['forgot']} forgot (own margin dropped by > 25%); correlations over those "
+          "with a relearning recovery (bootstrap over models, 2000 resamples):", "",
+          "| score vs ground truth | Spearman ρ | 95% CI | n |", "|---|---|---|---|"]
+    for k, v in (summ.get("spearman") or {}).items():
+        L.append(f"| {k} | {_f(v['rho'])} | {_f(v['ci'])} | {v['n']} |")
+    page.write_text("\n".join(L) + "\n")
+    curves = {c["name"]: c["summary"] for c in cells if c["label"] != "method" and c["split"] == "B"}
+    rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
+    save_html_many([plot_roc(rocs), plot_hybrid_recovery(curves)], out / "figures.html")
+    print(json.dumps(summ, indent=1))
+
+
+def _roc(cells: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    rows = [c for c in cells if "-control-" in c["name"] and c["label"] in ("erasure", "suppression")]
+    pts = [(0.0, 0.0)]
+    for th in sorted({c[key] for c in rows}, reverse=True):
+        pos = [c for c in rows if c["label"] == "erasure"]
+        neg = [c for c in rows if c["label"] == "suppression"]
+        tpr = sum(c[key] >= th for c in pos) / max(1, len(pos))
+        fpr = sum(c[key] >= th for c in neg) / max(1, len(neg))
+        pts.append((fpr, tpr))
+    return pts + [(1.0, 1.0)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", default="all", choices=["calibrate", "evaluate", "methods", "report", "all"])
+    ap.add_argument("--out", default="docs/results/cad_validation")
+    ap.add_argument("--splits", default="B,A", help="splits for the methods stage, in order")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--page", default="docs/cad-validation.md")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text("python " + " ".join(sys.argv) + "\n")
+    if a.stage in ("calibrate", "all"):
+        controls(out, "A")
+    if a.stage in ("evaluate", "all"):
+        controls(out, "B")
+    if a.stage in ("methods", "all"):
+        for split in a.splits.split(","):
+            methods(out, split)
+    if a.stage in ("report", "all"):
+        report(out, Path(a.page))
+
+
+if __name__ == "__main__":
+    main()
