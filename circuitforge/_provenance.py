@@ -23,6 +23,32 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_commit() -> str | None:
+    """The commit of the circuitforge checkout this code runs from (``None`` for an installed wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (r.stdout.strip() + ("+dirty" if dirty else "")) if r.returncode == 0 else None
+
+
+def run_info() -> dict[str, Any]:
+    """When and where a result was made: UTC date, commit, library versions, Python, platform, cores."""
+    import datetime
+    import platform
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "versions": versions(), "python": platform.python_version(),
+            "platform": platform.platform(terse=True), "cpu_count": os.cpu_count()}
+
+
 def sha256_json(obj: Any) -> str:
     """Stable sha256 of a JSON-serialisable object (sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

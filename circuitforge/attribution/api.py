@@ -19,7 +19,7 @@ def model_block(handle: ModelHandle) -> dict[str, Any]:
     """Model identity + architecture, as recorded in graph and circuit JSON."""
     ident = handle.identity()
     arch = handle.architecture()
-    return {**ident, **arch, "source_dir": handle.source_dir}
+    return {**ident, **arch}  # no local paths in results (source_dir stays on the handle)
 
 
 def task_block(task: Task) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class Assessment:
     survival: dict[str, Any]
     """:func:`circuitforge.quant.survival` table (fp and quantized accuracies of both models, per row)"""
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """extra task name → ``{"base", "edited", "n"}`` full-precision accuracies"""
+    """extra task name → ``{"base", "edited", "n", "sha256"}`` full-precision accuracies"""
     circuit: Circuit | None = None
 
     @property
@@ -126,6 +126,7 @@ def assess(
     cad_rows: int = 32,
     extra_tasks: Mapping[str, Task] | None = None,
     seed: int = 0,
+    base_reference: "Assessment | None" = None,
     progress: Progress | None = None,
 ) -> Assessment:
     """Score ``edited`` against ``base`` on the four properties (see module doc).
@@ -137,6 +138,8 @@ def assess(
         scheme: quantization scheme of the PTQ gap (``nf4``, ``fp4``, ``int8``, ``nf4-dq``…).
         extra_tasks: name → task, scored on both models in full precision (e.g. ``paraphrase``).
         seed: seeds the bootstrap CIs and CAD's null.
+        base_reference: an earlier assessment of the same base model on the same tasks: its base-model
+            accuracies (fp, quantized, extra tasks) are reused instead of recomputed (checked by sha256).
     Raises:
         CircuitForgeError: bad input (see :func:`check_inputs`, :func:`check_circuit`).
     """
@@ -154,12 +157,16 @@ def assess(
     if circuit is not None:
         check_circuit(circuit, base, cad_task)
     say(f"accuracies in full precision and {sch.label}")
-    surv = survival(base, edited, forget, retain, schemes=(sch,))
+    ref = base_reference
+    surv = survival(base, edited, forget, retain, schemes=(sch,), base_reference=ref.survival if ref else None)
     fp_b, fp_e = surv["fp"]["base"], surv["fp"]["edited"]
     q = surv["schemes"][sch.label]
     extra = {}
     for name, t in extra_tasks.items():
-        extra[name] = {"base": evaluate(base, t).accuracy, "edited": evaluate(edited, t).accuracy, "n": len(t)}
+        same = ref is not None and name in ref.extra and ref.extra[name].get("sha256") == t.sha256 \
+            and ref.scorecard.base.get("sha256") == base.sha256
+        b = ref.extra[name]["base"] if same and ref is not None else evaluate(base, t).accuracy
+        extra[name] = {"base": b, "edited": evaluate(edited, t).accuracy, "n": len(t), "sha256": t.sha256}
     say("circuit attribution divergence")
     cs = cad_settings or CADSettings(seed=seed)
     if circuit is None:

@@ -61,21 +61,37 @@ def recovery_ratio(q_forget: float, fp_forget: float, base_forget: float) -> tup
     return (q_forget - fp_forget) / denom, None
 
 
+def _reusable(ref: dict[str, Any] | None, base: ModelHandle, forget: Task, retain: Task, route: Route,
+              backend: str) -> bool:
+    return bool(ref) and ref.get("format") == FORMAT and ref["base"].get("sha256") == base.sha256 \
+        and ref["forget_task"].get("sha256") == forget.sha256 and ref["retain_task"].get("sha256") == retain.sha256 \
+        and ref.get("route") == route and (route != "fast" or ref.get("backend") == backend)
+
+
 def survival(
     base_handle: ModelHandle, edited_handle: ModelHandle, forget_task: Task, retain_task: Task,
     schemes: Sequence["Scheme | str"] = ("nf4",), route: Route = "fast", backend: Backend = "bnb",
+    base_reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The survival table (JSON-serialisable). Keys: ``fp`` (``base``/``edited`` accuracies), ``schemes``
     (per scheme label: ``scheme``, ``base``, ``edited``, ``ptq_gap``, ``recovery_ratio``,
-    ``recovery_ratio_note``), ``ptq_gap`` (label → gap), identities of models and tasks, route, versions."""
+    ``recovery_ratio_note``), ``ptq_gap`` (label → gap), identities of models and tasks, route, versions.
+
+    ``base_reference``: an earlier survival table; its base-model accuracies are reused (not recomputed)
+    when it was made on the same base weights, tasks, route and backend (sha256s compared), so several
+    edits of one base model share the base evaluations."""
     check_compatible(base_handle, edited_handle)
     parsed = [Scheme.parse(s) for s in schemes]
+    ref = base_reference if _reusable(base_reference, base_handle, forget_task, retain_task, route, backend) else None
     fp_edit = _acc(edited_handle, forget_task, retain_task)
-    fp_base = _acc(base_handle, forget_task, retain_task)
+    fp_base = ref["fp"]["base"] if ref else _acc(base_handle, forget_task, retain_task)
     table: dict[str, Any] = {}
     for sch in parsed:
         q_edit = quantized_accuracy(edited_handle, sch, forget_task, retain_task, route, backend)
-        q_base = quantized_accuracy(base_handle, sch, forget_task, retain_task, route, backend)
+        if ref and sch.label in ref["schemes"]:
+            q_base = ref["schemes"][sch.label]["base"]
+        else:
+            q_base = quantized_accuracy(base_handle, sch, forget_task, retain_task, route, backend)
         ratio, note = recovery_ratio(q_edit["forget_acc"], fp_edit["forget_acc"], fp_base["forget_acc"])
         table[sch.label] = {
             "scheme": sch.to_dict(),

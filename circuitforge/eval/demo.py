@@ -1,0 +1,155 @@
+"""The demo pipeline (``circuitforge demo``): the whole toolkit on the embedded model, as one function.
+
+find the base forget circuit (:class:`~circuitforge.circuits.CircuitSearch`) → unlearn with MANSU and a
+gradient baseline → :func:`~circuitforge.eval.assess.assess` each edit (fp and NF4 accuracies with paired
+CIs, CAD; base evaluations shared between the methods) → NF4 bin-width diagnostics → ``demo.json``,
+``circuit.json`` and one ``cad-<method>.json`` per method. The CLI renders ``report.html`` from these with
+:mod:`circuitforge.viz` and prints the table; this module prints nothing and reports progress through a
+callback. ``quick=True`` runs the same steps on the tiny trained model with small settings (the tests).
+"""
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from circuitforge._provenance import run_info, write_json_atomic
+from circuitforge.circuits import Circuit, CircuitSearch
+from circuitforge.errors import CircuitForgeError
+
+FORMAT = "circuitforge.demo/1"
+Progress = Callable[[str, str], None]
+"""``progress(step, message)``: ``step`` is a stable key (``load``, ``circuit``, ``unlearn_ga``…)."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs. ``quick`` selects the tiny trained model and small settings."""
+
+    quick: bool = False
+    baseline: str = "ga"
+    seed: int = 0
+    n_forget: int = 64
+    n_retain: int = 64
+    n_cad: int = 24
+    ig_steps: int = 5
+    baseline_settings: dict[str, Any] = field(default_factory=lambda: {"lr": 2e-5, "eval_every": 3})
+    """the gradient baseline's settings: a larger step than the library default (1e-5), checked less
+    often, so it reaches the forget target in fewer evaluations on SmolLM2"""
+
+    @classmethod
+    def make(cls, quick: bool, baseline: str = "ga", seed: int = 0) -> "DemoConfig":
+        if quick:
+            return cls(True, baseline, seed, 48, 48, 16, 3, {})
+        return cls(False, baseline, seed)
+
+    @property
+    def model(self) -> str:
+        return "tiny-facts" if self.quick else "smollm2-135m"
+
+    @property
+    def task_prefix(self) -> str:
+        return "tiny-facts:" if self.quick else "builtin:"
+
+    @property
+    def search(self) -> CircuitSearch:
+        return CircuitSearch(method="eap-ig", ig_steps=self.ig_steps, faithfulness=0.8, rows=self.n_cad,
+                             baselines=True)
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any]
+    """the ``demo.json`` document"""
+    circuit: Circuit
+    cad: dict[str, dict[str, Any]]
+    """method → ``CADResult.to_dict()``"""
+
+
+def _chance(task: Any) -> float | None:
+    """Accuracy of uniform guessing over each row's options (cloze with distractors, or multiple choice)."""
+    opts = [len(getattr(it, "choices", ())) or (1 + len(getattr(it, "distractors", ()))) for it in task.items]
+    return None if not opts or min(opts) < 2 else sum(1 / k for k in opts) / len(opts)
+
+
+def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: Progress | None = None) -> DemoResult:
+    """Run the demo into ``out_dir`` (refused when it exists and is not empty, unless ``overwrite``)."""
+    from circuitforge.data import load_task
+    from circuitforge.eval.assess import assess
+    from circuitforge.models import load
+    from circuitforge.quant import diff_report
+    from circuitforge.surgery import unlearn
+
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise CircuitForgeError(f"{out_dir}: exists and is not empty (pass --overwrite)")
+    say = progress or (lambda step, msg: None)
+    t_start = time.time()
+    timings: dict[str, float] = {}
+
+    def timed(step: str, msg: str, fn: Callable[[], Any]) -> Any:
+        say(step, msg)
+        t0 = time.time()
+        v = fn()
+        timings[step] = round(time.time() - t0, 1)
+        say(step, f"done ({timings[step]:.0f} s)")
+        return v
+
+    def _load() -> tuple[Any, ...]:
+        base = load(cfg.model)
+        p = cfg.task_prefix
+        return (base, load_task(p + "forget").head(cfg.n_forget), load_task(p + "retain").head(cfg.n_retain),
+                load_task(p + "forget_paraphrase").head(cfg.n_forget))
+
+    base, forget, retain, para = timed("load", f"loading {cfg.model} and the built-in tasks", _load)
+    search = cfg.search
+    circuit: Circuit = timed("circuit", f"finding the forget circuit (EAP-IG({cfg.ig_steps}), faithfulness ≥ 0.8, "
+                             f"{cfg.n_cad} rows)", lambda: search.find(base, forget))
+    summary: dict[str, Any] = {
+        "format": FORMAT, "model": cfg.model, "quick": cfg.quick, "seed": cfg.seed, **run_info(),
+        "dtype": str(next(base.hf.parameters()).dtype).replace("torch.", ""), "device": str(base.device),
+        "base": {"identity": base.identity()},
+        "tasks": {name: {**t.identity(), "source": t.source, "n": len(t), "chance": _chance(t),
+                         "examples": [getattr(it, "prompt", getattr(it, "question", "")) for it in t.items[:2]]}
+                  for name, t in (("forget", forget), ("retain", retain), ("paraphrase", para))},
+        "circuit": {"search": search.to_dict(), "edges": circuit.n_edges, "nodes": sorted(circuit.nodes),
+                    "faithfulness": circuit.faithfulness, "reached": circuit.reached, "message": circuit.message,
+                    "baselines": circuit.baselines},
+        "methods": {}, "timings": timings,
+    }
+    cads: dict[str, dict[str, Any]] = {}
+    ref = None
+    for method in ("mansu", cfg.baseline):
+        kw: dict[str, Any] = {"circuit": circuit} if method == "mansu" else dict(cfg.baseline_settings)
+        res = timed(f"unlearn_{method}", f"unlearning with {method}",
+                    lambda m=method, k=kw: unlearn(base, forget, retain, method=m, seed=cfg.seed, **k))
+        edited = res.handle
+        a = timed(f"assess_{method}", f"{method}: accuracies in fp and NF4, CAD",
+                  lambda e=edited, r=ref: assess(base, e, forget, retain, circuit=circuit, cad_rows=cfg.n_cad,
+                                                 extra_tasks={"paraphrase": para}, seed=cfg.seed, base_reference=r))
+        ref = ref or a
+        diag = timed(f"quant_{method}", f"{method}: NF4 bin-width diagnostics", lambda e=edited: diff_report(base, e, "nf4"))
+        acc = a.scorecard.accuracies
+        summary["base"]["accuracy"] = {"forget": acc["base_forget"], "retain": acc["base_retain"],
+                                       "paraphrase": acc["base_paraphrase"], "forget_nf4": acc["base_forget_nf4"],
+                                       "retain_nf4": acc["base_retain_nf4"]}
+        summary["methods"][method] = {
+            "accuracy": {"forget": acc["unlearned_forget"], "retain": acc["unlearned_retain"],
+                         "paraphrase": acc["unlearned_paraphrase"], "forget_nf4": acc["unlearned_forget_nf4"],
+                         "retain_nf4": acc["unlearned_retain_nf4"]},
+            "scorecard": a.scorecard.to_dict(), "cad": a.cad.summary(),
+            "median_binwidth_to_update_ratio": diag.get("median_binwidth_to_update_ratio"),
+            "code_flip_rate": diag.get("code_flip_rate"), "changed_share": diag.get("changed_share"),
+            "stop_reason": getattr(res, "stop_reason", None), "hyperparameters": getattr(res, "settings", {}),
+        }
+        cads[method] = a.cad.to_dict()
+        del res, edited, a
+        gc.collect()  # free the edited model before the next method (peak memory)
+    summary["seconds"] = round(time.time() - t_start, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "demo.json", summary)
+    circuit.to_json(out_dir / "circuit.json")
+    for m, d in cads.items():
+        write_json_atomic(out_dir / f"cad-{m}.json", d)
+    return DemoResult(summary, circuit, cads)
