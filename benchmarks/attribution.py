@@ -1,7 +1,8 @@
 """Attribution benchmark on SmolLM2-135M and the built-in forget task (first 32 rows; every row's corrupt
-prompt has the clean prompt's token length). One run prints the whole table (see docs/attribution.md).
+prompt has the clean prompt's token length). One run prints the whole table and writes it to
+``docs/results/attribution_smollm2.json``, from which ``scripts/docs_tables.py`` renders docs/attribution.md.
 
-    HF_HUB_OFFLINE=1 python benchmarks/attribution.py [--rows 32] [--skip-exact]
+    HF_HUB_OFFLINE=1 python benchmarks/attribution.py [--rows 32] [--skip-exact] [--out PATH]
 """
 
 import argparse
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--skip-exact", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
+    ap.add_argument("--out", default="docs/results/attribution_smollm2.json", help="results JSON ('' = none)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -102,6 +104,17 @@ def main() -> None:
     print("| measurement | value | ratio / note |\n|---|---|---|")
     for r in rows_out:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    if args.out:
+        import sys
+
+        from circuitforge._provenance import run_info, write_json_atomic
+
+        cmd = "python benchmarks/attribution.py " + " ".join(sys.argv[1:])
+        write_json_atomic(args.out, {"format": "circuitforge.bench-attribution/1", "command": cmd.strip(),
+                                     "run_info": run_info(), "model": h.identity(), "task": task.identity(),
+                                     "table": {"columns": ["measurement", "value", "ratio / note"],
+                                               "rows": [list(r) for r in rows_out]}})
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

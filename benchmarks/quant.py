@@ -1,6 +1,10 @@
-"""Benchmark: cost of the NF4 survival check relative to the full-precision evaluation it wraps.
+"""Benchmark: cost of the NF4 survival check relative to the full-precision evaluation it wraps, and the
+agreement of the two quantization routes (max |logit(a) − logit(b)|: route (a) = real ``BitsAndBytesConfig``
+load of a saved checkpoint, route (b) = bitsandbytes round trip on a copy) on the tiny models and the model.
 
-    python benchmarks/quant.py [--model smollm2-135m] [--task builtin:forget] [--repeats 2]
+    python benchmarks/quant.py [--model smollm2-135m] [--task builtin:forget] [--repeats 2] [--out PATH]
+
+Writes ``docs/results/quant_smollm2.json``; ``scripts/docs_tables.py`` renders docs/quant.md from it.
 
 The NF4 check = route (b) (``quantized_copy``: copy the model, bitsandbytes quantize→dequantize round trip of
 every quantized linear weight) + the same ``evaluate`` on the copy. Target: ratio ≤ 2×. Prints the median of
@@ -21,6 +25,7 @@ def main() -> None:
     ap.add_argument("--task", default="builtin:forget")
     ap.add_argument("--scheme", default="nf4")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default="docs/results/quant_smollm2.json", help="results JSON ('' = none)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -55,6 +60,48 @@ def main() -> None:
     print(f"{scheme.label} check: {nf:.2f} s = copy+quantize {statistics.median(quant_only):.2f} s + evaluate "
           f"(accuracy {acc_q:.3f})")
     print(f"ratio {scheme.label} check / fp evaluate = {nf / fp:.2f}x (target <= 2x)")
+    rows: list[list[object]] = [
+        ["full-precision evaluate", f"{fp:.2f} s", f"accuracy {acc_fp:.3f} ({len(task.items)} items)"],
+        [f"{scheme.label} check (copy + quantize + evaluate)", f"{nf:.2f} s",
+         f"{nf / fp:.2f}x fp evaluate (target <= 2x); accuracy {acc_q:.3f}"],
+    ]
+    for spec, schemes in (("tiny-llama", ("nf4", "fp4", "nf4-dq", "fp4-dq")), ("tiny-gpt2", ("nf4", "fp4")),
+                          (args.model, ("nf4",))):
+        h = handle if spec == args.model else load(spec)
+        for sch in schemes:
+            d = route_gap(h, task if spec == args.model else None, sch)
+            print(f"route (a) vs (b), {spec}, {sch}: max |Δlogit| {d:.2e}", flush=True)
+            rows.append([f"route (a) vs (b) max |Δlogit|, {spec}, {sch}", f"{d:.2e}", ""])
+    if args.out:
+        import sys
+
+        from circuitforge._provenance import run_info, write_json_atomic
+
+        cmd = ("python benchmarks/quant.py " + " ".join(sys.argv[1:])).strip()
+        write_json_atomic(args.out, {"format": "circuitforge.bench-quant/1", "command": cmd, "run_info": run_info(),
+                                     "model": handle.identity(), "task": task.identity(),
+                                     "table": {"columns": ["measurement", "value", "note"], "rows": rows}})
+        print(f"wrote {args.out}")
+
+
+def route_gap(handle, task, scheme: str) -> float:
+    """max |logit| difference between route (a) and route (b) on a fixed token batch (the task's first 8
+    prompts, or 32 seeded random tokens for the tiny models)."""
+    import tempfile
+    from pathlib import Path
+
+    from circuitforge.models import save
+    from circuitforge.quant import load_quantized, quantized_copy
+
+    if task is not None:
+        toks = handle.to_tokens([it.prompt for it in task.items[:8]])
+    else:
+        toks = torch.randint(0, handle.d_vocab, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), tempfile.TemporaryDirectory(prefix="cf-bench-") as tmp:
+        qa = load_quantized(save(handle, Path(tmp) / "m"), scheme)
+        la = qa.logits(toks)
+        lb = quantized_copy(handle, scheme).logits(toks)
+    return float((la - lb).abs().max())
 
 
 if __name__ == "__main__":

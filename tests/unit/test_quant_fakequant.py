@@ -1,11 +1,10 @@
 """The pure-torch fake quantizer against bitsandbytes (tier: unit, no model loaded)."""
 
+import bitsandbytes.functional as bnbf  # a hard dependency: a broken install fails, never skips
 import pytest
 import torch
 
 from circuitforge.quant import Scheme, code_table, dynamic_map, fake_quantize, sorted_codebook, storage_codes
-
-bnbf = pytest.importorskip("bitsandbytes.functional")
 
 
 def _weights(shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -4,12 +4,12 @@ quantized (tier: unit, tiny models)."""
 import subprocess
 import sys
 
+import bitsandbytes  # noqa: F401  - a hard dependency: a broken install must fail here, not skip
 import pytest
 import torch
 
 from circuitforge.quant import load_quantized, quantized_copy, quantized_linear_names
 
-pytest.importorskip("bitsandbytes")
 TOKENS = torch.tensor([[1, 5, 7, 9, 11, 3, 20, 4], [1, 8, 9, 10, 4, 2, 30, 31]])
 
 
