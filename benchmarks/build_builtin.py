@@ -206,6 +206,42 @@ CURRENCIES = [
     ("Nigeria", "naira"), ("Vietnam", "dong"), ("Canada", "dollar"), ("Australia", "dollar"),
 ]
 
+# -------------------------------------------------- the resampled chemistry pool (issue 13), extra facts
+# The legacy splits above are built from the lists above only, so they are unchanged; the pool adds these.
+
+EXTRA_ELEMENTS = [
+    ("technetium", "Tc", 43), ("praseodymium", "Pr", 59), ("promethium", "Pm", 61), ("samarium", "Sm", 62),
+    ("terbium", "Tb", 65), ("dysprosium", "Dy", 66), ("thulium", "Tm", 69), ("ytterbium", "Yb", 70),
+    ("lutetium", "Lu", 71), ("hafnium", "Hf", 72), ("rhenium", "Re", 75), ("astatine", "At", 85),
+    ("actinium", "Ac", 89), ("protactinium", "Pa", 91), ("neptunium", "Np", 93), ("curium", "Cm", 96),
+    ("berkelium", "Bk", 97), ("californium", "Cf", 98), ("einsteinium", "Es", 99), ("fermium", "Fm", 100),
+    ("mendelevium", "Md", 101), ("nobelium", "No", 102), ("lawrencium", "Lr", 103),
+    ("rutherfordium", "Rf", 104), ("dubnium", "Db", 105), ("seaborgium", "Sg", 106), ("bohrium", "Bh", 107),
+    ("hassium", "Hs", 108), ("meitnerium", "Mt", 109), ("darmstadtium", "Ds", 110),
+    ("roentgenium", "Rg", 111), ("copernicium", "Cn", 112), ("nihonium", "Nh", 113),
+    ("flerovium", "Fl", 114), ("moscovium", "Mc", 115), ("livermorium", "Lv", 116),
+    ("tennessine", "Ts", 117), ("oganesson", "Og", 118),
+]
+
+EXTRA_COMPOUNDS = [
+    ("baking soda", "NaHCO3"), ("potassium iodide", "KI"), ("sodium fluoride", "NaF"),
+    ("calcium fluoride", "CaF2"), ("lithium chloride", "LiCl"), ("barium sulfate", "BaSO4"),
+    ("sodium sulfate", "Na2SO4"), ("potassium permanganate", "KMnO4"), ("sodium nitrate", "NaNO3"),
+    ("calcium sulfate", "CaSO4"), ("copper oxide", "CuO"), ("iron sulfide", "FeS"), ("silver chloride", "AgCl"),
+    ("magnesium hydroxide", "Mg(OH)2"), ("aluminum chloride", "AlCl3"), ("zinc chloride", "ZnCl2"),
+    ("zinc sulfate", "ZnSO4"), ("potassium carbonate", "K2CO3"), ("ethylene", "C2H4"), ("acetylene", "C2H2"),
+    ("propene", "C3H6"), ("pentane", "C5H12"), ("hexane", "C6H14"), ("octane", "C8H18"),
+    ("formaldehyde", "CH2O"), ("acetone", "C3H6O"), ("sucrose", "C12H22O11"), ("nitric oxide", "NO"),
+    ("sulfur trioxide", "SO3"), ("hydrofluoric acid", "HF"), ("hydrobromic acid", "HBr"),
+    ("carbonic acid", "H2CO3"), ("boric acid", "H3BO3"), ("lithium oxide", "Li2O"), ("potassium oxide", "K2O"),
+    ("magnesium carbonate", "MgCO3"), ("iron chloride", "FeCl3"), ("copper chloride", "CuCl2"),
+    ("titanium dioxide", "TiO2"), ("manganese dioxide", "MnO2"), ("silver oxide", "Ag2O"),
+    ("barium chloride", "BaCl2"), ("potassium bromide", "KBr"), ("sodium bromide", "NaBr"),
+    ("sodium iodide", "NaI"), ("chlorine gas", "Cl2"), ("fluorine gas", "F2"), ("urea", "CH4N2O"),
+    ("citric acid", "C6H8O7"), ("formic acid", "HCOOH"), ("naphthalene", "C10H8"), ("toluene", "C7H8"),
+    ("phenol", "C6H5OH"), ("lithium fluoride", "LiF"), ("calcium hydride", "CaH2"), ("sodium sulfite", "Na2SO3"),
+]
+
 
 @dataclass
 class Template:
@@ -305,10 +341,8 @@ class Scorer:
         return self.cache[(prompt, answer)][0]
 
 
-def build(handle) -> dict[str, dict]:
-    sc = Scorer(handle)
-    tpls = templates()
-    stats: dict[str, dict] = {}
+def filter_rows(sc: "Scorer", tpls: list[Template]) -> None:
+    """Fill ``t.rows`` of every template: seeded distractors, the model filter (1) and corrupt partners (3)."""
     # candidate rows with seeded distractors
     for t in tpls:
         pool = sorted({" " + a for _, a, _ in t.facts})
@@ -322,6 +356,8 @@ def build(handle) -> dict[str, dict]:
         for r in t.rows:
             la = sc.lp(r["prompt"], r["answer"])
             r["pass"] = all(la - sc.lp(r["prompt"], d) >= MARGIN for d in r["distractors"])
+            r["known"] = r["pass"]  # criterion (1) alone, before the partner requirement
+            r["wrong"] = any(sc.lp(r["prompt"], d) - la >= MARGIN for d in r["distractors"])  # never known
             r["greedy"] = sc.cache[(r["prompt"], r["answer"])][1]
             r["ntok"] = sc.ntok(r["prompt"])
             r["first"] = sc.first(r["answer"])
@@ -355,6 +391,14 @@ def build(handle) -> dict[str, dict]:
             best = max(r["elig"], key=quality)  # first best in seeded order
             r["corrupt_prompt"], r["corrupt_answer"] = best["prompt"], best["answer"]
             r["corrupt_ok"], r["flip"] = quality(best)
+
+
+def build(handle, sc: "Scorer | None" = None) -> dict[str, dict]:
+    """The legacy splits (``forget``, ``forget_paraphrase``, ``retain*``), from the original fact lists."""
+    sc = sc or Scorer(handle)
+    tpls = templates()
+    stats: dict[str, dict] = {}
+    filter_rows(sc, tpls)
     # assemble splits
     splits: dict[str, list[dict]] = defaultdict(list)
     for t in tpls:
@@ -380,6 +424,104 @@ def build(handle) -> dict[str, dict]:
     return {"splits": splits, "stats": stats}
 
 
+
+# ------------------------------------------------------------------------------ the resampled pool
+
+
+def element_key(name: str) -> str:
+    return f"element:{name}"
+
+
+def compound_key(name: str, formula: str) -> str:
+    """Fact key of a compound: its formula (synonyms share it); an element's gas counts as the element."""
+    if name.endswith(" gas"):
+        return element_key(name.removesuffix(" gas"))
+    return f"compound:{formula}"
+
+
+def pool_templates() -> list[Template]:
+    """Chemistry templates over every element and compound (legacy + extra lists), keyed by fact.
+
+    Every row about one element (its symbol, the element of its symbol, its atomic number, paraphrases) has
+    the key ``element:<name>``; every row about one compound (its formula, the compound of a formula) has
+    ``compound:<formula>``. Splits are drawn by key, so a fact and its reversal never land on two sides.
+    """
+    el = ELEMENTS + EXTRA_ELEMENTS
+    comp = COMPOUNDS + EXTRA_COMPOUNDS
+    canon: dict[str, str] = {}
+    for n, f in comp:  # one name per formula for the reversed template (the first listed)
+        if not n.endswith(" gas"):
+            canon.setdefault(f, n)
+    T = Template
+    ek, ck = element_key, compound_key
+    return [
+        T("pool_symbol", "pool", "The chemical symbol for {} is", [(n, s, ek(n)) for n, s, _ in el]),
+        T("pool_element_of_symbol", "pool", "The element with the chemical symbol {} is",
+          [(s, n, ek(n)) for n, s, _ in el]),
+        T("pool_atomic_number", "pool", "The element with atomic number {} is",
+          [(str(z), n, ek(n)) for n, _, z in el if z <= 56]),
+        T("pool_formula", "pool", "The chemical formula for {} is", [(n, f, ck(n, f)) for n, f in comp]),
+        T("pool_compound_of_formula", "pool", "The compound with the chemical formula {} is",
+          [(f, n, ck(n, f)) for f, n in canon.items()]),
+        T("pool_p_has_symbol", "pool_paraphrase", "{} has the chemical symbol",
+          [(_cap(n), s, ek(n)) for n, s, _ in el]),
+        T("pool_p_qa_symbol", "pool_paraphrase", "Q: What is the chemical symbol of {}?\nA:",
+          [(n, s, ek(n)) for n, s, _ in el]),
+        T("pool_p_stands_for", "pool_paraphrase", "In chemistry, the symbol {} stands for",
+          [(s, n, ek(n)) for n, s, _ in el]),
+        T("pool_p_periodic", "pool_paraphrase", "On the periodic table, {} is written as",
+          [(n, s, ek(n)) for n, s, _ in el]),
+        T("pool_p_has_formula", "pool_paraphrase", "{} has the chemical formula",
+          [(_cap(n), f, ck(n, f)) for n, f in comp]),
+        T("pool_p_molecule", "pool_paraphrase", "A molecule of {} is written as",
+          [(n, f, ck(n, f)) for n, f in comp]),
+    ]
+
+
+POOL_FILES = {"pool": "chemistry_pool", "pool_paraphrase": "chemistry_paraphrase", "unknown": "chemistry_unknown"}
+
+
+def build_pool(handle, sc: "Scorer | None" = None) -> dict[str, dict]:
+    """The chemistry pool that :mod:`circuitforge.data.splits` resamples (see the data card).
+
+    * ``chemistry_pool``: rows passing (1) and (2), every one with its ``fact`` key and ``template``;
+    * ``chemistry_paraphrase``: paraphrase rows passing (1) and (2) whose fact has a pool row;
+    * ``chemistry_unknown``: pool-template rows the model clearly gets wrong (a distractor beats the
+      answer by ≥ ``MARGIN``): facts it never knew, the floor of the relearning attack.
+    """
+    sc = sc or Scorer(handle)
+    tpls = pool_templates()
+    filter_rows(sc, tpls)
+    stats: dict[str, dict] = {}
+    splits: dict[str, list[dict]] = defaultdict(list)
+    for t in tpls:
+        stats[t.name] = {"split": t.split, "candidates": len(t.rows), "kept": sum(r["pass"] for r in t.rows),
+                         "known": sum(r["known"] for r in t.rows), "never_known": sum(r["wrong"] for r in t.rows),
+                         "no_partner": sum(r.get("no_partner", False) for r in t.rows)}
+        splits[t.split] += [dict(r, template=t.name) for r in t.rows if r["pass"]]
+        if t.split == "pool":
+            splits["unknown"] += [dict(r, template=t.name) for r in t.rows if r["wrong"]]
+    keys = {r["key"] for r in splits["pool"]}
+    splits["pool_paraphrase"] = [r for r in splits["pool_paraphrase"] if r["key"] in keys]
+    for name, rows in splits.items():
+        random.Random(_seed("order", name)).shuffle(rows)
+    return {"splits": splits, "stats": stats}
+
+
+def write_pool(splits: dict[str, list[dict]]) -> None:
+    for name, rows in splits.items():
+        keys = ("fact", "template", "prompt", "answer", "distractors") + (() if name == "unknown" else KEYS[3:])
+        with open(OUT / f"{POOL_FILES[name]}.jsonl", "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({k: r["key" if k == "fact" else k] for k in keys}, ensure_ascii=False) + "\n")
+
+
+def verify_pool(handle, splits: dict[str, list[dict]]) -> dict[str, list[bool]]:
+    """Per-row correctness of the written pool files under :func:`circuitforge.data.evaluate`."""
+    from circuitforge.data import evaluate, load_task
+
+    return {n: list(evaluate(handle, load_task(f"builtin:{POOL_FILES[n]}")).correct) for n in splits}
+
 KEYS = ("prompt", "answer", "distractors", "corrupt_prompt", "corrupt_answer")
 
 
@@ -404,14 +546,62 @@ def verify(handle, names: list[str]) -> dict[str, dict]:
     return out
 
 
+def main_pool(h) -> None:
+    """Build, write and re-score the pool; print and record its pass rates (``chemistry_build.json``)."""
+    from circuitforge._provenance import write_json_atomic
+
+    res = build_pool(h)
+    splits, stats = res["splits"], res["stats"]
+    for _ in range(5):  # drop rows the official scorer disagrees on (float noise), until stable
+        write_pool(splits)
+        ok = verify_pool(h, splits)
+        bad = {n: [i for i, c in enumerate(ok[n]) if c == (n == "unknown")] for n in splits}
+        if not any(bad.values()):
+            break
+        for n in splits:
+            drop = set(bad[n])
+            splits[n] = [r for i, r in enumerate(splits[n]) if i not in drop]
+    counts = {n: len(rows) for n, rows in splits.items()}
+    facts = {n: len({r["key"] for r in rows}) for n, rows in splits.items()}
+    print("chemistry pool (criteria 1 + 2; never known = a distractor wins by the margin):")
+    for k, v in stats.items():
+        print(f"  {v['split']:16s} {k:26s} kept {v['kept']:3d}/{v['candidates']:3d} ({v['kept'] / v['candidates']:.0%}),"
+              f" known {v['known']}, never known {v['never_known']}, no partner {v['no_partner']}")
+    print(f"  rows {counts}, facts {facts}")
+    write_json_atomic(OUT / "chemistry_build.json", {"model": MODEL, "margin": MARGIN, "templates": stats,
+                                                     "rows": counts, "facts": facts})
+
+
+def pool_card(path: Path = OUT / "chemistry_build.json") -> str:
+    """The data card's pool table, generated from ``chemistry_build.json`` (``--card``)."""
+    d = json.loads(path.read_text())
+    lines = ["| file | template | kept / candidates | never known |", "|---|---|---:|---:|"]
+    for name, v in d["templates"].items():
+        f = POOL_FILES[v["split"]]
+        lines.append(f"| `{f}` | {name.removeprefix('pool_')} | {v['kept']} / {v['candidates']} "
+                     f"({v['kept'] / v['candidates']:.0%}) | {v['never_known'] if v['split'] == 'pool' else '–'} |")
+    lines += ["", "| file | rows | facts |", "|---|---:|---:|"]
+    lines += [f"| `{POOL_FILES[n]}` | {d['rows'][n]} | {d['facts'][n]} |" for n in d["rows"]]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only evaluate the shipped files")
+    ap.add_argument("--pool-only", action="store_true", help="only (re)build the chemistry pool files")
+    ap.add_argument("--card", action="store_true", help="print the data card's pool table and exit")
     args = ap.parse_args()
+    if args.card:
+        print(pool_card())
+        return 0
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from circuitforge.models import load
 
     h = load(MODEL)
+    if not args.check:
+        main_pool(h)
+    if args.pool_only:
+        return 0
     names = ["forget", "forget_paraphrase", "retain", "retain_capitals", "retain_general"]
     if not args.check:
         res = build(h)

@@ -1,12 +1,53 @@
-"""``circuitforge bench``: every unlearning method × seed, with quantization, CAD and relearning attacks."""
+"""``circuitforge bench``: every unlearning method × resampled split, scored through ``assess`` with CIs,
+plus same-domain retain, targeted paraphrases and a relearning attack; resumable cell by cell."""
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from circuitforge.cli._common import app, console, out
+
+
+def report_html(doc: dict[str, Any]) -> str:
+    """The HTML report of a results document (verdict grid with CIs, forget accuracy fp vs quantized)."""
+    import html
+
+    import plotly.graph_objects as go
+
+    from circuitforge.eval.bench_summary import PROPS, markdown
+    from circuitforge.viz.report import html_report
+
+    table = doc["table"]
+    methods = list(table)
+    code = {"fail": 0, "undecided": 0.5, "pass": 1}
+    z = [[code[table[m]["properties"][p]["call"]] for p in PROPS] for m in methods]
+
+    def cell(p: dict[str, Any]) -> str:
+        v = p.get("value")
+        return p["call"] if v is None else f"{p['call']}<br>{v:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+
+    text = [[cell(table[m]["properties"][p]) for p in PROPS] for m in methods]
+    grid = go.Figure(go.Heatmap(z=z, x=list(PROPS), y=methods, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+                                colorscale=[[0, "#f4a6a6"], [0.5, "#f3e19b"], [1, "#9fd89f"]], showscale=False))
+    grid.update_layout(title="Four properties per method, judged on 95% CI bounds (green pass, yellow undecided, "
+                             "red fail)", height=140 + 60 * len(methods), template="plotly_white")
+    scheme = doc["config"]["scheme"]
+
+    def bar(key: str, name: str) -> Any:
+        cols = [table[m]["columns"][key] for m in methods]
+        v = [c["value"] for c in cols]
+        err = [(c["hi"] - c["value"]) if c["hi"] is not None else 0 for c in cols]
+        err_lo = [(c["value"] - c["lo"]) if c["lo"] is not None else 0 for c in cols]
+        return go.Bar(x=methods, y=v, name=name, error_y={"type": "data", "array": err, "arrayminus": err_lo})
+
+    surv = go.Figure([bar("forget_acc", "forget fp"), bar("forget_q", f"forget {scheme}"),
+                      bar("paraphrase_acc", "targeted paraphrase")])
+    surv.update_layout(barmode="group", title=f"Forget accuracy in fp and {scheme}, and on paraphrases (95% CI)",
+                       template="plotly_white", height=400)
+    return html_report(f"Unlearning benchmark: {doc['model']}", [
+        ("Verdicts", grid), ("NF4 survival", surv), ("Tables", f"<pre>{html.escape(markdown(doc))}</pre>")])
 
 
 @app.command("bench")
@@ -14,31 +55,22 @@ def bench_cmd(
     config: Annotated[Path, typer.Option("--config", help="benchmark config (TOML)")] = Path("benchmarks/unlearning.toml"),
     out_dir: Annotated[Path, typer.Option("--out", help="results folder (cells/ is reused on a rerun)")] = Path("docs/results/unlearning"),
     methods: Annotated[str | None, typer.Option(help="comma-separated subset of the config's methods")] = None,
-    seeds: Annotated[str | None, typer.Option(help="comma-separated subset of seeds")] = None,
+    splits: Annotated[int | None, typer.Option(help="run only the first N resampled splits")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds for the stochastic methods")] = None,
+    max_cells: Annotated[int | None, typer.Option(help="stop after computing this many new cells")] = None,
 ) -> None:
     """Run or resume the unlearning benchmark; writes results.md, results.json and report.html."""
-    import dataclasses
+    from circuitforge._provenance import write_text_atomic
+    from circuitforge.eval.bench import BenchConfig, run_bench, with_subset
 
-    from circuitforge.errors import CircuitForgeError
-    from circuitforge.eval.bench import BenchConfig, run_bench
-
-    cfg = BenchConfig.from_toml(config)
-    if methods:
-        wanted = tuple(m.strip() for m in methods.split(","))
-        unknown = set(wanted) - set(cfg.methods)
-        if unknown:
-            raise CircuitForgeError(f"--methods: not in the config: {', '.join(sorted(unknown))}")
-        cfg = dataclasses.replace(cfg, methods=wanted)
-    if seeds:
-        try:
-            cfg = dataclasses.replace(cfg, seeds=tuple(int(s) for s in seeds.split(",")))
-        except ValueError as e:
-            raise CircuitForgeError(f"--seeds: {e}") from e
+    cfg = with_subset(BenchConfig.from_toml(config), methods, splits, seeds)
     with console.status("benchmark") as st:
         def say(msg: str) -> None:
             st.update(msg)
             console.print(msg)
 
-        res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]), progress=say)
+        res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]), progress=say,
+                        max_cells=max_cells)
+    write_text_atomic(out_dir / "report.html", report_html(res))
     out.print((out_dir / "results.md").read_text())
     console.print(f"wrote {out_dir}/results.md, results.json, report.html ({res['seconds']:.0f} s)")

@@ -1,16 +1,34 @@
-"""The unlearning benchmark runner (``circuitforge bench``): every method × seed on one model, with
-quantization, CAD and relearning attacks, resumable cell by cell, summarised as Markdown + JSON + HTML.
+"""The unlearning benchmark runner (``circuitforge bench``): every method × resampled split (× seed for
+stochastic methods) on one model, each cell scored through :func:`circuitforge.eval.assess.assess`, plus
+same-domain retain, targeted paraphrases and a relearning attack; resumable cell by cell.
 
-Each cell (method, seed) is written to ``<out>/cells/<method>-seed<seed>.json`` as soon as it finishes;
-a rerun with the same config version skips finished cells. The summary reports mean ± standard deviation
-over seeds (± 0 for one seed) and checks the paper's claims against the measured numbers.
+Why it is built this way (issue 13): with one fixed 64-row forget set, one item is 0.016 and a
+deterministic method gives the same number on every seed, so claims could not be told apart from noise.
+Here the variance comes from resampling *which facts are forgotten* (:mod:`circuitforge.data.splits`):
+
+1. **Splits.** ``n_splits`` splits of the chemistry pool by fact (forget / same-domain retain / targeted
+   paraphrases / relearning halves / never-known floor), plus a calibration split of other facts.
+2. **Baselines at matched forgetting.** Each baseline's settings come from a small grid (``[sweep.METHOD]``)
+   run on the calibration split only: the grid point that reaches ``sweep_target`` forget accuracy with
+   the least retain damage (general + same-domain); if none reaches it, the one that forgets most.
+   Every grid point is recorded (``sweep.json``).
+3. **Cells.** ``cells/<method>-<split>-seed<s>.json``: the :func:`assess` scorecard (forget, general
+   retain, NF4 gap, CAD on the split's base circuit, found once per split with ``CircuitSearch`` and cached
+   in ``circuits/``), per-row outcomes of every task, the relearning attack (best of ``relearn.budgets``,
+   floored by never-known rows, base curve shared per split) and the NF4 diagnostics.
+4. **Summary** (:mod:`circuitforge.eval.bench_summary`): every property pooled over splits with two-level
+   paired bootstrap 95% CIs, pass / fail / undecided from the CI bounds, claims (a)–(e) with CIs and tests.
+
+A cell is reused when its file exists with the same config ``version``; change ``version`` when a setting
+changes. Base-model evaluations per split are cached in ``splits/<split>.json``.
 """
 
+import itertools
 import json
-import math
-import statistics
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +37,42 @@ import tomllib
 from circuitforge._provenance import versions, write_json_atomic, write_text_atomic
 from circuitforge.errors import CircuitForgeError
 
+Say = Callable[[str], None]
+FORMAT = "circuitforge.bench/2"
+
 
 @dataclass(frozen=True)
 class BenchConfig:
+    """The benchmark settings (``benchmarks/unlearning.toml``); see the module docstring."""
+
     version: int
     model: str
-    forget: str
-    retain: str
-    paraphrase: str
-    n_forget: int = 64
+    pool: str = "builtin"
+    """``builtin`` (the chemistry pool) or ``tiny-facts`` (the tiny model's fact world, for tests)"""
+    retain: str = "builtin:retain"
+    """the general retain set (the retain property of the scorecard)"""
+    n_splits: int = 5
+    split_seed: int = 0
+    n_forget: int = 48
     n_retain: int = 64
-    n_cad: int = 24
+    n_retain_same: int = 48
+    n_unknown: int = 48
+    cad_rows: int = 24
     methods: tuple[str, ...] = ("mansu", "ga", "graddiff", "npo", "rmu", "sure")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    deterministic: tuple[str, ...] = ()
-    schemes: tuple[str, ...] = ("nf4", "fp4", "int8")
-    ig_steps: int = 5
+    seeds: tuple[int, ...] = (0,)
+    deterministic: tuple[str, ...] = ("mansu",)
+    scheme: str = "nf4"
+    extra_schemes: tuple[str, ...] = ()
+    search: dict[str, Any] = field(default_factory=dict)
+    cad: dict[str, Any] = field(default_factory=dict)
     relearn: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """fixed settings per method (merged under the sweep's choice)"""
+    sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    """per baseline: setting name → values; the grid is their product"""
+    sweep_target: float = 0.3
+    """forget accuracy the sweep must reach on the calibration split (matched forgetting)"""
+    calibration_share: float = 0.15
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "BenchConfig":
@@ -43,253 +80,265 @@ class BenchConfig:
             d = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise CircuitForgeError(f"{path}: cannot read benchmark config: {e}") from e
-        for k in ("methods", "seeds", "deterministic", "schemes"):
+        for k in ("methods", "seeds", "deterministic", "extra_schemes"):
             if k in d:
                 d[k] = tuple(d[k])
         try:
-            return cls(**d)
+            cfg = cls(**d)
         except TypeError as e:
             raise CircuitForgeError(f"{path}: {e}") from e
+        unknown = set(cfg.sweep) - set(cfg.methods)
+        if unknown:
+            raise CircuitForgeError(f"{path}: [sweep] names methods not in `methods`: {', '.join(sorted(unknown))}")
+        return cfg
 
-    def cells(self) -> list[tuple[str, int]]:
-        return [(m, s) for m in self.methods for s in (self.seeds[:1] if m in self.deterministic else self.seeds)]
+    def split_names(self) -> list[str]:
+        return [f"split{i}" for i in range(self.n_splits)]
+
+    def cells(self) -> list[tuple[str, str, int]]:
+        """(method, split, seed), split-major so that each split's shared work is done once, early."""
+        return [(m, sp, s) for sp in self.split_names() for m in self.methods
+                for s in (self.seeds[:1] if m in self.deterministic else self.seeds)]
 
 
-def run_cell(cfg: BenchConfig, method: str, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
-    """One method × seed: unlearn, evaluate in fp and each scheme, diagnostics, CAD, relearning attack."""
-    from circuitforge.cad import CADSettings, cad
+def make_splits(cfg: BenchConfig) -> tuple[Any, list[Any]]:
+    """The calibration split and the evaluation splits of ``cfg.pool``."""
+    from circuitforge.data import load_task
+    from circuitforge.data.splits import builtin_pool, pool_from_tasks, resample
+
+    if cfg.pool == "builtin":
+        pool = builtin_pool()
+    elif cfg.pool == "tiny-facts":
+        pool = pool_from_tasks("tiny-facts", load_task("tiny-facts:forget"), load_task("tiny-facts:forget_paraphrase"))
+    else:
+        raise CircuitForgeError(f"pool must be 'builtin' or 'tiny-facts', not {cfg.pool!r}")
+    return resample(cfg.n_splits, cfg.n_forget, cfg.n_retain_same, cfg.n_unknown, cfg.split_seed,
+                    cfg.calibration_share, pool)
+
+
+def _relearn_settings(cfg: BenchConfig, seed: int) -> Any:
+    from circuitforge.eval.relearn import RelearnSettings
+
+    d = dict(cfg.relearn)
+    if "budgets" in d:
+        d["budgets"] = tuple(d["budgets"])
+    return RelearnSettings(seed=seed, **d)
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def sweep_grid(cfg: BenchConfig, method: str) -> list[dict[str, Any]]:
+    grid = cfg.sweep.get(method)
+    if not grid:
+        return []
+    names = sorted(grid)
+    return [dict(zip(names, vals, strict=True)) for vals in itertools.product(*(grid[n] for n in names))]
+
+
+def run_sweep(cfg: BenchConfig, out_dir: Path, base: Any, cal: Any, retain: Any, say: Say) -> dict[str, Any]:
+    """Each swept baseline's grid on the calibration split; choose per method (see module docstring).
+
+    Every grid point is cached in ``sweep/<method>-<i>.json``; the choice is written to ``sweep.json``.
+    """
     from circuitforge.data import evaluate
-    from circuitforge.eval.relearn import RelearnSettings, relearning_attack
-    from circuitforge.quant import diff_report, quantized_copy
-    from circuitforge.quant.survival import recovery_ratio
     from circuitforge.surgery import unlearn
 
-    base, forget, retain, para = ctx["base"], ctx["forget"], ctx["retain"], ctx["paraphrase"]
-    t0 = time.time()
-    kw: dict[str, Any] = {"circuit": ctx["circuit"]} if method == "mansu" else {}
-    res = unlearn(base, forget, retain, method=method, seed=seed, **kw)
-    t_unlearn = time.time() - t0
-    m = res.handle
-    acc: dict[str, float] = {"forget_fp": evaluate(m, forget).accuracy, "retain_fp": evaluate(m, retain).accuracy,
-                             "paraphrase_fp": evaluate(m, para).accuracy}
-    for sch in cfg.schemes:
-        q = quantized_copy(m, sch)
-        acc[f"forget_{sch}"] = evaluate(q, forget).accuracy
-        if sch == "nf4":
-            acc["retain_nf4"] = evaluate(q, retain).accuracy
-            acc["paraphrase_nf4"] = evaluate(q, para).accuracy
-    gaps = {sch: acc[f"forget_{sch}"] - acc["forget_fp"] for sch in cfg.schemes}
-    rec, note = recovery_ratio(acc["forget_nf4"], acc["forget_fp"], ctx["base_acc"]["forget_fp"]) if "nf4" in cfg.schemes else (None, "no nf4")
-    diag = diff_report(base, m, "nf4")
-    c = cad(base, m, ctx["cad_task"], circuit=ctx["circuit"], settings=CADSettings(method="eap-ig", ig_steps=cfg.ig_steps, seed=seed))
-    rl = relearning_attack(base, m, forget, RelearnSettings(seed=seed, **cfg.relearn))
-    return {
-        "method": method, "seed": seed, "accuracy": acc, "ptq_gap": gaps, "recovery_ratio_nf4": rec,
-        "recovery_ratio_note": note, "median_binwidth_to_update_ratio": diag.get("median_binwidth_to_update_ratio"),
-        "code_flip_rate": diag.get("code_flip_rate"), "changed_share": diag.get("changed_share"),
-        "cad": c.summary(), "relearn": rl.to_dict(), "unlearn_seconds": t_unlearn,
-        "stop_reason": getattr(res, "stop_reason", None), "settings": getattr(res, "settings", {}),
-        "edited": m.identity(), "seconds": time.time() - t0,
-    }
-
-
-def _mean_sd(xs: list[float | None]) -> tuple[float | None, float | None]:
-    v = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return None, None
-    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
-
-
-def _get(cell: dict[str, Any], path: str) -> Any:
-    cur: Any = cell
-    for k in path.split("."):
-        cur = None if cur is None else cur.get(k)
-    return cur
-
-
-COLUMNS = [
-    ("forget fp", "accuracy.forget_fp"), ("forget NF4", "accuracy.forget_nf4"), ("forget FP4", "accuracy.forget_fp4"),
-    ("forget int8", "accuracy.forget_int8"), ("paraphrase fp", "accuracy.paraphrase_fp"),
-    ("retain fp", "accuracy.retain_fp"), ("retain NF4", "accuracy.retain_nf4"), ("PTQ gap NF4", "ptq_gap.nf4"),
-    ("PTQ gap FP4", "ptq_gap.fp4"), ("recovery NF4", "recovery_ratio_nf4"), ("CAD", "cad.value"), ("CAD z", "cad.z"),
-    ("bin/|Δθ| median", "median_binwidth_to_update_ratio"), ("NF4 flip rate", "code_flip_rate"),
-    ("share edited", "changed_share"), ("relearn recovery", "relearn.recovery_rate"), ("wall s", "seconds"),
-]
-
-
-def summarise(cfg: BenchConfig, cells: list[dict[str, Any]], base_acc: dict[str, float]) -> dict[str, Any]:
-    """Per-method mean ± sd of every column, the four-property verdicts and the paper-claims check."""
-    from circuitforge.eval.scorecard import Thresholds
-
-    th = Thresholds()
-    table: dict[str, dict[str, Any]] = {}
+    base_f, base_r, base_s = (evaluate(base, t).accuracy for t in (cal.forget, retain, cal.retain_same))
+    out: dict[str, Any] = {"calibration": cal.identity(), "target_forget_acc": cfg.sweep_target, "methods": {}}
     for method in cfg.methods:
-        cs = [c for c in cells if c["method"] == method]
-        if not cs:
+        grid = sweep_grid(cfg, method)
+        if not grid:
             continue
-        row = {name: _mean_sd([_get(c, path) for c in cs]) for name, path in COLUMNS}
-        verdicts = [c["cad"]["verdict"] for c in cs]
-        drop = base_acc["forget_fp"] - (row["forget fp"][0] or 0.0)
-        rdrop = base_acc["retain_fp"] - (row["retain fp"][0] or 0.0)
-        gap = row["PTQ gap NF4"][0]
-        props = {"forgetting": drop >= th.min_forget_drop, "retain": rdrop <= th.max_retain_drop,
-                 "ptq_gap": gap is not None and gap <= th.max_ptq_gap,
-                 "structural_erasure": verdicts.count("erasure") > len(verdicts) / 2}
-        table[method] = {"columns": row, "verdicts": verdicts, "properties": props,
-                         "values": {"forgetting": drop, "retain": rdrop, "ptq_gap": gap}, "n_seeds": len(cs)}
-    return {"table": table, "claims": claims(table, cells)}
-
-
-def claims(table: dict[str, Any], cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The paper's claims (a)–(e), checked against this run."""
-    grad = [m for m in ("ga", "graddiff", "npo") if m in table]
-    out: dict[str, dict[str, Any]] = {}
-    gaps = {m: table[m]["columns"]["PTQ gap NF4"][0] for m in grad}
-    out["a"] = {"claim": "gradient baselines' forgetting recovers under NF4 (positive PTQ gap)",
-                "measured": gaps, "holds": bool(gaps) and all(g is not None and g > 0 for g in gaps.values())}
-    survivors = [m for m in table if (table[m]["columns"]["PTQ gap NF4"][0] or 0) <= 0 and m != "mansu"]
-    barely = {m: table[m]["values"]["forgetting"] for m in survivors}
-    out["b"] = {"claim": "baselines that survive NF4 barely change the model (forget drop < 0.3)",
-                "measured": barely, "holds": all(v < 0.3 for v in barely.values()) if barely else None}
-    ratios = {m: table[m]["columns"]["bin/|Δθ| median"][0] for m in grad}
-    out["c"] = {"claim": "baseline updates sit 47–828× below the NF4 bin width",
-                "measured": ratios, "holds": bool(ratios) and all(r is not None and 47 <= r <= 828 for r in ratios.values())}
-    if "mansu" in table:
-        p = table["mansu"]["properties"]
-        out["d"] = {"claim": "MANSU meets all four properties", "measured": {**p, **table["mansu"]["values"]},
-                    "holds": all(p.values())}
-    xs = [c["cad"]["value"] for c in cells]
-    ys = [(c["accuracy"]["forget_nf4"] - c["accuracy"]["forget_fp"]) + (c["relearn"]["attacked_accuracy"] - c["relearn"]["before_accuracy"]) for c in cells]
-    rho = _spearman(xs, ys)
-    out["e"] = {"claim": "CAD predicts recovery (negative rank correlation between CAD and NF4 + relearning recovery)",
-                "measured": {"spearman": rho, "n_runs": len(cells)}, "holds": None if rho is None else rho < 0}
+        points = []
+        for i, point in enumerate(grid):
+            path = out_dir / "sweep" / f"{method}-{i}.json"
+            settings = {**cfg.settings.get(method, {}), **point}
+            if path.exists():
+                rec = json.loads(path.read_text())
+                if rec.get("config_version") == cfg.version and rec.get("settings") == settings:
+                    points.append(rec)
+                    continue
+            say(f"sweep {method} {point}")
+            t0 = time.time()
+            m = unlearn(base, cal.forget, retain, method=method, seed=0, **settings).handle
+            f, r, s = (evaluate(m, t).accuracy for t in (cal.forget, retain, cal.retain_same))
+            rec = {"point": point, "settings": settings, "forget_acc": f, "retain_drop": base_r - r,
+                   "retain_same_drop": base_s - s, "reached": f <= cfg.sweep_target, "seconds": time.time() - t0,
+                   "config_version": cfg.version}
+            write_json_atomic(path, rec)
+            points.append(rec)
+        reached = [p for p in points if p["reached"]]
+        best = (min(reached, key=lambda p: p["retain_drop"] + p["retain_same_drop"]) if reached
+                else min(points, key=lambda p: p["forget_acc"]))
+        out["methods"][method] = {"points": points, "chosen": best["point"], "reached_target": bool(reached),
+                                  "base": {"forget": base_f, "retain": base_r, "retain_same": base_s}}
+        say(f"sweep {method}: chose {best['point']} (forget {best['forget_acc']:.3f}, "
+            f"retain drop {best['retain_drop']:.3f}{'' if reached else ', target not reached'})")
+    write_json_atomic(out_dir / "sweep.json", out)
     return out
 
 
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    if len(xs) < 3:
-        return None
-    from scipy.stats import spearmanr
-
-    r = spearmanr(xs, ys).statistic
-    return None if r != r else float(r)
+def method_settings(cfg: BenchConfig, method: str, sweep: dict[str, Any]) -> dict[str, Any]:
+    chosen = sweep.get("methods", {}).get(method, {}).get("chosen", {})
+    return {**cfg.settings.get(method, {}), **chosen}
 
 
-def _fmt(ms: tuple[float | None, float | None]) -> str:
-    m, s = ms
-    return "–" if m is None else (f"{m:.3g} ± {s:.2g}" if s else f"{m:.3g}")
+# ------------------------------------------------------------------------------------------ per split
 
 
-def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = [f"# Unlearning benchmark: {meta['model']}", "", f"Command: `{meta['command']}`  ",
-             f"Config version {meta['config']['version']}; seeds run {meta['seeds_run']}; compute time of the cells "
-             f"{meta['cell_seconds']:.0f} s (this invocation, resumed cells not recomputed: {meta['seconds']:.0f} s) "
-             f"on {meta['cores']} CPU cores.", "",
-             f"Base model: forget {meta['base_acc']['forget_fp']:.3f} (NF4 {meta['base_acc']['forget_nf4']:.3f}), "
-             f"retain {meta['base_acc']['retain_fp']:.3f}, paraphrase {meta['base_acc']['paraphrase_fp']:.3f}.", "",
-             "| method | " + " | ".join(n.replace("|", "\\|") for n, _ in COLUMNS) + " | CAD verdicts |",
-             "|---|" + "---|" * (len(COLUMNS) + 1)]
-    for m, r in summary["table"].items():
-        lines.append(f"| {m} | " + " | ".join(_fmt(tuple(r["columns"][n])) for n, _ in COLUMNS) + f" | {', '.join(r['verdicts'])} |")
-    lines += ["", "## Four properties", "", "| method | forgetting | retain | PTQ gap ≤ 0 | structural erasure |", "|---|---|---|---|---|"]
-    for m, r in summary["table"].items():
-        p, v = r["properties"], r["values"]
-        lines.append(f"| {m} | {'✅' if p['forgetting'] else '❌'} {v['forgetting']:.3f} | {'✅' if p['retain'] else '❌'} "
-                     f"{v['retain']:.3f} | {'✅' if p['ptq_gap'] else '❌'} {v['ptq_gap'] if v['ptq_gap'] is None else round(v['ptq_gap'], 3)} | "
-                     f"{'✅' if p['structural_erasure'] else '❌'} |")
-    lines += ["", "## The paper's claims on this model", ""]
-    for k, c in summary["claims"].items():
-        verdict = {True: "holds", False: "**does not hold**", None: "undetermined"}[c["holds"]]
-        lines.append(f"- ({k}) {c['claim']}: {verdict} — measured `{json.dumps(c['measured'], default=str)}`")
-    return "\n".join(lines) + "\n"
-
-
-def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Any = None) -> dict[str, Any]:
-    """Run (or resume) the benchmark; write ``results.md``, ``results.json``, ``report.html`` in ``out_dir``."""
-    import os
-
-    from circuitforge.data import evaluate, load_task
-    from circuitforge.models import load
+def split_context(cfg: BenchConfig, out_dir: Path, split: Any, base: Any, retain: Any, say: Say) -> dict[str, Any]:
+    """Base-model outcomes on every task of ``split`` (cached in ``splits/<name>.json``) and its circuit."""
+    from circuitforge.circuits import Circuit, CircuitSearch
+    from circuitforge.data import evaluate
+    from circuitforge.eval.relearn import base_curve
     from circuitforge.quant import quantized_copy
+
+    search = CircuitSearch(rows=cfg.cad_rows, **cfg.search)
+    cpath = out_dir / "circuits" / f"{split.name}.json"
+    circuit = Circuit.from_json(cpath) if cpath.exists() else None
+    if circuit is not None and search.matches(circuit, base, split.forget):
+        say(f"{split.name}: reused circuit ({circuit.n_edges} edges)")
+    else:
+        say(f"{split.name}: finding the base forget circuit")
+        circuit = search.find(base, split.forget)
+        cpath.parent.mkdir(parents=True, exist_ok=True)
+        circuit.to_json(cpath)
+    path = out_dir / "splits" / f"{split.name}.json"
+    ident = {"split": split.identity(), "retain": retain.identity(), "model": base.identity(),
+             "relearn": asdict(_relearn_settings(cfg, 0)), "schemes": [cfg.scheme, *cfg.extra_schemes]}
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("identity") == json.loads(json.dumps(ident)):
+            return {"base": cached["base"], "circuit": circuit}
+    say(f"{split.name}: base-model outcomes and relearning curve")
+    b: dict[str, Any] = {t: list(evaluate(base, split.part(t)).correct)
+                         for t in ("forget", "retain_same", "paraphrase", "relearn_held")}
+    b["retain"] = list(evaluate(base, retain).correct)
+    for sch in [cfg.scheme, *cfg.extra_schemes]:
+        b[f"forget_{sch}"] = list(evaluate(quantized_copy(base, sch), split.forget).correct)
+    curve = base_curve(base, split.relearn_train, split.relearn_held, _relearn_settings(cfg, 0))
+    b["relearn_curve"] = {str(k): list(v) for k, v in curve.items()}
+    write_json_atomic(path, {"identity": ident, "base": b})
+    return {"base": b, "circuit": circuit}
+
+
+def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, base: Any,
+             ctx: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """One method × split × seed: unlearn, assess, extra tasks, extra schemes, diagnostics, relearning."""
+    from circuitforge.cad import CADSettings
+    from circuitforge.data import evaluate
+    from circuitforge.eval.assess import assess
+    from circuitforge.eval.relearn import relearning_attack
+    from circuitforge.quant import diff_report, quantized_copy
+    from circuitforge.surgery import unlearn
+
+    t0 = time.time()
+    kw = {"circuit": ctx["circuit"]} if method == "mansu" else {}
+    res = unlearn(base, split.forget, retain, method=method, seed=seed, **settings, **kw)
+    t_unlearn = time.time() - t0
+    m = res.handle
+    a = assess(base, m, split.forget, retain, circuit=ctx["circuit"], scheme=cfg.scheme, cad_rows=cfg.cad_rows,
+               cad_settings=CADSettings(seed=seed, **cfg.cad), seed=seed)
+    fp_e, q = a.survival["fp"]["edited"], a.survival["schemes"][cfg.scheme]
+    correct: dict[str, list[bool]] = {
+        "forget": list(fp_e["forget_correct"]), "retain": list(fp_e["retain_correct"]),
+        f"forget_{cfg.scheme}": list(q["edited"]["forget_correct"]),
+        "retain_same": list(evaluate(m, split.retain_same).correct),
+        "paraphrase": list(evaluate(m, split.paraphrase).correct),
+    }
+    for sch in cfg.extra_schemes:
+        correct[f"forget_{sch}"] = list(evaluate(quantized_copy(m, sch), split.forget).correct)
+    diag = diff_report(base, m, cfg.scheme, per_tensor=False)
+    curve = {int(k): tuple(v) for k, v in ctx["base"]["relearn_curve"].items()}
+    rl = relearning_attack(None, m, split.relearn_train, split.relearn_held, _relearn_settings(cfg, 0),
+                           unknown=split.unknown if len(split.unknown) else None, base_attacked=curve)
+    return {
+        "method": method, "split": split.name, "seed": seed, "settings": settings,
+        "scorecard": a.scorecard.to_dict(), "correct": correct, "relearn": rl.to_dict(),
+        "median_binwidth_to_update_ratio": diag.get("median_binwidth_to_update_ratio"),
+        "code_flip_rate": diag.get("code_flip_rate"), "changed_share": diag.get("changed_share"),
+        "stop_reason": getattr(res, "stop_reason", None), "unlearn_seconds": t_unlearn,
+        "edited": m.identity(), "split_identity": split.identity(), "seconds": time.time() - t0,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say | None = None,
+              max_cells: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark; write ``results.json`` and ``results.md`` in ``out_dir`` after every
+    cell (so an interrupted run leaves a summary of what finished). ``max_cells``: stop after computing
+    that many new cells. Returns the results document."""
+    from circuitforge.data import load_task
+    from circuitforge.eval.bench_summary import markdown, summarise
+    from circuitforge.models import load
 
     say = progress or (lambda s: None)
     t_start = time.time()
-    cells_dir = out_dir / "cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
     base = load(cfg.model)
-    forget = load_task(cfg.forget).head(cfg.n_forget)
     retain = load_task(cfg.retain).head(cfg.n_retain)
-    para = load_task(cfg.paraphrase).head(cfg.n_forget)
-    bq = quantized_copy(base, "nf4")
-    base_acc = {"forget_fp": evaluate(base, forget).accuracy, "retain_fp": evaluate(base, retain).accuracy,
-                "paraphrase_fp": evaluate(base, para).accuracy, "forget_nf4": evaluate(bq, forget).accuracy}
-    cad_task = forget.head(cfg.n_cad)
-    ctx: dict[str, Any] = {"base": base, "forget": forget, "retain": retain, "paraphrase": para, "cad_task": cad_task,
-                           "base_acc": base_acc, "circuit": None}
+    cal, splits = make_splits(cfg)
+    sweep = run_sweep(cfg, out_dir, base, cal, retain, say) if cfg.sweep else {}
     cells: list[dict[str, Any]] = []
-    for method, seed in cfg.cells():
-        path = cells_dir / f"{method}-seed{seed}.json"
+    ctxs: dict[str, dict[str, Any]] = {}
+    by_name = {s.name: s for s in splits}
+    new = 0
+    doc: dict[str, Any] = {}
+    for method, sp, seed in cfg.cells():
+        path = out_dir / "cells" / f"{method}-{sp}-seed{seed}.json"
+        settings = method_settings(cfg, method, sweep)
         if path.exists():
             cell = json.loads(path.read_text())
-            if cell.get("config_version") == cfg.version:
-                say(f"{method} seed {seed}: done earlier, reused")
+            if cell.get("config_version") == cfg.version and cell.get("settings") == json.loads(json.dumps(settings)):
                 cells.append(cell)
+                say(f"{method} {sp} seed {seed}: done earlier, reused")
                 continue
-        if ctx["circuit"] is None:
-            ctx["circuit"] = _base_circuit(out_dir / "base_circuit.json", base, cad_task, cfg.ig_steps, say)
-        say(f"{method} seed {seed}: running")
-        cell = {**run_cell(cfg, method, seed, ctx), "config_version": cfg.version}
+        if max_cells is not None and new >= max_cells:
+            continue
+        if sp not in ctxs:
+            ctxs[sp] = split_context(cfg, out_dir, by_name[sp], base, retain, say)
+        say(f"{method} {sp} seed {seed}: running")
+        cell = {**run_cell(cfg, method, seed, by_name[sp], retain, base, ctxs[sp], settings),
+                "config_version": cfg.version}
         write_json_atomic(path, cell)
         cells.append(cell)
-        say(f"{method} seed {seed}: {cell['seconds']:.0f} s")
-    summary = summarise(cfg, cells, base_acc)
-    meta = {"model": cfg.model, "config": asdict(cfg), "command": command, "base_acc": base_acc,
-            "seconds": time.time() - t_start, "cell_seconds": sum(c["seconds"] for c in cells),
-            "seeds_run": sorted({c["seed"] for c in cells}), "cores": os.cpu_count(), "versions": versions()}
-    write_json_atomic(out_dir / "results.json", {"format": "circuitforge.bench/1", **meta, **summary, "cells": cells})
-    write_text_atomic(out_dir / "results.md", markdown(summary, meta))
-    write_text_atomic(out_dir / "report.html", _html(summary, meta))
-    return {**meta, **summary, "cells": cells}
+        new += 1
+        say(f"{method} {sp} seed {seed}: {cell['seconds']:.0f} s")
+        doc = _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+    return doc or _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
 
 
-def _base_circuit(path: Path, base: Any, task: Any, ig_steps: int, say: Any) -> Any:
-    """The base model's minimal faithful forget circuit, cached in ``path`` (part of the resumable state).
-
-    A cached circuit is reused only when it was found on the same weights (sha256), the same task rows
-    (sha256) and with the same EAP-IG steps; otherwise it is recomputed and the file replaced.
-    """
-    from circuitforge.circuits import Circuit, minimal_circuit
-
-    if path.exists():
-        c = Circuit.from_json(path)
-        if c.found_on(base, task) and c.method.get("name") == "eap-ig" and int(c.method.get("ig_steps", -1)) == ig_steps:
-            say(f"base forget circuit: reused {path.name} ({c.n_edges} edges)")
-            return c
-    say("finding the base forget circuit")
-    c = minimal_circuit(base, task, faithfulness=0.8, method="eap-ig", ig_steps=ig_steps, baselines=False)
-    c.to_json(path)
-    return c
+def _write(cfg: BenchConfig, out_dir: Path, cells: list[dict[str, Any]], sweep: dict[str, Any], command: str,
+           t_start: float, markdown: Any, summarise: Any) -> dict[str, Any]:
+    base_cache = {p.stem: json.loads(p.read_text())["base"] for p in sorted((out_dir / "splits").glob("*.json"))}
+    summary = summarise(cfg, cells, base_cache)
+    meta = {"model": cfg.model, "config": asdict(cfg), "command": command, "seconds": time.time() - t_start,
+            "cell_seconds": sum(c["seconds"] for c in cells), "cores": os.cpu_count(), "versions": versions(),
+            "n_cells": len(cells), "n_cells_planned": len(cfg.cells()),
+            "splits_run": sorted({c["split"] for c in cells}), "sweep": sweep}
+    doc = {"format": FORMAT, **meta, **summary, "cells": cells}
+    write_json_atomic(out_dir / "results.json", doc)
+    write_text_atomic(out_dir / "results.md", markdown(doc))
+    return doc
 
 
-def _html(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    import plotly.graph_objects as go
-
-    from circuitforge.viz.report import html_report
-
-    methods = list(summary["table"])
-    props = ["forgetting", "retain", "ptq_gap", "structural_erasure"]
-    z = [[1 if summary["table"][m]["properties"][p] else 0 for p in props] for m in methods]
-    text = [[f"{summary['table'][m]['values'].get(p, '')}" if p != "structural_erasure" else ", ".join(summary["table"][m]["verdicts"])
-             for p in props] for m in methods]
-    grid = go.Figure(go.Heatmap(z=z, x=props, y=methods, text=text, texttemplate="%{text}", zmin=0, zmax=1,
-                                colorscale=[[0, "#f4a6a6"], [1, "#9fd89f"]], showscale=False))
-    grid.update_layout(title="Four properties per method (green = pass)", height=120 + 50 * len(methods), template="plotly_white")
-    fp = [summary["table"][m]["columns"]["forget fp"][0] for m in methods]
-    nf4 = [summary["table"][m]["columns"]["forget NF4"][0] for m in methods]
-    surv = go.Figure([go.Bar(x=methods, y=fp, name="forget fp"), go.Bar(x=methods, y=nf4, name="forget NF4")])
-    surv.update_layout(barmode="group", title="Forget accuracy before and after NF4", template="plotly_white", height=380)
-    md = markdown(summary, meta)
-    import html as _h
-
-    return html_report(f"Unlearning benchmark: {meta['model']}", [("Verdicts", grid), ("NF4 survival", surv),
-                                                                  ("Table", f"<pre>{_h.escape(md)}</pre>")])
+def with_subset(cfg: BenchConfig, methods: str | None = None, splits: int | None = None,
+                seeds: str | None = None) -> BenchConfig:
+    """``cfg`` restricted from the command line (methods subset, fewer splits, other seeds)."""
+    if methods:
+        wanted = tuple(m.strip() for m in methods.split(","))
+        unknown = set(wanted) - set(cfg.methods)
+        if unknown:
+            raise CircuitForgeError(f"--methods: not in the config: {', '.join(sorted(unknown))}")
+        cfg = replace(cfg, methods=wanted, sweep={k: v for k, v in cfg.sweep.items() if k in wanted})
+    if splits is not None:
+        cfg = replace(cfg, n_splits=splits)
+    if seeds:
+        try:
+            cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",")))
+        except ValueError as e:
+            raise CircuitForgeError(f"--seeds: {e}") from e
+    return cfg

@@ -52,7 +52,7 @@ class Estimate:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, float | int | None]) -> "Estimate":
+    def from_dict(cls, d: dict[str, Any]) -> "Estimate":
         return cls(**d)
 
     def spans(self, x: float) -> bool:

@@ -1,36 +1,58 @@
-"""The reduced benchmark (tiny trained model, 1 seed) runs end to end, its table has every method and
-column, every number is finite, and a rerun resumes from the finished cells."""
+"""The reduced benchmark (tiny trained model, 2 resampled splits, 3 methods, a 2-point GA sweep) runs end to
+end through ``assess``; every item column carries a 95% CI around its value; the property calls follow
+from the CI bounds; claims (a)–(e) are reported; the sweep is recorded; a rerun resumes from the
+finished cells, the cached circuits and the cached base outcomes."""
 
 import json
 import math
 from pathlib import Path
 
-from circuitforge.eval.bench import COLUMNS, BenchConfig, run_bench
+from circuitforge.eval.bench import BenchConfig, run_bench
+from circuitforge.eval.stats import Estimate, judge
 
 CONFIG = Path(__file__).with_name("bench_tiny.toml")
+CI_COLUMNS = ("forget_acc", "forget_q", "forgetting", "retain_drop", "retain_same_drop", "paraphrase_acc",
+              "paraphrase_drop", "ptq_gap", "cad_z", "erasure_share")
 
 
 def test_reduced_benchmark(tmp_path):
     cfg = BenchConfig.from_toml(CONFIG)
     res = run_bench(cfg, tmp_path)
+    assert len(res["cells"]) == len(cfg.cells()) == len(cfg.methods) * cfg.n_splits
     assert set(res["table"]) == set(cfg.methods)
     for method, row in res["table"].items():
-        for name, _ in COLUMNS:
-            mean, sd = row["columns"][name]
-            if name == "recovery NF4" and mean is None:  # undefined when an edit forgot nothing (documented)
-                continue
-            assert mean is not None and math.isfinite(mean) and math.isfinite(sd), (method, name)
-        assert set(row["properties"]) == {"forgetting", "retain", "ptq_gap", "structural_erasure"}
-    assert set(res["claims"]) >= {"a", "b", "c", "d", "e"}
+        assert row["n_cells"] == cfg.n_splits and row["splits"] == ["split0", "split1"]
+        for k in CI_COLUMNS:
+            e = row["columns"][k]
+            assert e["value"] is not None and math.isfinite(e["value"]), (method, k)
+            assert e["lo"] - 1e-12 <= e["value"] <= e["hi"] + 1e-12, (method, k, e)
+            assert e["n_groups"] == cfg.n_splits
+        assert row["columns"]["forgetting"]["n"] == cfg.n_splits * cfg.n_forget
+        for p in row["properties"].values():  # the call is what the CI bounds say
+            want = judge(Estimate(p["value"], p["lo"], p["hi"], p["n"], p["n_groups"]), p["threshold"], p["direction"])
+            assert p["call"] == want
+    for c in res["cells"]:  # each cell was scored by assess (the verify/1 scorecard)
+        assert c["scorecard"]["format"] == "circuitforge.verify/1"
+        assert c["scorecard"]["tasks"]["forget"]["sha256"] == c["split_identity"]["forget"]["sha256"]
+        assert len(c["correct"]["paraphrase"]) == c["split_identity"]["paraphrase"]["n"]
+        assert c["relearn"]["n_held"] + len(c["relearn"]["correct"]["before"]) > 0
+    assert set(res["claims"]) == {"a", "b", "c", "d", "e"}
+    assert all(cl["holds"] in ("holds", "does not hold", "undecided", None) for cl in res["claims"].values())
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(sweep["methods"]["ga"]["points"]) == 2 and sweep["methods"]["ga"]["chosen"]["lr"] in cfg.sweep["ga"]["lr"]
+    assert all(c["settings"]["lr"] == sweep["methods"]["ga"]["chosen"]["lr"] for c in res["cells"] if c["method"] == "ga")
     md = (tmp_path / "results.md").read_text()
-    assert "| mansu |" in md and "paper's claims" in md
-    assert json.loads((tmp_path / "results.json").read_text())["format"] == "circuitforge.bench/1"
-    assert (tmp_path / "base_circuit.json").exists()
-    (tmp_path / "cells" / "ga-seed0.json").unlink()
+    assert "same-domain retain drop" in md and "targeted paraphrase acc" in md
+    assert "| mansu |" in md and "paper's claims" in md and "sweep on the calibration split" in md
+    assert json.loads((tmp_path / "results.json").read_text())["format"] == "circuitforge.bench/2"
+    assert sorted(p.name for p in (tmp_path / "circuits").iterdir()) == ["split0.json", "split1.json"]
+
+    (tmp_path / "cells" / "ga-split1-seed0.json").unlink()
     said: list[str] = []
-    again = run_bench(cfg, tmp_path, progress=said.append)  # resumable: finished cells and the circuit reused
-    assert [c["seconds"] for c in again["cells"] if c["method"] != "ga"] == \
-        [c["seconds"] for c in res["cells"] if c["method"] != "ga"]
-    assert any("reused base_circuit.json" in m for m in said), said
-    assert not any("finding the base forget circuit" in m for m in said)
-    assert sum("done earlier, reused" in m for m in said) == len(cfg.methods) - 1
+    again = run_bench(cfg, tmp_path, progress=said.append)  # resumable: cells, circuits, sweep, base reused
+    assert [c["seconds"] for c in again["cells"] if c["method"] != "ga" or c["split"] != "split1"] == \
+        [c["seconds"] for c in res["cells"] if c["method"] != "ga" or c["split"] != "split1"]
+    assert sum("done earlier, reused" in m for m in said) == len(cfg.cells()) - 1
+    assert any("split1: reused circuit" in m for m in said), said
+    assert not any("sweep ga {" in m or "finding the base forget circuit" in m or "base-model outcomes" in m
+                   for m in said), said
