@@ -67,13 +67,13 @@ def compute(
                 grads = clean.grads
                 clean_m, corr_m = clean.metric, C.ablated_metric(handle, ch, ablation, None)
             assert grads is not None
-            _accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
+            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
             acc.add("clean", clean_m, ch.weight)
             acc.add("corrupt", corr_m, ch.weight)
     return finish(acc, level, per_row)
 
 
-def _accumulate(
+def accumulate(
     acc: C.Accumulator,
     lay: Layout,
     delta: Float[torch.Tensor, "writers batch pos d_model"],

@@ -21,7 +21,7 @@ import torch
 from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
 from circuitforge.attribution.corruption import PromptBatch
-from circuitforge.attribution.eap import _accumulate, finish
+from circuitforge.attribution.eap import accumulate, finish
 from circuitforge.attribution.graph import layout_of
 from circuitforge.attribution.metrics import MetricFn
 from circuitforge.errors import CircuitForgeError
@@ -66,7 +66,7 @@ def compute(
                 total = out.grads if total is None else [t + g for t, g in zip(total, out.grads, strict=True)]
             assert total is not None
             grads = [t / ig_steps for t in total]
-            _accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
+            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
             acc.add("clean", st.clean_metric, ch.weight)
             acc.add("corrupt", st.corrupt_metric, ch.weight)
     return finish(acc, level, per_row)

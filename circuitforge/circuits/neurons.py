@@ -1,0 +1,352 @@
+"""Minimal circuits at neuron resolution: attention heads plus individual MLP neurons ``m{L}.n{I}``.
+
+Units are ranked by ``|score|`` of a :class:`~circuitforge.attribution.neurons.NeuronGraph` (heads and
+neurons in one ranking: both scores estimate the same quantity, the metric change of restoring that
+unit). The circuit of size n is the top-n units. **Faithfulness by real ablation, at node level:** one
+forward pass on the clean prompts in which every head's ``hook_z`` and every neuron's activation
+(``mlp.hook_post``) *outside* the circuit is set to its value on the corrupt prompt (all positions);
+circuit units compute on whatever reaches them. Then
+
+    faithfulness = (M_circuit − M_corrupt) / (M_clean − M_corrupt)
+
+Sizes are probed on a doubling grid and the crossing refined by bisection (as in
+:func:`~circuitforge.circuits.minimal_circuit`). Evidence kept beside the circuit: the curve,
+same-size random and weight-magnitude baselines (same number of heads and of neurons) and,
+optionally, stability across task halves.
+
+The result is a :class:`~circuitforge.circuits.Circuit` whose ``edges`` are the component-level edges
+among its heads and the MLPs holding its neurons (so edge-based consumers keep working; an edge-level
+faithfulness of those edges treats each such MLP as whole), and whose ``selection`` holds the neuron-level
+content: ``selection["level"] == "neuron"``, ``selection["heads"]`` and ``selection["neurons"]``
+(``{"m{L}": [I, ...]}``, aggregated per layer so a 30 × 1536-neuron model stays readable). Use
+:func:`edit_nodes` for the finest-resolution component ids (what MANSU edits).
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool
+
+from circuitforge.attribution import common as C
+from circuitforge.attribution import hooks as H
+from circuitforge.attribution.corruption import encode_task
+from circuitforge.attribution.graph import layout_of
+from circuitforge.attribution.metrics import MetricFn, prime, resolve
+from circuitforge.attribution.neurons import NeuronGraph, attribute_neurons
+from circuitforge.circuits.circuit import Circuit, edges_of
+from circuitforge.circuits.select import nodes_to_keep
+from circuitforge.data.task import Task
+from circuitforge.errors import CircuitForgeError
+from circuitforge.models.handle import ModelHandle
+from circuitforge.models.weights import component_params, parse_node
+
+Keep = tuple[Bool[torch.Tensor, "layers heads"], Bool[torch.Tensor, "layers d_mlp"]]
+
+
+class NeuronEvaluator:
+    """Clean metric, corrupt metric and corrupt head/neuron activations of a task, computed once;
+    :meth:`faithfulness` of any (heads, neurons) keep pair then costs one forward pass per chunk."""
+
+    def __init__(self, handle: ModelHandle, task: Task, metric: str | MetricFn | None = None,
+                 batch_size: int | None = 32) -> None:
+        self.handle = handle
+        self.metric_name, fn = resolve(metric)
+        batch = encode_task(handle, task, "counterfactual")
+        L = handle.n_layers
+        self.names = [f"blocks.{ly}.attn.hook_z" for ly in range(L)] + [f"blocks.{ly}.mlp.hook_post" for ly in range(L)]
+        self.states: list[tuple[C.Chunk, dict[str, torch.Tensor]]] = []
+        self.clean = self.corrupt = 0.0
+        b = handle.bridge
+        with H.prepared(handle, flags=False), torch.no_grad():
+            for ch in C.chunks(batch, fn, batch_size):
+                sub = ch.batch
+                assert sub.corrupt is not None
+                rows = torch.arange(len(sub))
+                cl = b(sub.clean)[rows, sub.last]
+                prime(fn, cl)
+                corr: dict[str, torch.Tensor] = {}
+
+                def save(n: str, store: dict[str, torch.Tensor] = corr) -> Any:
+                    return lambda x, hook: store.__setitem__(n, x.detach().clone())
+
+                with H.installed(b, [(n, save(n)) for n in self.names]):
+                    cr = b(sub.corrupt)[rows, sub.last]
+                self.clean += ch.weight * float(ch.metric(cl))
+                self.corrupt += ch.weight * float(ch.metric(cr))
+                self.states.append((ch, corr))
+
+    def metric(self, keep: Keep) -> float:
+        """Task-mean metric with every head / neuron outside ``keep`` set to its corrupt activation."""
+        heads, neurons = keep
+        L = self.handle.n_layers
+        b = self.handle.bridge
+        total = 0.0
+        with H.prepared(self.handle, flags=False), torch.no_grad():
+            for ch, corr in self.states:
+                sub = ch.batch
+
+                def patch(n: str, k: torch.Tensor, corr: dict[str, torch.Tensor] = corr) -> Any:
+                    def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                        kk = k.to(x.device)[:, None] if x.dim() == 4 else k.to(x.device)
+                        return torch.where(kk, x, corr[n])
+
+                    return fn
+
+                hooks = [(f"blocks.{ly}.attn.hook_z", patch(f"blocks.{ly}.attn.hook_z", heads[ly])) for ly in range(L)
+                         if not bool(heads[ly].all())]
+                hooks += [(f"blocks.{ly}.mlp.hook_post", patch(f"blocks.{ly}.mlp.hook_post", neurons[ly]))
+                          for ly in range(L) if not bool(neurons[ly].all())]
+                with H.installed(b, hooks):
+                    ll = b(sub.clean)[torch.arange(len(sub)), sub.last]
+                total += ch.weight * float(ch.metric(ll))
+        return total
+
+    def faithfulness(self, keep: Keep) -> float:
+        gap = self.clean - self.corrupt
+        if abs(gap) < 1e-8:
+            raise CircuitForgeError(f"clean and corrupt metric are equal ({self.clean:.4g}); faithfulness is undefined")
+        return (self.metric(keep) - self.corrupt) / gap
+
+
+def top_units(graph: NeuronGraph, n: int) -> Keep:
+    """Keep masks of the ``n`` highest-|score| units (heads and neurons ranked together)."""
+    flat = graph.flat()
+    ok = ~flat.isnan()
+    n = max(0, min(n, int(ok.sum())))
+    sel = torch.zeros(flat.shape, dtype=torch.bool)
+    if n:
+        sel[torch.topk(torch.where(ok, flat.abs(), torch.tensor(-1.0)), n).indices] = True
+    nh = graph.head_scores.numel()
+    return sel[:nh].view(graph.head_scores.shape), sel[nh:].view(graph.neuron_scores.shape)
+
+
+def random_units(shape_h: tuple[int, int], shape_n: tuple[int, int], n_heads: int, n_neurons: int, seed: int) -> Keep:
+    """``n_heads`` heads and ``n_neurons`` neurons drawn uniformly (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.zeros(shape_h[0] * shape_h[1], dtype=torch.bool)
+    h[torch.randperm(h.numel(), generator=g)[:n_heads]] = True
+    m = torch.zeros(shape_n[0] * shape_n[1], dtype=torch.bool)
+    m[torch.randperm(m.numel(), generator=g)[:n_neurons]] = True
+    return h.view(shape_h), m.view(shape_n)
+
+
+def magnitude_units(handle: ModelHandle, n_heads: int, n_neurons: int) -> Keep:
+    """The ``n_heads`` heads and ``n_neurons`` neurons with the largest weight norm (Frobenius norm of
+    their parameter slices: q rows + o columns; gate/up rows + down column)."""
+    L, Hh, D = handle.n_layers, handle.n_heads, handle.d_mlp
+    hn = torch.tensor([[sum(float((p.view.float() ** 2).sum()) for p in component_params(handle, f"a{ly}.h{h}"))
+                        for h in range(Hh)] for ly in range(L)])
+    params = handle.named_parameters()
+    rows = []
+    for ly in range(L):
+        if handle.family == "llama":
+            pre = f"model.layers.{ly}.mlp."
+            sq = (params[pre + "gate_proj.weight"].detach() ** 2).sum(1) + (params[pre + "up_proj.weight"].detach() ** 2).sum(1)
+            sq = sq + (params[pre + "down_proj.weight"].detach() ** 2).sum(0)
+        else:
+            pre = f"transformer.h.{ly}.mlp."
+            sq = (params[pre + "c_fc.weight"].detach() ** 2).sum(0) + (params[pre + "c_proj.weight"].detach() ** 2).sum(1)
+        rows.append(sq.float())
+    nn_ = torch.stack(rows)
+    h = torch.zeros(L * Hh, dtype=torch.bool)
+    h[torch.topk(hn.flatten(), n_heads).indices] = True
+    m = torch.zeros(L * D, dtype=torch.bool)
+    m[torch.topk(nn_.flatten(), n_neurons).indices] = True
+    return h.view(L, Hh), m.view(L, D)
+
+
+def _grid(total: int) -> list[int]:
+    out, n = [], 1
+    while n < total:
+        out.append(n)
+        n *= 2
+    return [*out, total]
+
+
+def to_circuit(handle: ModelHandle, graph: NeuronGraph, keep: Keep, selection: dict[str, Any]) -> Circuit:
+    """A :class:`Circuit` for a (heads, neurons) keep pair (module docstring)."""
+    heads, neurons = keep
+    head_ids = [f"a{ly}.h{h}" for ly, h in heads.nonzero().tolist()]
+    per_layer: dict[str, list[int]] = {}
+    for ly, i in neurons.nonzero().tolist():
+        per_layer.setdefault(f"m{ly}", []).append(int(i))
+    lay = layout_of(handle)
+    edges = edges_of(lay, nodes_to_keep(lay, set(head_ids) | set(per_layer)))
+    summary = [{"layer": int(k[1:]), "n_neurons": len(v),
+                "score_sum": float(graph.neuron_scores[int(k[1:]), v].nansum())} for k, v in per_layer.items()]
+    return Circuit(
+        edges=edges, model=dict(graph.model), task=dict(graph.task), method={"name": graph.method, **graph.settings},
+        corruption="counterfactual", metric=str(graph.settings.get("metric", "logit_diff")),
+        selection={**selection, "level": "neuron", "ablation": "node", "heads": head_ids, "neurons": per_layer,
+                   "neurons_per_layer": summary, "n_heads": len(head_ids), "n_neurons": int(neurons.sum())},
+        clean_metric=graph.clean_metric, corrupt_metric=graph.corrupt_metric,
+    )
+
+
+def is_neuron_circuit(circuit: Any) -> bool:
+    sel = getattr(circuit, "selection", None)
+    return isinstance(sel, dict) and sel.get("level") == "neuron"
+
+
+def edit_nodes(circuit: Any) -> list[str]:
+    """The finest-resolution component ids of a circuit: for a neuron-level circuit its heads, their KV
+    groups and its neurons (``m{L}.n{I}``); otherwise ``circuit.nodes`` (heads, KV groups, whole MLPs)."""
+    if not is_neuron_circuit(circuit):
+        return sorted(circuit.nodes)
+    sel = circuit.selection
+    out = set(sel.get("heads", []))
+    g = int(circuit.model["n_heads"]) // int(circuit.model["n_kv_heads"])
+    for h in sel.get("heads", []):
+        _, layer, idx = parse_node(h)
+        assert idx is not None
+        out.add(f"a{layer}.kv{idx // g}")
+    for m, idx_list in sel.get("neurons", {}).items():
+        out.update(f"{m}.n{i}" for i in idx_list)
+    return sorted(out)
+
+
+def minimal_neuron_circuit(
+    handle: ModelHandle,
+    task: Task,
+    faithfulness: float = 0.8,
+    graph: NeuronGraph | None = None,
+    method: str = "eap-ig",
+    ig_steps: int = 3,
+    metric: str | MetricFn | None = None,
+    batch_size: int | None = 32,
+    baselines: bool = True,
+    stability: bool = False,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Circuit:
+    """The smallest top-n (heads + neurons) circuit whose node-ablation faithfulness reaches
+    ``faithfulness``; its curve, baselines and (optionally) stability across task halves as evidence.
+    ``reached`` is False (and ``message`` says so) when no size reaches the target."""
+    if graph is None:
+        graph = attribute_neurons(handle, task, metric=metric, method=method, ig_steps=ig_steps, batch_size=batch_size)
+    say = progress or (lambda s: None)
+    ev = NeuronEvaluator(handle, task, metric if metric is not None else graph.settings.get("metric"), batch_size)
+    total = int((~graph.flat().isnan()).sum())
+    if total == 0:
+        raise CircuitForgeError("the neuron graph has no measured units to select from")
+    curve: dict[int, dict[str, Any]] = {}
+
+    def probe(n: int) -> float:
+        if n not in curve:
+            k = top_units(graph, n)
+            curve[n] = {"n": n, "n_heads": int(k[0].sum()), "n_neurons": int(k[1].sum()), "faithfulness": ev.faithfulness(k)}
+            say(f"n={n}: {curve[n]['n_heads']} heads + {curve[n]['n_neurons']} neurons, faithfulness {curve[n]['faithfulness']:.3f}")
+        return float(curve[n]["faithfulness"])
+
+    lo, hi = 0, None
+    for n in _grid(total):
+        if probe(n) >= faithfulness:
+            hi = n
+            break
+        lo = n
+    if hi is not None:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if probe(mid) >= faithfulness:
+                hi = mid
+            else:
+                lo = mid
+        best, reached = hi, True
+        message = (f"{curve[best]['n_heads']} heads + {curve[best]['n_neurons']} neurons reach faithfulness "
+                   f"{curve[best]['faithfulness']:.3f} >= {faithfulness}")
+    else:
+        best = max(curve, key=lambda k: curve[k]["faithfulness"])
+        reached = False
+        message = (f"no circuit reaches faithfulness {faithfulness}: the best probed ({curve[best]['n']} units) "
+                   f"reaches {curve[best]['faithfulness']:.3f}")
+    keep = top_units(graph, best)
+    circ = to_circuit(handle, graph, keep, {"kind": "minimal", "target": faithfulness, "n": best, "n_total": total})
+    circ.faithfulness = float(curve[best]["faithfulness"])
+    circ.curve = [curve[k] for k in sorted(curve)]
+    circ.reached, circ.message = reached, message
+    circ.clean_metric, circ.corrupt_metric = ev.clean, ev.corrupt
+    nh, nn_ = int(keep[0].sum()), int(keep[1].sum())
+    if baselines:
+        rnd = [ev.faithfulness(random_units(tuple(keep[0].shape), tuple(keep[1].shape), nh, nn_, seed + i))  # type: ignore[arg-type]
+               for i in range(3)]
+        circ.baselines = {"n_heads": nh, "n_neurons": nn_, "random": sum(rnd) / len(rnd), "random_runs": rnd,
+                          "weight_magnitude": ev.faithfulness(magnitude_units(handle, nh, nn_))}
+    if stability:
+        circ.stability = unit_stability(handle, task, best, graph.method, ig_steps, metric, batch_size)
+    say(message)
+    return circ
+
+
+def unit_stability(handle: ModelHandle, task: Task, n: int, method: str = "eap-ig", ig_steps: int = 3,
+                   metric: str | MetricFn | None = None, batch_size: int | None = 32) -> dict[str, Any]:
+    """Jaccard of the top-``n`` unit sets and Spearman of all unit scores between the even/odd halves."""
+    from circuitforge.circuits.stability import jaccard, spearman
+
+    a, b = task.halves()
+    ga = attribute_neurons(handle, a, metric=metric, method=method, ig_steps=ig_steps, batch_size=batch_size)
+    gb = attribute_neurons(handle, b, metric=metric, method=method, ig_steps=ig_steps, batch_size=batch_size)
+    ids = ga.units()
+
+    def top(g: NeuronGraph) -> set[str]:
+        k = torch.cat([x.flatten() for x in top_units(g, n)])
+        return {ids[i] for i in k.nonzero().flatten().tolist()}
+
+    return {"n_units": n, "split": "even/odd", "jaccard": jaccard(top(ga), top(gb)), "spearman": spearman(ga.flat(), gb.flat())}
+
+
+@dataclass(frozen=True)
+class NeuronCircuitSearch:
+    """How to find a minimal faithful circuit at neuron resolution (the neuron-level counterpart of
+    :class:`~circuitforge.circuits.CircuitSearch`, same interface).
+
+    Attributes:
+        method: ``eap`` or ``eap-ig`` unit scores. ig_steps: EAP-IG steps.
+        faithfulness: target node-ablation faithfulness, in (0, 1].
+        rows: the first ``rows`` task rows (None: all). baselines: also measure random/magnitude circuits.
+    """
+
+    method: Literal["eap", "eap-ig"] = "eap-ig"
+    ig_steps: int = 3
+    faithfulness: float = 0.8
+    rows: int | None = 24
+    baselines: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in ("eap", "eap-ig"):
+            raise ValueError(f"circuit search method must be 'eap' or 'eap-ig', not {self.method!r}")
+        if self.ig_steps < 1:
+            raise ValueError("ig_steps must be ≥ 1")
+        if not 0 < self.faithfulness <= 1:
+            raise ValueError("faithfulness must lie in (0, 1]")
+        if self.rows is not None and self.rows < 1:
+            raise ValueError("rows must be ≥ 1 (or None for all rows)")
+
+    def task(self, task: Task) -> Task:
+        return task if self.rows is None else task.head(self.rows)
+
+    def find(self, handle: ModelHandle, task: Task, progress: Callable[[str], None] | None = None) -> Circuit:
+        rows = self.task(task)
+        if len(rows) == 0:
+            raise CircuitForgeError("the circuit search needs at least one task row")
+        c = minimal_neuron_circuit(handle, rows, faithfulness=self.faithfulness, method=self.method,
+                                   ig_steps=self.ig_steps, baselines=self.baselines, progress=progress)
+        c.selection["search"] = {"level": "neuron", **self.to_dict()}
+        return c
+
+    def matches(self, circuit: Circuit, handle: ModelHandle, task: Task) -> bool:
+        if not is_neuron_circuit(circuit) or not circuit.found_on(handle, self.task(task)):
+            return False
+        m = circuit.method
+        if m.get("name") != self.method or (self.method == "eap-ig" and int(m.get("ig_steps", -1)) != self.ig_steps):
+            return False
+        target = circuit.selection.get("target")
+        return target is None or abs(float(target) - self.faithfulness) < 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NeuronCircuitSearch":
+        return cls(**{k: v for k, v in d.items() if k != "level"})
