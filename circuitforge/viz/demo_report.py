@@ -288,19 +288,25 @@ def plot_accuracies(summary: dict[str, Any]) -> Any:
     return fig
 
 
+def _has_recovery(r: dict[str, Any]) -> bool:
+    rec = r.get("recovery")
+    return bool(isinstance(rec, dict) and rec.get("forget")) or r.get("hybrid_recovery_forget") is not None
+
+
 def _cad_figures(cad_results: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
-    """CAD evidence per method: the recovery figure from :mod:`circuitforge.viz.cad` when it exists and the
-    result carries its data, then the split-half null histogram (y-axis named)."""
+    """CAD evidence: the hybrid-recovery curves of :mod:`circuitforge.viz.cad` (all methods on one axis)
+    when the results carry them, then each method's split-half null histogram (y-axis named)."""
     from circuitforge.viz import cad as vcad
 
     out: list[tuple[str, Any]] = []
-    recovery = getattr(vcad, "plot_recovery", None) or getattr(vcad, "plot_hybrid_recovery", None)
+    with_curves = {n: r for n, r in cad_results.items() if _has_recovery(r)}
+    recovery = getattr(vcad, "plot_hybrid_recovery", None)
+    if recovery is not None and with_curves:
+        one = len(with_curves) == 1
+        fig = recovery(next(iter(with_curves.values())) if one else with_curves)
+        fig.update_layout(autosize=True, width=None, title_font_size=14, margin={"l": 50, "r": 20, "t": 70, "b": 60})
+        out.append(("Where the forget answer is gone: layer-hybrid recovery (CAD evidence)", fig))
     for name, r in cad_results.items():
-        if recovery is not None:
-            try:
-                out.append((f"{name}: where the answer is gone (layer hybrids)", recovery(r)))
-            except (KeyError, TypeError, ValueError):
-                pass  # this CAD result carries no hybrid-recovery data
         m = r.get("mechanistic_upstream", {})
         if "null" in m:
             fig = vcad.plot_cad_null(m["null"], r.get("value", m.get("value", 0.0)), r.get("z", m.get("z", 0.0)),

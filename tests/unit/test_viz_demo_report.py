@@ -159,3 +159,10 @@ def test_report_tolerates_a_minimal_summary():
     page = demo_report(s, c, {})
     assert "x: NO VERDICT" in page and "x: PASS" not in page  # no scorecard: no verdict is made up
     assert "chance level not recorded" in page
+
+
+def test_no_empty_recovery_figure_without_recovery_data():
+    c = _circuit(40)
+    page = demo_report(_summary(), c, {"mansu": _cad(c, {"input->m0": 0.0}, "erasure")})
+    assert "layer-hybrid recovery" not in page  # the CAD dict has no hybrid curves: the figure is left out
+    assert "split-half null draws (count)" in page  # the null histogram's y-axis is named
