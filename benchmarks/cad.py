@@ -1,10 +1,10 @@
-"""CAD benchmark on SmolLM2-135M: the three ground-truth controls, and verify's cost vs one EAP-IG run.
+"""CAD benchmark on SmolLM2-135M: known-label controls, and verify's cost vs one EAP-IG run.
 
     python benchmarks/cad.py [--rows 24] [--ig-steps 5] [--circuit demo/circuit.json] [--json out.json]
 
-Prints one Markdown table (copied into docs/cad.md) with, per control, the mechanistic (upstream, base
-readout) and behavioural CAD values and z-scores and the verdict, then the separation of erasure and
-suppression, then the cost of verify in units of one EAP-IG edge attribution, all measured in this run:
+Prints one Markdown table with, per control, the verdict, the erasure score E with its CI, the basis
+check, the benign-null percentile, the paper's (upstream mechanistic) CAD and its z, then the cost of
+verify in units of one EAP-IG edge attribution, all measured in this run:
 verify given the base circuit (what a CI job pays once the circuit is cached), and finding the base
 circuit (paid once per base model and task). ``--circuit`` reuses a circuit JSON (e.g. the one
 ``circuitforge demo`` writes) when it was found on the same weights and rows; its discovery time is then
@@ -13,6 +13,7 @@ not measured here (``demo.json`` records it under ``timings.circuit``).
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -31,7 +32,14 @@ def main() -> None:
     torch.manual_seed(0)
 
     from circuitforge.attribution import attribute
-    from circuitforge.cad import CADSettings, cad, erasure_edit, suppression_edit, unchanged_copy
+    from circuitforge.cad import (
+        CADSettings,
+        cad,
+        late_ascent,
+        subject_erasure,
+        suppression_edit,
+        unchanged_copy,
+    )
     from circuitforge.circuits import Circuit, minimal_circuit
     from circuitforge.data import load_task
     from circuitforge.eval import verify
@@ -40,6 +48,7 @@ def main() -> None:
     base = load(a.model)
     forget, retain = load_task(a.forget), load_task(a.retain)
     task = forget.head(a.rows)
+    same_domain = forget.subset(range(a.rows, min(len(forget), 2 * a.rows)), "forget[untargeted]")
     s = CADSettings(method="eap-ig", ig_steps=a.ig_steps)
 
     t0 = time.perf_counter()
@@ -57,30 +66,29 @@ def main() -> None:
     print(f"base circuit: {len(circuit.edges)} edges, {len(circuit.nodes)} nodes, faithfulness "
           f"{circuit.faithfulness:.3f} (reached: {circuit.reached})"
           + (f" found in {t_circ:.1f} s" if t_circ is not None else f" (reused {a.circuit})"))
-    cut = base.n_layers - max(1, round(base.n_layers / 5))
     controls = {
-        "unchanged": unchanged_copy(base),
-        "suppression": suppression_edit(base, forget),
-        "erasure": erasure_edit(base, sorted(circuit.nodes), upstream_of_layer=cut),
+        "unchanged": lambda: unchanged_copy(base),
+        "readout edit (suppression)": lambda: suppression_edit(base, task),
+        "last-3-layer ascent (suppression)": lambda: late_ascent(base, task, layers=3, lr=1e-5, max_steps=40, retain=same_domain),
+        "subject erasure (erasure)": lambda: subject_erasure(base, task),
     }
     rows = []
     results = {}
-    for name, m in controls.items():
+    for name, build in controls.items():
+        m = build()
         t0 = time.perf_counter()
-        r = cad(base, m, task, circuit=circuit, settings=s)
+        r = cad(base, m, task, circuit=circuit, settings=s, retain=same_domain)
         results[name] = r
-        rows.append((name, r.mechanistic_upstream["value"], r.z, r.behavioural["value"], r.behavioural["z"],
-                     r.verdict, time.perf_counter() - t0))
-    print("\n| control | mechanistic CAD (upstream) | z | behavioural CAD | z | verdict | seconds |")
-    print("|---|---|---|---|---|---|---|")
-    for n, mv, mz, bv, bz, v, sec in rows:
-        print(f"| {n} | {mv:.3f} | {mz:.1f} | {bv:.3f} | {bz:.1f} | {v} | {sec:.0f} |")
-    e, sp = results["erasure"], results["suppression"]
-    sep = (e.mechanistic_upstream["value"] - sp.mechanistic_upstream["value"]) / max(sp.mechanistic_upstream["null_std"], 1e-12)
-    print(f"\nerasure vs suppression separation on the mechanistic CAD: {sep:.1f} null standard deviations")
+        e = r.evidence
+        rows.append((name, r.verdict, r.score, e["erasure_score_ci"], e["basis"], e["benign_percentile"], r.value, r.z,
+                     time.perf_counter() - t0))
+    print("\n| control | verdict | E | E 95% CI | basis | benign pct | paper CAD | z | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, v, sc, ci, b, p, cv, cz, sec in rows:
+        print(f"| {n} | {v} | {sc:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | {b:.2f} | {p:.2f} | {cv:.3f} | {cz:.1f} | {sec:.0f} |")
 
     t0 = time.perf_counter()
-    verify(base, controls["suppression"], forget, retain, cad_settings=s, cad_rows=a.rows, circuit=circuit)
+    verify(base, controls["readout edit (suppression)"](), forget, retain, cad_settings=s, cad_rows=a.rows, circuit=circuit)
     t_verify = time.perf_counter() - t0
     print(f"\none EAP-IG({a.ig_steps}) edge attribution on {a.rows} rows: {t_attr:.1f} s")
     print(f"full verify given the base circuit (suppression control): {t_verify:.1f} s = {t_verify / t_attr:.1f}x attribution")
@@ -88,7 +96,7 @@ def main() -> None:
         print(f"finding the base circuit (once per base model and task): {t_circ:.1f} s = {t_circ / t_attr:.1f}x attribution")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"controls": {k: v.summary() for k, v in results.items()}, "separation_sd": sep,
+            json.dump({"controls": {k: v.summary() for k, v in results.items()}, "command": "python " + " ".join(sys.argv),
                        "verify_seconds_given_circuit": t_verify, "circuit_seconds": t_circ,
                        "attribution_seconds": t_attr, "circuit_edges": len(circuit.edges)}, f, indent=2)
 

@@ -10,6 +10,11 @@
 * :func:`late_ascent` — gradient ascent on the forget answers through the last ``layers`` blocks only
   (every earlier weight, the embedding and the readout bit-identical): a *trained* suppression whose
   earlier residual stream is M₀'s by construction, unlike the readout edit not restricted to the readout.
+* :func:`early_ascent` — the mirror image: ascent through the first ``layers`` blocks only (every later
+  block and the readout bit-identical), so whatever M₁ forgets is missing from its residual stream from
+  block ``layers`` on: erasure in the hybrid sense, with M₀'s residual basis.
+* :func:`subject_erasure` — the forget subjects' input embeddings replaced by the mean embedding: the
+  information is gone before the first block (the input-side mirror of the readout edit).
 
 Each returns a new handle; the input is never modified.
 """
@@ -126,21 +131,40 @@ def with_base_readout(edited: ModelHandle, base: ModelHandle) -> ModelHandle:
 
 
 def late_ascent(handle: ModelHandle, forget: Task, layers: int = 1, lr: float = 1e-3, max_steps: int = 200,
-                target_forget_acc: float = 0.25, seed: int = 0) -> ModelHandle:
-    """Gradient ascent (Adam, full batch of ``forget``'s rows in order, mean answer NLL maximised) on the
-    weights of the last ``layers`` blocks only, until forget accuracy (:func:`circuitforge.data.evaluate`)
-    is ≤ ``target_forget_acc`` or ``max_steps``. Returns a new handle; ``handle`` is not modified."""
+                target_forget_acc: float = 0.25, seed: int = 0, retain: Task | None = None) -> ModelHandle:
+    """:func:`block_ascent` on the last ``layers`` blocks."""
+    n = handle.n_layers
+    return block_ascent(handle, forget, list(range(n - layers, n)), lr, max_steps, target_forget_acc, seed,
+                        retain=retain, tag=f"late-ascent-{layers}")
+
+
+def early_ascent(handle: ModelHandle, forget: Task, layers: int = 1, lr: float = 1e-3, max_steps: int = 200,
+                 target_forget_acc: float = 0.25, seed: int = 0, retain: Task | None = None) -> ModelHandle:
+    """:func:`block_ascent` on the first ``layers`` blocks."""
+    return block_ascent(handle, forget, list(range(layers)), lr, max_steps, target_forget_acc, seed,
+                        retain=retain, tag=f"early-ascent-{layers}")
+
+
+def block_ascent(handle: ModelHandle, forget: Task, blocks: list[int], lr: float = 1e-3, max_steps: int = 200,
+                 target_forget_acc: float = 0.25, seed: int = 0, retain: Task | None = None,
+                 tag: str = "block-ascent") -> ModelHandle:
+    """Gradient ascent (Adam, full batch of ``forget``'s rows in order, mean answer NLL maximised; with
+    ``retain``, plus the mean answer NLL of ``retain``'s rows minimised, GradDiff-style, so the edit is
+    specific) on the weights of the transformer blocks ``blocks`` only, until forget accuracy
+    (:func:`circuitforge.data.evaluate`) is ≤ ``target_forget_acc`` or ``max_steps``. Every other weight
+    stays bit-identical. Returns a new handle; ``handle`` is not modified."""
     from circuitforge.data import evaluate
     from circuitforge.surgery.objectives import answer_batch, answer_nll
 
     torch.manual_seed(seed)
-    out = clone(handle, spec=f"{handle.spec}+late-ascent-{layers}")
-    blocks = out.hf.model.layers if hasattr(out.hf, "model") else out.hf.transformer.h
-    params = list({id(p): p for b in list(blocks)[-layers:] for p in b.parameters()}.values())
+    out = clone(handle, spec=f"{handle.spec}+{tag}")
+    layers = list(out.hf.model.layers if hasattr(out.hf, "model") else out.hf.transformer.h)
+    params = list({id(p): p for i in blocks for p in layers[i].parameters()}.values())
     keep = {id(p) for p in params}
     for p in out.hf.parameters():
         p.requires_grad_(id(p) in keep)
     batch = answer_batch(out, forget)
+    keep_batch = answer_batch(out, retain) if retain is not None else None
     opt = torch.optim.Adam(params, lr=lr)
     out.bridge.eval()
     try:
@@ -149,11 +173,37 @@ def late_ascent(handle: ModelHandle, forget: Task, layers: int = 1, lr: float = 
                 if evaluate(out, forget).accuracy <= target_forget_acc:
                     break
             opt.zero_grad(set_to_none=True)
-            (-answer_nll(out.logits(batch.tokens), batch)).backward()
+            loss = -answer_nll(out.logits(batch.tokens), batch)
+            if keep_batch is not None:
+                loss = loss + answer_nll(out.logits(keep_batch.tokens), keep_batch)
+            loss.backward()
             opt.step()
     finally:
         for p in out.hf.parameters():
             p.grad = None
             p.requires_grad_(True)
+    out.invalidate_identity()
+    return out
+
+
+def subject_tokens(handle: ModelHandle, task: Task) -> list[int]:
+    """Token ids where a row's prompt differs from its corrupt prompt (the subject), over ``task``."""
+    ids: set[int] = set()
+    for it in task.items:
+        if isinstance(it, ClozeItem) and it.corrupt_prompt:
+            a, b = handle.to_tokens(it.prompt)[0].tolist(), handle.to_tokens(it.corrupt_prompt)[0].tolist()
+            ids |= {x for x, y in zip(a, b, strict=False) if x != y}
+    return sorted(ids)
+
+
+def subject_erasure(handle: ModelHandle, task: Task) -> ModelHandle:
+    """Replace the input embedding rows of ``task``'s subject tokens (:func:`subject_tokens`) by the mean
+    embedding row (the unembedding is untied first and left as it was). Returns a new handle."""
+    out = clone(handle, spec=f"{handle.spec}+subject-erasure")
+    untie_unembedding(out)
+    emb = out.bridge.embed.original_component.weight
+    rows = torch.tensor(subject_tokens(out, task))
+    with torch.no_grad():
+        emb.data[rows] = emb.data.mean(0, keepdim=True)
     out.invalidate_identity()
     return out
