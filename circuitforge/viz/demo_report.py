@@ -71,8 +71,13 @@ def _passed(m: dict[str, Any]) -> bool | None:
 
 
 def chance_levels(summary: dict[str, Any]) -> dict[str, float]:
-    """Chance accuracy per task from ``summary`` (``chance`` or ``chance_level``, top level or under
-    ``base``; a number applies to every task); empty when the demo did not record it."""
+    """Chance accuracy per accuracy key (``forget``, ``forget_nf4``, ...) from ``summary["tasks"][t]["chance"]``
+    or a top-level / ``base`` ``chance`` (a number applies to every task); empty when not recorded."""
+    tasks = summary.get("tasks", {})
+    per_task = {t: float(v["chance"]) for t, v in tasks.items()
+                if isinstance(v, dict) and isinstance(v.get("chance"), int | float)}
+    if per_task:
+        return {k: per_task[k.removesuffix("_nf4")] for k in ACC_KEYS if k.removesuffix("_nf4") in per_task}
     for where in (summary, summary.get("base", {})):
         for key in ("chance", "chance_level"):
             c = where.get(key)
@@ -81,6 +86,28 @@ def chance_levels(summary: dict[str, Any]) -> dict[str, float]:
             if isinstance(c, dict):
                 return {k: float(v) for k, v in c.items() if isinstance(v, int | float)}
     return {}
+
+
+def erasure_rule_property(prop: dict[str, Any], cad: dict[str, Any]) -> dict[str, Any]:
+    """The structural-erasure property as the quantity that decides it. When the CAD verdict comes from the
+    recovery rule (``cad`` has ``erasure_score`` and ``thresholds.e_min``), the bar is the erasure score with
+    its CI against ``e_min`` (the rule, e.g. "erasure score CI above 0.4, benign percentile ≥ 0.95", goes in
+    the label); otherwise the property unchanged (CAD z against its threshold)."""
+    e, th = cad.get("erasure_score"), cad.get("thresholds", {})
+    if e is None or not isinstance(th, dict) or th.get("e_min") is None:
+        return prop
+    out = {"value": float(e), "threshold": float(th["e_min"]), "pass": prop.get("pass"), "direction": ">=",
+           "verdict": cad.get("verdict", prop.get("verdict")), "label": "erasure score"}
+    if cad.get("erasure_score_ci"):
+        out["ci"] = list(cad["erasure_score_ci"])
+    if cad.get("rule"):
+        out["rule"] = str(cad["rule"])
+    return out
+
+
+def _summarise(v: Any) -> Any:
+    """Long lists (e.g. a circuit's node ids among hyperparameters) as their length."""
+    return f"{len(v)} items" if isinstance(v, list | tuple) and len(v) > 4 else v
 
 
 def task_n(summary: dict[str, Any], task: str) -> int | None:
@@ -113,6 +140,10 @@ def verdict_sentence(name: str, m: dict[str, Any], base_acc: dict[str, float]) -
         if p == "ptq_gap":
             return f"NF4 changed forget accuracy by {_f(v)} (allowed {d} {_f(t)})"
         if p == "structural_erasure":
+            cad = m.get("cad", {})
+            if cad.get("erasure_score") is not None and cad.get("rule"):
+                return (f"CAD finds {q.get('verdict', cad.get('verdict', 'no verdict'))} (erasure score "
+                        f"{_f(cad['erasure_score'])}{_ci_text(cad.get('erasure_score_ci'))}; rule: {cad['rule']})")
             return f"CAD finds {q.get('verdict', 'no verdict')} (z = {_f(v, 1)}, erasure needs {d} {_f(t, 1)})"
         return f"{PROPERTY_LABELS.get(p, p)} = {_f(v)} ({d} {_f(t)})"
 
@@ -162,13 +193,17 @@ def summary_table(summary: dict[str, Any]) -> str:
         return "" if n is None else f"<br><span class='note'>n = {n}</span>"
 
     z = any_props.get("structural_erasure")
+    th = next((m["cad"]["thresholds"] for m in methods.values() if isinstance(m.get("cad", {}).get("thresholds"), dict)), {})
+    cad_rule = (f"erasure-score CI above {_f(th['e_min'])}, benign percentile ≥ {_f(th['p_min'])}"
+                if "e_min" in th and "p_min" in th else None)
     head = ["method", f"forget acc.{n_of('forget')}{rule('forgetting', 'drop')}",
             f"targeted paraphrase acc.{n_of('paraphrase')}<br><span class='note'>no threshold</span>",
             f"retain acc.{n_of('retain')}{rule('retain', 'drop')}", "retain acc. after NF4",
             f"NF4 gap<br><span class='note'>forget NF4 − fp</span>{rule('ptq_gap', 'gap')}",
             "share of weights edited",
-            "CAD" + ("" if z is None else f"<br><span class='note'>erasure: z {direction('structural_erasure', z)} "
-                                          f"{_f(z['threshold'], 1)}</span>"), "verdict"]
+            "CAD verdict" + (f"<br><span class='note'>erasure: {_e(cad_rule)}</span>" if cad_rule else "" if z is None
+                             else f"<br><span class='note'>erasure: z {direction('structural_erasure', z)} "
+                                  f"{_f(z['threshold'], 1)}</span>"), "verdict"]
     body: list[tuple[str, list[str]]] = []
     if base_acc:
         body.append(("base", [_cell(base_acc.get(k), None, ci=_acc_ci(summary.get("base", {}), k))
@@ -186,8 +221,9 @@ def summary_table(summary: dict[str, Any]) -> str:
             _cell(acc.get("retain_nf4"), None, ci=_acc_ci(m, "retain_nf4")),
             _cell(_gap(acc), props.get("ptq_gap")),
             _cell(share, None, show=None if share is None else f"{100 * float(share):.1f}%"),
-            _cell(cad.get("z"), props.get("structural_erasure"), 1,
-                  show=f"{cad.get('verdict', '?')} (z {_f(cad.get('z'), 1)})" if cad else None),
+            _cell(cad.get("z"), erasure_rule_property(props["structural_erasure"], cad)
+                  if "structural_erasure" in props else None,
+                  show=f"{cad.get('verdict', '?')} (CAD z {_f(cad.get('z'), 1)})" if cad else None),
             "<td>no scorecard</td>" if ok is None else f"<td class='{'ok' if ok else 'bad'}'><span class="
             f"'{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></td>"]))
     wide = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
@@ -195,9 +231,12 @@ def summary_table(summary: dict[str, Any]) -> str:
     narrow = ["<tr><th></th>" + "".join(f"<th>{_e(name)}</th>" for name, _ in body) + "</tr>"]
     narrow += [f"<tr><th>{h}</th>" + "".join(cells[j] for _, cells in body) + "</tr>" for j, h in enumerate(head[1:])]
     notes = ["Accuracies in full precision unless marked NF4; ✓/✗ = the property's pass rule; small grey numbers "
-             "are the property values (accuracy drops base − method, NF4 gap, CAD z) with 95% CIs where measured."]
+             "are the deciding values (accuracy drops base − method, NF4 gap, erasure score or CAD z) with 95% CIs "
+             "where measured, and the CI's own call (pass / fail / undecided) where the demo made one."]
     chance = chance_levels(summary)
-    if chance:
+    if chance and len(set(chance.values())) == 1:
+        notes.append(f"Chance level: {_f(next(iter(chance.values())))} on every task (dashed line in the accuracy chart).")
+    elif chance:
         notes.append("Chance level: " + ", ".join(f"{ACC_KEYS.get(k, k)} {_f(v)}" for k, v in chance.items()) + ".")
     # the same cells twice: methods as rows on wide screens, methods as columns on phones (CSS picks one)
     return ("<div class='scroll wide' id='summary-table'><table>" + "".join(wide) + "</table></div>"
@@ -234,7 +273,8 @@ def what_was_done(summary: dict[str, Any], circuit: Circuit) -> str:
         if summary.get(key):
             items[0] += f", {key} {_e(summary[key])}"
     n_f = task_n(summary, "forget")
-    ex = [_example_text(x) for x in summary.get("forget_examples", [])[:2]]
+    examples = summary.get("forget_examples") or summary.get("tasks", {}).get("forget", {}).get("examples") or []
+    ex = [_example_text(x) for x in examples[:2]]
     forget = f"<b>Forget set</b>: {n_f if n_f is not None else '?'} prompts"
     if ex:
         forget += ", e.g. " + " · ".join(f"<q>{_e(x)}</q>" for x in ex)
@@ -248,7 +288,7 @@ def what_was_done(summary: dict[str, Any], circuit: Circuit) -> str:
     timings = summary.get("timings", {})
     for name, m in summary.get("methods", {}).items():
         hp = _clean(m.get("hyperparameters") or (hyper.get(name) if isinstance(hyper, dict) else None) or {})
-        hp_s = ", ".join(f"{k} = {v}" for k, v in hp.items()) if isinstance(hp, dict) else str(hp)
+        hp_s = ", ".join(f"{k} = {_summarise(v)}" for k, v in hp.items()) if isinstance(hp, dict) else str(hp)
         line = f"<b>{_e(name)}</b>: unlearned" + (f" with {_e(hp_s)}" if hp_s else "")
         if m.get("stop_reason"):
             line += f"; stopped: {_e(m['stop_reason'])}"
@@ -338,7 +378,13 @@ def demo_report(summary: dict[str, Any], circuit: Circuit, cad_results: dict[str
              "it meets all four properties: forgetting, retain, NF4 gap, structural erasure)"
              + "".join(sentences) + "</div>" + summary_table(summary) + what_was_done(summary, circuit))
     sections: list[tuple[str, Any]] = [("Accuracy of each model on each task", plot_accuracies(summary))]
-    cards = {name: _props(m) for name, m in methods.items() if _props(m)}
+    cards = {}
+    for name, m in methods.items():
+        props = _props(m)
+        if "structural_erasure" in props:
+            props["structural_erasure"] = erasure_rule_property(props["structural_erasure"], m.get("cad", {}))
+        if props:
+            cards[name] = props
     if cards:
         sections.append(("Scorecards: bar = value, black tick = threshold, green = pass",
                          plot_scorecards(cards, "Four properties per method<br><sup>each row on its own axis</sup>")))

@@ -71,7 +71,7 @@ def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "F
                 err = {"type": "data", "symmetric": False, "array": [float(ci[1]) - v], "arrayminus": [v - float(ci[0])],
                        "color": "#222", "thickness": 1.5, "width": 6}
                 lo, hi = min(lo, float(ci[0])), max(hi, float(ci[1]))
-            label = PROPERTY_LABELS.get(n, n)
+            label = p.get("label") or PROPERTY_LABELS.get(n, n)
             fig.add_trace(go.Bar(x=[v], y=[label], orientation="h", error_x=err, width=0.5, name=f"{c} {n}".strip(),
                                  marker_color="#2ca02c" if p.get("pass") else "#d62728", showlegend=False,
                                  hovertemplate=f"{c} {label}: %{{x:.4g}} (threshold {thr:.4g})<extra></extra>"),
@@ -101,7 +101,8 @@ def _bullet_title(name: str, p: dict[str, Any], who: str = "") -> str:
     extra += f", CI: {p['call']}" if "call" in p else ""
     extra += f", n={p['n']}" if "n" in p else ""
     who = f"{who}: " if who else ""
-    return (f"<b>{PROPERTY_LABELS.get(name, name)}</b> {direction(name, p)} {float(p['threshold']):.3g}<br>"
+    return (f"<b>{p.get('label') or PROPERTY_LABELS.get(name, name)}</b> {direction(name, p)} "
+            f"{float(p['threshold']):.3g}<br>"
             f"{who}{float(p['value']):.3g}{ci_s}{extra} — {'PASS' if p.get('pass') else 'FAIL'}")
 
 
