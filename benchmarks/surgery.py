@@ -1,12 +1,19 @@
-"""Benchmark: MANSU and every baseline on SmolLM2-135M with the built-in forget/retain benchmark.
+"""Benchmark: MANSU (neuron- and node-level circuits) and the baselines on SmolLM2-135M, forgetting part
+of a domain while keeping the rest.
 
-    python benchmarks/surgery.py [--model smollm2-135m] [--rows 64] [--methods mansu,ga,...] [--out FILE.json]
+    python benchmarks/surgery.py [--model smollm2-135m] [--targets 32] [--same 32] [--general 32]
+                                 [--methods mansu,mansu-node,graddiff] [--set METHOD:NAME=VALUE] [--out FILE.json]
 
-For each method (default settings, seed 0): forget and retain accuracy in full precision and after the NF4
-round trip (bitsandbytes, route b), the share of parameters edited (exact diff, all parameters), the median
-NF4 bin width ÷ |Δθ| and the code-flip rate over the quantized weights (``quant.diff_report``), and the wall
-time of ``unlearn``. ``--rows N`` takes N evenly spaced rows of each task (the whole benchmark on a shared
-2-core CPU takes hours; the table in docs/surgery.md says which N it used). Every number is measured.
+Splits (all from the built-in data, deterministic): ``targets`` facts of ``builtin:forget`` to forget
+(evenly spaced rows whose answer has a paraphrase); ``same`` other chemistry facts of ``builtin:forget``
+with different answers (same-domain retain); ``general`` rows of ``builtin:retain_general``; the
+paraphrases of the targeted facts (``builtin:forget_paraphrase`` rows with a targeted answer). Every method
+gets retain = same-domain + general. ``mansu-node`` is MANSU with ``circuit_level=node``.
+
+For each method (seed 0): accuracy on the four sets in full precision and after the NF4 round trip
+(bitsandbytes, route b), the share of linear parameters in the mask and edited (exact diff), the NF4
+code-flip rate of the edited weights (``quant.diff_report``), the stop reason and the wall time of
+``unlearn``. Every number is measured; the JSON holds them all.
 """
 
 import argparse
@@ -17,75 +24,111 @@ import time
 import torch
 
 
-def spread(task, n):  # type: ignore[no-untyped-def]
-    if n >= len(task):
-        return task
-    step = len(task) / n
-    return task.subset([int(i * step) for i in range(n)], name=f"{task.name}[spread {n}]")
+def splits(targets: int, same: int, general: int):  # type: ignore[no-untyped-def]
+    from circuitforge.data import load_task
+
+    forget, para, gen = load_task("builtin:forget"), load_task("builtin:forget_paraphrase"), load_task("builtin:retain_general")
+    para_answers = {it.answer for it in para.items}
+    cand = [i for i, it in enumerate(forget.items) if it.answer in para_answers]
+    step = len(cand) / targets
+    t_idx = [cand[int(k * step)] for k in range(targets)]
+    t_ans = {forget.items[i].answer for i in t_idx}
+    rest = [i for i, it in enumerate(forget.items) if i not in t_idx and it.answer not in t_ans]
+    s_idx = [rest[int(k * len(rest) / same)] for k in range(min(same, len(rest)))]
+    g_idx = [int(k * len(gen) / general) for k in range(min(general, len(gen)))]
+    p_idx = [i for i, it in enumerate(para.items) if it.answer in t_ans]
+    return {
+        "targets": forget.subset(t_idx, name=f"forget[targets {len(t_idx)}]"),
+        "same_domain": forget.subset(s_idx, name=f"forget[same-domain retain {len(s_idx)}]"),
+        "general": gen.subset(g_idx, name=f"retain_general[{len(g_idx)}]"),
+        "paraphrase": para.subset(p_idx, name=f"forget_paraphrase[of targets {len(p_idx)}]"),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--forget", default="builtin:forget")
-    ap.add_argument("--retain", default="builtin:retain")
-    ap.add_argument("--rows", type=int, default=64)
-    ap.add_argument("--methods", default="mansu,ga,graddiff,npo,rmu,sure")
+    ap.add_argument("--targets", type=int, default=32)
+    ap.add_argument("--same", type=int, default=32)
+    ap.add_argument("--general", type=int, default=32)
+    ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-    from circuitforge.data import evaluate, load_task
+    from circuitforge.data import Task, evaluate
     from circuitforge.models import load
     from circuitforge.quant import diff_report, quantized_copy
     from circuitforge.surgery import parse_settings, settings_class, unlearn
 
     base = load(args.model)
-    forget, retain = spread(load_task(args.forget), args.rows), spread(load_task(args.retain), args.rows)
-    rows = []
+    sets = splits(args.targets, args.same, args.general)
+    retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
+    forget = sets["targets"]
+
+    def accs(h, tag: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        return {f"{k}_{tag}": evaluate(h, t).accuracy for k, t in sets.items()}
+
+    out: dict = {"model": args.model, "command": "python benchmarks/surgery.py " + " ".join(
+        f"--{k} {v}" for k, v in (("targets", args.targets), ("same", args.same), ("general", args.general),
+                                  ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
+        "sets": {k: {"rows": len(t), "sha256": t.sha256} for k, t in sets.items()}, "results": []}
     q = quantized_copy(base, "nf4")
-    rows.append({"method": "base", "forget_fp": evaluate(base, forget).accuracy, "forget_nf4": evaluate(q, forget).accuracy,
-                 "retain_fp": evaluate(base, retain).accuracy, "retain_nf4": evaluate(q, retain).accuracy})
-    print(rows[-1], flush=True)
+    row0 = {"method": "base", **accs(base, "fp"), **accs(q, "nf4")}
+    out["results"].append(row0)
+    print(json.dumps(row0), flush=True)
     del q
     for m in args.methods.split(","):
+        method = "mansu" if m.startswith("mansu") else m
         pairs = [s.split(":", 1)[1] for s in args.set if s.startswith(m + ":")]
-        kw = parse_settings(settings_class(m), pairs)
+        kw = parse_settings(settings_class(method), pairs)
+        if m == "mansu-node":
+            kw.setdefault("circuit_level", "node")
         t0 = time.perf_counter()
-        res = unlearn(base, forget, retain, method=m, seed=0, **kw)
+        res = unlearn(base, forget, retain, method=method, seed=0, **kw)
         wall = time.perf_counter() - t0
         q = quantized_copy(res.handle, "nf4")
         d = diff_report(base, res.handle, "nf4", per_tensor=False)
-        row = {
-            "method": m, "settings": kw, "stop_reason": res.stop_reason, "steps": len(res.loss_history) - 1,
-            "forget_fp": evaluate(res.handle, forget).accuracy, "forget_nf4": evaluate(q, forget).accuracy,
-            "retain_fp": evaluate(res.handle, retain).accuracy, "retain_nf4": evaluate(q, retain).accuracy,
-            "edited_share_all_params": res.mask_stats["changed_share"], "n_edited": res.mask_stats["n_changed"],
-            "median_binwidth_to_update_ratio": d["median_binwidth_to_update_ratio"],
-            "code_flip_rate": d["code_flip_rate"], "wall_s": wall,
-        }
-        if m == "mansu":
-            row["circuit"] = res.diagnostics["circuit"]
-            row["fisher_spent"] = res.diagnostics["fisher_spent"]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        n_linear = sum(p.numel() for n, p in base.named_parameters().items()
+                       if n.startswith("model.layers.") and n.endswith(".weight") and p.dim() == 2)
+        n_mask = res.mask_stats.get("n_mask", n_linear)
+        row = {"method": m, "settings": {k: v for k, v in kw.items() if k != "circuit_nodes"},
+               "stop_reason": res.stop_reason, "steps": len(res.loss_history) - 1,
+               **accs(res.handle, "fp"), **accs(q, "nf4"),
+               "mask_share_linear": n_mask / n_linear, "edited_share_linear": res.mask_stats["n_changed"] / n_linear,
+               "n_edited": res.mask_stats["n_changed"], "code_flip_rate": d["code_flip_rate"],
+               "median_binwidth_to_update_ratio": d["median_binwidth_to_update_ratio"], "wall_s": wall,
+               "history": res.loss_history}
+        for k in sets:
+            row[f"{k}_drop_fp"] = row0[f"{k}_fp"] - row[f"{k}_fp"]
+            row[f"{k}_drop_nf4"] = row0[f"{k}_nf4"] - row[f"{k}_nf4"]
+        row["nf4_gap"] = row["targets_nf4"] - row["targets_fp"]  # > 0: NF4 brings forgotten facts back
+        if method == "mansu":
+            c = res.diagnostics["circuit"]
+            row["circuit"] = {k: c.get(k) for k in ("level", "faithfulness", "reached", "message", "n_heads", "n_neurons",
+                                                  "neurons_per_layer", "curve")}
+            row["circuit"]["n_components"] = len(c["nodes"])
+            row["retain_output_change_max"] = res.diagnostics["retain_output_change_max"]
+            row["retain_output_bound"] = res.diagnostics["retain_output_bound"]
+        out["results"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("history", "circuit")}), flush=True)
         del q, res
-    print(f"\nmodel {args.model}, {len(forget)} forget rows, {len(retain)} retain rows, NF4 = bitsandbytes round trip")
-    print("| method | forget fp | forget NF4 | retain fp | retain NF4 | share edited | median bin/|Δθ| | code-flip rate | stop | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        def f(k: str, fmt: str = "{:.3f}", r: dict = r) -> str:  # type: ignore[type-arg]
-            v = r.get(k)
-            return "—" if v is None else fmt.format(v)
-        print(f"| {r['method']} | {f('forget_fp')} | {f('forget_nf4')} | {f('retain_fp')} | {f('retain_nf4')} | "
-              f"{f('edited_share_all_params', '{:.2e}')} | {f('median_binwidth_to_update_ratio', '{:.3g}')} | "
-              f"{f('code_flip_rate')} | {r.get('stop_reason', '—')} | {f('wall_s', '{:.0f}')} |")
-    if args.out:
-        from circuitforge._provenance import write_json_atomic
+        if args.out:
+            from circuitforge._provenance import write_json_atomic
 
-        write_json_atomic(args.out, {"model": args.model, "rows": args.rows, "results": rows})
+            write_json_atomic(args.out, out)
+    print(f"\nmodel {args.model}; " + ", ".join(f"{k} {len(t)} rows" for k, t in sets.items()) + "; NF4 = bitsandbytes round trip")
+    print("| method | targets fp / NF4 | paraphrases fp | same-domain retain fp | general retain fp | mask / edited (share of linear) | stop | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in out["results"]:
+        share = "—" if "mask_share_linear" not in r else f"{r['mask_share_linear']:.4f} / {r['edited_share_linear']:.5f}"
+        print(f"| {r['method']} | {r['targets_fp']:.3f} / {r['targets_nf4']:.3f} | {r['paraphrase_fp']:.3f} | "
+              f"{r['same_domain_fp']:.3f} | {r['general_fp']:.3f} | {share} | {r.get('stop_reason', '—')} | "
+              f"{r['wall_s']:.0f} |" if "wall_s" in r else
+              f"| {r['method']} | {r['targets_fp']:.3f} / {r['targets_nf4']:.3f} | {r['paraphrase_fp']:.3f} | "
+              f"{r['same_domain_fp']:.3f} | {r['general_fp']:.3f} | {share} | — | — |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
-"""``circuitforge unlearn``: run MANSU or a baseline and save the edited model as an HF checkpoint."""
+"""``circuitforge unlearn``: run MANSU or a baseline and save the edited model as an HF checkpoint.
 
-from typing import Annotated
+Exit 0 only when the run reached its forget target with at least one weight changed. A run that changed
+nothing, or stopped before its forget target (``retain_budget_spent``, ``no_candidates``, ``max_steps``),
+still saves the checkpoint and manifest (for inspection) but prints one line — ``unlearn: FAILED …`` with the
+stop reason, the forget/retain accuracies reached and the number of weights changed — and exits 1, so a
+script cannot mistake it for success.
+"""
+
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -59,3 +66,21 @@ def unlearn_cmd(
         out.print(f"NF4 code-flip rate of the edited weights: {cf['code_flip_rate']:.4f} ({cf['n_code_flips']}/{cf['n_changed']})")
     console.print(f"wrote {folder}")
     write_json(json_path, m)
+    line = outcome_line(res)
+    if line is not None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def outcome_line(res: Any) -> str | None:
+    """None when ``res`` reached its forget target with weights changed; else the one-line failure."""
+    n = int(res.mask_stats["n_changed"])
+    reached = res.stop_reason == "forget_target_reached"
+    if reached and n > 0:
+        return None
+    fin = res.diagnostics["final"]
+    target = res.settings.get("target_forget_acc")
+    why = "changed no weights" if n == 0 else "stopped before its forget target"
+    t = f" (target <= {target:.3f})" if isinstance(target, int | float) else ""
+    return (f"unlearn: FAILED: {res.method} {why}: stop reason {res.stop_reason}, forget acc {fin['forget_acc']:.3f}"
+            f"{t}, retain acc {fin['retain_acc']:.3f}, {n} weights changed")

@@ -9,17 +9,14 @@ direction (``−g`` and its projections); a *move* ``δ`` is the actual change o
    slices (:func:`~circuitforge.models.component_params`) → one boolean mask per matrix, minus every
    NF4 block's absmax weight (:func:`exclude_absmax`), which MANSU never edits.
 2. :func:`forget_gradient` — ``g`` restricted to the mask (zero outside).
-3. :func:`retain_second_moments`, :func:`nullspace_projector`, :func:`project` — for each unit, the retain
-   inputs ``x`` the unit's columns see (every non-pad retain token), ``C = mean x xᵀ``; ``P = U Uᵀ`` over
-   the eigenvectors with ``λ ≤ τ · λ_max``; ``Δ ↦ Δ P``. Then ``(W + ΔP) x = W x + Δ P x`` and
-   ``‖Δ P x‖² ≤ τ λ_max ‖Δ‖²`` on average over the retain tokens, i.e. retain outputs of that matrix are
-   unchanged to first order.
-4. :func:`diagonal_fisher`, :func:`select_under_budget` — empirical diagonal Fisher of the retain loss
-   ``L_R`` (mean answer NLL per token): ``F_ii = (1/T) Σ_batches (∂ Σ_rows-in-batch ℓ_n / ∂θ_i)²`` (exact
-   per-row Fisher with ``batch_size=1``). A move ``δ`` costs ``½ Σ F_ii δ_i²`` nats of ``L_R`` (second
-   order, gradient ≈ 0 at the base). Candidates are ranked by forget gain ÷ that cost and taken greedily
-   while the cumulative cost fits the budget.
-5. :func:`apply_floor`, :func:`verify_code_flips` — every move is at least ``κ ×`` the weight's NF4 bin
+3. :func:`retain_inputs`, :func:`move_cost`, :func:`output_change`, :func:`bounded_prefix` — the retain
+   inputs ``x`` of every masked matrix (every non-pad retain token, captured once on the base model). A
+   single move ``δ_rc`` costs ``δ_rc² E[x_c²] / E‖W x‖²`` (its share of the squared relative change of the
+   matrix's retain outputs); candidates are ranked by forget gain ÷ that cost. The bound acts on the
+   **applied sparse edit**: per matrix ``ρ = sqrt(E‖Δ x‖² / E‖W x‖²)`` of the whole accumulated edit
+   ``Δ`` (cross terms included) must stay ``≤`` the bound; of each step's candidates in a matrix, the
+   longest rank-ordered prefix that keeps it there is applied.
+4. :func:`apply_floor`, :func:`verify_code_flips` — every move is at least ``κ ×`` the weight's NF4 bin
    width (κ > 1), and it is refused if it would reach the block's absmax; since the absmax weight itself
    is never edited, each block's absmax — and with it every boundary — stays fixed, so the code of every
    edited weight changes by construction and no untouched weight's code changes. The flips are then
@@ -164,36 +161,52 @@ def forget_gradient(
     return total, grads
 
 
-# -- step 3: null space of the retain inputs --------------------------------------------------------------
+# -- step 3: retain inputs, the retain cost of a move, the bound on the applied edit --------------------------
+
+
+@dataclass
+class RetainInputs:
+    """What the retain set feeds every masked matrix, captured once on the base model.
+
+    Attributes:
+        x: HF parameter name → ``[tokens, k]`` retain inputs of the matrix restricted to its masked
+            columns ``cols`` (every non-pad retain token; float32).
+        cols: name → ``[k]`` column indices (the columns holding a masked weight).
+        col_sq: name → ``[in]`` mean ``x_c²`` over the retain tokens (zero outside ``cols``).
+        out_sq: name → mean ``‖W x‖²`` over the retain tokens (the whole matrix's output, base weights).
+        n_tokens: retain tokens seen.
+    """
+
+    x: dict[str, torch.Tensor]
+    cols: dict[str, torch.Tensor]
+    col_sq: dict[str, torch.Tensor]
+    out_sq: dict[str, float]
+    n_tokens: int
 
 
 @torch.no_grad()
-def retain_second_moments(
-    handle: ModelHandle, retain: Task, units: list[EditUnit], chunk: int = 16
-) -> tuple[dict[tuple[str, int, int], Float[torch.Tensor, "k k"]], int]:
-    """``C = mean_x x[cols] x[cols]ᵀ`` (float64) over every non-pad retain token, for each unit's inputs
-    (keyed by :attr:`EditUnit.key`), and the number of tokens."""
-    keys = sorted({u.key for u in units})
-    by_module: dict[str, list[tuple[str, int, int]]] = {}
-    for k in keys:
-        by_module.setdefault(k[0], []).append(k)
+def retain_inputs(handle: ModelHandle, retain: Task, mask: Mask, chunk: int = 16) -> RetainInputs:
+    """Capture the retain inputs of every masked matrix (see :class:`RetainInputs`)."""
     modules = {n.replace("._original_component", ""): m for n, m in handle.hf.named_modules()
                if isinstance(m, torch.nn.Linear)}
-    sums = {k: torch.zeros(k[2] - k[1], k[2] - k[1], dtype=torch.float64) for k in keys}
+    names = sorted(mask)
+    missing = [n for n in names if n.removesuffix(".weight") not in modules]
+    if missing:
+        raise CircuitForgeError(f"no nn.Linear module for {missing[0]}")
+    cols = {n: mask[n].any(0).nonzero().flatten() for n in names}
+    xs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    out_sq = dict.fromkeys(names, 0.0)
     state: dict[str, Any] = {"valid": None, "n": 0}
 
-    def hook_for(module: str) -> Any:
-        def pre(mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach()[state["valid"].to(args[0].device)].double().cpu()
-            for k in by_module[module]:
-                xs = x[:, k[1] : k[2]]
-                sums[k] += xs.T @ xs
-        return pre
+    def hook_for(name: str) -> Any:
+        def fwd(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            v = state["valid"].to(args[0].device)
+            x = args[0].detach()[v].float().cpu()
+            xs[name].append(x[:, cols[name]])
+            out_sq[name] += float((out.detach()[v].double() ** 2).sum())
+        return fwd
 
-    missing = [m for m in by_module if m not in modules]
-    if missing:
-        raise CircuitForgeError(f"no nn.Linear module named {missing[0]}")
-    handles = [modules[m].register_forward_pre_hook(hook_for(m)) for m in by_module]
+    hooks = [modules[n.removesuffix(".weight")].register_forward_hook(hook_for(n)) for n in names]
     try:
         for rows in row_chunks(len(retain), chunk):
             b = answer_batch(handle, retain, rows)
@@ -201,86 +214,60 @@ def retain_second_moments(
             state["n"] += int(b.valid.sum())
             forward(handle, b.tokens)
     finally:
-        for h in handles:
+        for h in hooks:
             h.remove()
-    n = max(int(state["n"]), 1)
-    return {k: v / n for k, v in sums.items()}, n
+    t = max(int(state["n"]), 1)
+    x = {n: torch.cat(v) for n, v in xs.items()}
+    col_sq = {}
+    for n in names:
+        c = torch.zeros(mask[n].shape[1])
+        c[cols[n]] = (x[n].double() ** 2).mean(0).float()
+        col_sq[n] = c
+    return RetainInputs(x, cols, col_sq, {n: v / t for n, v in out_sq.items()}, t)
 
 
-def nullspace_projector(
-    second_moment: Float[torch.Tensor, "k k"], rel_threshold: float
-) -> Float[torch.Tensor, "k k"]:
-    """``P = U Uᵀ`` (float32) over the eigenvectors of ``C`` with eigenvalue ``≤ rel_threshold · λ_max``
-    (all of them when ``C = 0``). Symmetric, idempotent; ``C P ≈ 0`` up to the threshold."""
-    c = second_moment.double()
-    evals, evecs = torch.linalg.eigh((c + c.T) / 2)
-    top = float(evals.max()) if evals.numel() else 0.0
-    keep = evals <= rel_threshold * top if top > 0 else torch.ones_like(evals, dtype=torch.bool)
-    u = evecs[:, keep]
-    return (u @ u.T).float()
+def move_cost(inp: RetainInputs, name: str, move: Float[torch.Tensor, "out in"]) -> Float[torch.Tensor, "out in"]:
+    """Retain cost of each single move ``δ_rc`` on its own: ``δ_rc² · mean x_c² / mean ‖W x‖²`` — its share
+    of the squared relative change of the matrix's retain outputs."""
+    return move.float() ** 2 * inp.col_sq[name][None, :].to(move.device) / max(inp.out_sq[name], 1e-30)
 
 
-def project(
-    delta: Float[torch.Tensor, "r k"], projector: Float[torch.Tensor, "k k"]
-) -> Float[torch.Tensor, "r k"]:
-    """``Δ P``: each row of ``Δ`` projected onto the null space of the unit's retain inputs."""
-    return delta @ projector.to(delta.device, delta.dtype)
+def output_change(inp: RetainInputs, name: str, delta: Float[torch.Tensor, "out in"]) -> float:
+    """Relative change of the matrix's retain outputs under the weight change ``delta`` (zero outside
+    the masked columns): ``sqrt(mean_x ‖Δ x‖² / mean_x ‖W x‖²)`` over the base model's retain inputs —
+    exact for the applied sparse edit, cross terms included."""
+    d = delta.detach().float().cpu()[:, inp.cols[name]]
+    rows = d.abs().sum(1) > 0
+    if not bool(rows.any()):
+        return 0.0
+    y = inp.x[name] @ d[rows].T
+    return float(((y.double() ** 2).sum() / inp.n_tokens / max(inp.out_sq[name], 1e-30)) ** 0.5)
 
 
-# -- step 4: diagonal Fisher, budgeted selection -----------------------------------------------------------
+def bounded_prefix(inp: RetainInputs, name: str, applied: Float[torch.Tensor, "out in"], idx: torch.Tensor,
+                   values: torch.Tensor, bound: float) -> int:
+    """The longest prefix of the candidate moves ``values`` at flat indices ``idx`` (in rank order) that,
+    added to the already ``applied`` change, keeps :func:`output_change` ``≤ bound`` (bisection; the
+    returned prefix is checked, so the bound holds for the edit actually applied)."""
+
+    def rho(p: int) -> float:
+        d = applied.detach().float().cpu().clone().flatten()
+        d[idx[:p]] += values[:p].float().cpu()
+        return output_change(inp, name, d.view(applied.shape))
+
+    lo, hi = 0, len(idx)
+    if rho(hi) <= bound:
+        return hi
+    while hi - lo > 1:  # invariant: rho(lo) ≤ bound < rho(hi)
+        mid = (lo + hi) // 2
+        if rho(mid) <= bound:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
-def diagonal_fisher(
-    handle: ModelHandle, retain: Task, mask: Mask, batch_size: int = 1, rows: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Empirical diagonal Fisher of the retain loss (mean answer NLL per token) for the masked matrices
-    (full shape, zero outside the mask). ``batch_size > 1`` squares batch-summed gradients (faster,
-    biased by the cross terms); ``rows`` uses only the first rows of ``retain``."""
-    task = retain.head(rows) if rows is not None else retain
-    params = {n: p for n, p in handle.named_parameters().items() if n in mask}
-    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    n_tok = 0
-    with trainable(handle, params):
-        for chunk in row_chunks(len(task), batch_size):
-            b = answer_batch(handle, task, chunk)
-            n_tok += int(b.targets[:, :-1].sum())
-            for p in params.values():
-                p.grad = None
-            (-sequence_logprob(forward(handle, b.tokens), b).sum()).backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    fisher[n] += p.grad.detach().float() ** 2
-    return {n: f / max(n_tok, 1) * mask[n].to(f.device) for n, f in fisher.items()}
-
-
-def select_under_budget(
-    gain: Float[torch.Tensor, " n"], cost: Float[torch.Tensor, " n"], budget: float, max_count: int | None = None
-) -> Bool[torch.Tensor, " n"]:
-    """Greedy: sort candidates with ``gain > 0`` by ``gain / cost`` (descending; zero cost first, then by
-    gain; ties by index) and take the longest prefix whose cumulative cost is ``≤ budget`` (and at most
-    ``max_count``). Deterministic."""
-    ok = gain > 0
-    ratio = torch.where(cost > 0, gain / cost.clamp(min=torch.finfo(cost.dtype).tiny), torch.full_like(gain, float("inf")))
-    key = torch.where(ok, ratio, torch.full_like(ratio, float("-inf")))
-    order = torch.argsort(key, descending=True, stable=True)
-    zero_cost = ok & (cost <= 0)
-    if zero_cost.any():  # among free moves, bigger gain first
-        free = torch.nonzero(zero_cost)[:, 0]
-        free = free[torch.argsort(gain[free], descending=True, stable=True)]
-        rest = order[~torch.isin(order, free)]
-        order = torch.cat([free, rest])
-    n_ok = int(ok.sum())
-    order = order[:n_ok]
-    cum = torch.cumsum(cost[order].double(), 0)
-    take = int((cum <= budget).sum())  # cum is non-decreasing: a prefix
-    if max_count is not None:
-        take = min(take, max_count)
-    sel = torch.zeros_like(gain, dtype=torch.bool)
-    sel[order[:take]] = True
-    return sel
-
-
-# -- step 5: the NF4 magnitude floor ---------------------------------------------------------------------
+# -- step 4: the NF4 magnitude floor ---------------------------------------------------------------------
 
 
 def apply_floor(

@@ -1,5 +1,6 @@
-"""``circuitforge unlearn``: checkpoint + manifest, refusing an existing folder, bad input → exit 2;
-the saved checkpoint reloads and ``verify`` accepts it."""
+"""``circuitforge unlearn``: checkpoint + manifest, refusing an existing folder, bad input → exit 2; a run
+that stops before its forget target or changes nothing says so in one line and exits 1; the saved
+checkpoint reloads and ``verify`` accepts it."""
 
 import json
 import subprocess
@@ -17,10 +18,31 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("unlearn") / "mansu"
-    p = cli(*ARGS, "--method", "mansu", "--set", "circuit_nodes=a0.h0,m3", "--set", "max_steps=3",
+    p = cli(*ARGS, "--method", "mansu", "--set", "circuit_nodes=a0.h0,m3", "--set", "max_steps=1",
             "--seed", "2", "--out", str(out))
-    assert p.returncode == 0, p.stderr
+    # one step of a two-component circuit does not reach the forget target: exit 1, one line, checkpoint kept
+    assert p.returncode == 1, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("unlearn: FAILED")]
+    assert len(lines) == 1, p.stderr
+    assert "stop reason max_steps" in lines[0] and "forget acc" in lines[0] and "retain acc" in lines[0]
     return out
+
+
+def test_outcome_line_only_for_runs_that_fail():
+    from types import SimpleNamespace
+
+    from circuitforge.cli.surgery import outcome_line
+
+    def res(stop: str, n: int):
+        return SimpleNamespace(method="ga", stop_reason=stop, mask_stats={"n_changed": n},
+                               settings={"target_forget_acc": 0.25},
+                               diagnostics={"final": {"forget_acc": 0.5, "retain_acc": 0.9}})
+
+    assert outcome_line(res("forget_target_reached", 10)) is None
+    line = outcome_line(res("retain_budget_spent", 0))
+    assert line is not None and "changed no weights" in line and "retain_budget_spent" in line and "\n" not in line
+    assert "stopped before its forget target" in str(outcome_line(res("max_steps", 5)))
+    assert "forget acc 0.500 (target <= 0.250)" in str(outcome_line(res("max_steps", 5)))
 
 
 def test_cli_writes_checkpoint_and_manifest(ckpt):
@@ -28,7 +50,7 @@ def test_cli_writes_checkpoint_and_manifest(ckpt):
     man = json.loads((ckpt / "circuitforge.json").read_text())
     u = man["unlearn"]
     assert u["format"] == "circuitforge.unlearn/1" and u["method"] == "mansu" and u["seed"] == 2
-    assert u["settings"]["circuit_nodes"] == ["a0.h0", "m3"] and u["settings"]["max_steps"] == 3
+    assert u["settings"]["circuit_nodes"] == ["a0.h0", "m3"] and u["settings"]["max_steps"] == 1
     assert u["base"]["spec"] == "tiny-facts" and len(u["base"]["sha256"]) == 64
     assert u["edited_parameters"]["n_changed"] > 0
     assert u["edited_parameters"]["n_changed_outside_mask"] == 0
