@@ -66,6 +66,16 @@ def zero_writers(handle: ModelHandle) -> Float[torch.Tensor, "writers 1 1 d_mode
     return torch.zeros(len(layout_of(handle).writers), 1, 1, handle.d_model)
 
 
+def ablation_values(handle: ModelHandle, batch: PromptBatch, batch_size: int | None) -> Float[torch.Tensor, "writers 1 1 d_model"] | None:
+    """What a patched-out writer is replaced with: the task mean (``corruption="mean"``), zeros
+    (``"zero"``), or ``None`` for counterfactual corruption (the corrupt run's own values)."""
+    if batch.corruption == "mean":
+        return mean_writers(handle, batch, batch_size)
+    if batch.corruption == "zero":
+        return zero_writers(handle)
+    return None
+
+
 @dataclass
 class Scores:
     """What a method computes: task-mean node/edge scores, optional per-row scores (each row's own

@@ -42,11 +42,7 @@ def compute(
     if level == "node" and batch.corrupt is not None:
         return _node_fast(handle, batch, metric, batch_size, per_row)
     with H.prepared(handle):
-        ablation = None
-        if batch.corruption == "mean":
-            ablation = C.mean_writers(handle, batch, batch_size)
-        elif batch.corruption == "zero":
-            ablation = C.zero_writers(handle)
+        ablation = C.ablation_values(handle, batch, batch_size)
         for ch in C.chunks(batch, metric, batch_size):
             sub = ch.batch
             if sub.corrupt is not None:

@@ -48,11 +48,7 @@ def compute(
     acc = C.Accumulator()
     alphas = [(k + 0.5) / ig_steps for k in range(ig_steps)]
     with H.prepared(handle):
-        ablation = None
-        if batch.corruption == "mean":
-            ablation = C.mean_writers(handle, batch, batch_size)
-        elif batch.corruption == "zero":
-            ablation = C.zero_writers(handle)
+        ablation = C.ablation_values(handle, batch, batch_size)
         for ch in C.chunks(batch, metric, batch_size):
             sub = ch.batch
             st = C.clean_and_corrupt(handle, ch, metric, ablation)

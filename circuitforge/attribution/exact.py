@@ -62,11 +62,7 @@ def compute(
     from tqdm.auto import tqdm
 
     with H.prepared(handle):
-        ablation = None
-        if batch.corruption == "mean":
-            ablation = C.mean_writers(handle, batch, batch_size)
-        elif batch.corruption == "zero":
-            ablation = C.zero_writers(handle)
+        ablation = C.ablation_values(handle, batch, batch_size)
         for ch in C.chunks(batch, metric, batch_size):
             sub = ch.batch
             B = len(sub)

@@ -39,11 +39,7 @@ class Evaluator:
         batch = encode_task(handle, task, corruption)
         self.states: list[tuple[C.Chunk, C.ChunkState]] = []
         with H.prepared(handle):
-            ablation = None
-            if corruption == "mean":
-                ablation = C.mean_writers(handle, batch, batch_size)
-            elif corruption == "zero":
-                ablation = C.zero_writers(handle)
+            ablation = C.ablation_values(handle, batch, batch_size)
             for ch in C.chunks(batch, fn, batch_size):
                 self.states.append((ch, C.clean_and_corrupt(handle, ch, fn, ablation)))
         self.clean = sum(ch.weight * st.clean_metric for ch, st in self.states)
