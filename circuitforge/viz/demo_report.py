@@ -25,7 +25,8 @@ CSS_EXTRA = (".verdict{border:2px solid #888;border-radius:6px;padding:0.6em 1em
              ".box{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:0.6em 1em;margin:1em 0}"
              ".box ul{margin:0.3em 0;padding-left:1.2em}.note{color:#555;font-size:0.88em}"
              "td.ok{background:#e9f6ec}td.bad{background:#fdecea}.narrow{display:none}"
-             "@media (max-width:700px){.wide{display:none}.narrow{display:block}}")
+             "@media (max-width:700px){.wide{display:none}.narrow{display:block}.narrow table{font-size:0.8em;width:100%}"
+             ".narrow td,.narrow th{padding:3px 4px;overflow-wrap:anywhere}.narrow td:nth-child(2){white-space:nowrap}}")
 
 
 def _e(x: Any) -> str:
@@ -193,7 +194,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         return "" if n is None else f"<br><span class='note'>n = {n}</span>"
 
     z = any_props.get("structural_erasure")
-    th = next((m["cad"]["thresholds"] for m in methods.values() if isinstance(m.get("cad", {}).get("thresholds"), dict)), {})
+    th: dict[str, Any] = next((m["cad"]["thresholds"] for m in methods.values() if isinstance(m.get("cad", {}).get("thresholds"), dict)), {})
     cad_rule = (f"erasure-score CI above {_f(th['e_min'])}, benign percentile ≥ {_f(th['p_min'])}"
                 if "e_min" in th and "p_min" in th else None)
     head = ["method", f"forget acc.{n_of('forget')}{rule('forgetting', 'drop')}",

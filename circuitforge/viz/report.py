@@ -40,12 +40,12 @@ def plot_scorecard(properties: dict[str, dict[str, Any]], title: str = "Four-pro
 
 
 def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "Four-property scorecards") -> Any:
-    """Bullet charts: one row per property, one column per scorecard (``cards``: name → properties).
+    """Bullet charts: one panel per property, one bar per scorecard (``cards``: name → properties).
 
-    Each cell is a bar whose length is the value (green = pass, red = fail), a black tick at the
-    threshold, and the 95% CI as an error bar when the property has ``ci`` ([lo, hi]); the row title
-    states the rule (≥ / ≤ threshold). A row's cells share one x-axis (a z-score and an accuracy drop
-    do not), so methods compare at a glance."""
+    Each bar's length is the value (green = pass, red = fail; the value and PASS/FAIL written next to
+    it), a black tick marks the threshold, and the 95% CI is an error bar when the property has ``ci``
+    ([lo, hi]). The panel title states the rule (≥ / ≤ threshold). Methods share a panel's x-axis (a
+    z-score and an accuracy drop do not share one). One column, so it reads on a phone."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -53,14 +53,14 @@ def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "F
     cols = list(cards)
     titles = []
     for n in names:
-        for c in cols:
-            p = cards[c].get(n)
-            titles.append("" if p is None else _bullet_title(n, p, c))
-    fig = make_subplots(rows=max(1, len(names)), cols=max(1, len(cols)), shared_xaxes="rows",
-                        vertical_spacing=0.55 / max(1, len(names)), horizontal_spacing=0.06, subplot_titles=titles)
+        first = next(cards[c][n] for c in cols if n in cards[c])
+        titles.append(_bullet_title(n, first))
+    heights = [len([c for c in cols if n in cards[c]]) for n in names]
+    fig = make_subplots(rows=max(1, len(names)), cols=1, row_heights=[h + 0.6 for h in heights] or None,
+                        vertical_spacing=0.35 / max(1, len(names)), subplot_titles=titles)
     for i, n in enumerate(names, start=1):
         lo, hi = 0.0, 0.0
-        for j, c in enumerate(cols, start=1):
+        for c in cols:
             p = cards[c].get(n)
             if p is None:
                 continue
@@ -69,41 +69,43 @@ def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "F
             ci, err = p.get("ci"), None
             if ci and len(ci) == 2 and None not in ci:
                 err = {"type": "data", "symmetric": False, "array": [float(ci[1]) - v], "arrayminus": [v - float(ci[0])],
-                       "color": "#222", "thickness": 1.5, "width": 6}
+                       "color": "#222", "thickness": 1.5, "width": 5}
                 lo, hi = min(lo, float(ci[0])), max(hi, float(ci[1]))
-            label = p.get("label") or PROPERTY_LABELS.get(n, n)
-            fig.add_trace(go.Bar(x=[v], y=[label], orientation="h", error_x=err, width=0.5, name=f"{c} {n}".strip(),
+            who = c or "value"
+            fig.add_trace(go.Bar(x=[v], y=[who], orientation="h", error_x=err, width=0.55, name=f"{c} {n}".strip(),
                                  marker_color="#2ca02c" if p.get("pass") else "#d62728", showlegend=False,
-                                 hovertemplate=f"{c} {label}: %{{x:.4g}} (threshold {thr:.4g})<extra></extra>"),
-                          row=i, col=j)
-            fig.add_trace(go.Scatter(x=[thr], y=[label], mode="markers", showlegend=i == 1 and j == 1,
-                                     name="threshold", marker={"symbol": "line-ns", "size": 24,
+                                 text=[_bar_text(p)], textposition="outside", cliponaxis=False,
+                                 textfont={"size": 11}, hovertemplate=f"{who}: %{{x:.4g}} (threshold {thr:.4g})"
+                                                                      "<extra></extra>"), row=i, col=1)
+            fig.add_trace(go.Scatter(x=[thr], y=[who], mode="markers", showlegend=i == 1 and c == cols[0],
+                                     name="threshold", marker={"symbol": "line-ns", "size": 22,
                                                                "line": {"width": 3, "color": "#111"}},
-                                     hovertemplate=f"threshold {thr:.4g}<extra></extra>"), row=i, col=j)
-            fig.update_yaxes(showticklabels=False, row=i, col=j)
-        pad = 0.08 * ((hi - lo) or 1.0)
-        for j in range(1, len(cols) + 1):
-            fig.update_xaxes(range=[lo - pad, hi + pad], zeroline=True, zerolinecolor="#999", showticklabels=True,
-                             row=i, col=j)
-    fig.update_annotations(font_size=10)
-    fig.update_layout(title=title, template="plotly_white", autosize=True, height=90 + 105 * len(names),
-                      title_font_size=14,
-                      margin={"l": 20, "r": 20, "t": 80, "b": 20},
+                                     hovertemplate=f"threshold {thr:.4g}<extra></extra>"), row=i, col=1)
+        pad = 0.25 * ((hi - lo) or 1.0)  # room for the value written after the bar
+        fig.update_xaxes(range=[lo - 0.05 * ((hi - lo) or 1.0), hi + pad], zeroline=True, zerolinecolor="#999",
+                         row=i, col=1)
+        fig.update_yaxes(autorange="reversed", row=i, col=1)
+    fig.update_annotations(font_size=11, x=0, xanchor="left")
+    fig.update_layout(title=title, template="plotly_white", autosize=True, title_font_size=14,
+                      height=80 + sum(45 + 28 * h for h in heights), bargap=0.3,
+                      margin={"l": 60, "r": 20, "t": 80, "b": 20},
                       legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"})
     return fig
 
 
-def _bullet_title(name: str, p: dict[str, Any], who: str = "") -> str:
-    """Two lines: the rule (``forget-accuracy drop ≥ 0.3``), then who, the value, CI and PASS/FAIL."""
+def _bar_text(p: dict[str, Any]) -> str:
+    """The number written next to a bullet bar: value, CI, CI call, PASS/FAIL."""
     ci = p.get("ci")
-    ci_s = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci and len(ci) == 2 and None not in ci else ""
-    extra = f" {p['verdict']}" if "verdict" in p else ""
-    extra += f", CI: {p['call']}" if "call" in p else ""
-    extra += f", n={p['n']}" if "n" in p else ""
-    who = f"{who}: " if who else ""
-    return (f"<b>{p.get('label') or PROPERTY_LABELS.get(name, name)}</b> {direction(name, p)} "
-            f"{float(p['threshold']):.3g}<br>"
-            f"{who}{float(p['value']):.3g}{ci_s}{extra} — {'PASS' if p.get('pass') else 'FAIL'}")
+    ci_s = f" [{ci[0]:.2g}, {ci[1]:.2g}]" if ci and len(ci) == 2 and None not in ci else ""
+    call = f" CI {p['call']}" if "call" in p else ""
+    return f"{float(p['value']):.3g}{ci_s}{call} {'PASS' if p.get('pass') else 'FAIL'}"
+
+
+def _bullet_title(name: str, p: dict[str, Any]) -> str:
+    """The rule of a property: ``forget-accuracy drop: passes when ≥ 0.3``."""
+    extra = f" (n = {p['n']})" if "n" in p else ""
+    return (f"<b>{p.get('label') or PROPERTY_LABELS.get(name, name)}</b>: passes when {direction(name, p)} "
+            f"{float(p['threshold']):.3g}{extra}")
 
 
 def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[tuple[str, str]] | None = None,

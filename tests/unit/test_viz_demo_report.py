@@ -150,7 +150,9 @@ def test_bullet_bars_are_the_scorecard_values():
     # the CI is drawn as an error bar around the value
     forget = bars[0]
     assert forget.error_x.array[0] == pytest.approx(0.06) and forget.error_x.arrayminus[0] == pytest.approx(0.07)
-    assert "≥ 0.3" in fig.layout.annotations[0].text and "≤ 0.05" in fig.layout.annotations[2].text
+    assert "passes when ≥ 0.3" in fig.layout.annotations[0].text and "≤ 0.05" in fig.layout.annotations[1].text
+    assert forget.text[0] == "0.734 [0.66, 0.79] PASS" and bars[1].text[0] == "0.359 [0.29, 0.42] PASS"
+    assert [t.y[0] for t in bars[:2]] == ["mansu", "ga"]  # one panel per property, one bar per method
 
 
 def test_report_tolerates_a_minimal_summary():
