@@ -69,6 +69,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+def json_text(obj: Any, path: str | os.PathLike[str] | None = None) -> str:
+    """Compact-indented JSON text of ``obj``; also written atomically to ``path`` when given."""
+    text = json.dumps(obj, indent=1)
+    if path is not None:
+        write_text_atomic(path, text + "\n")
+    return text
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

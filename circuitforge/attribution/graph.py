@@ -233,13 +233,9 @@ class Graph:
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """The JSON text (format ``circuitforge.graph/1``); also written atomically to ``path`` if given."""
-        d = self.to_dict()
-        text = json.dumps(d, indent=1)
-        if path is not None:
-            from circuitforge._provenance import write_text_atomic
+        from circuitforge._provenance import json_text
 
-            write_text_atomic(path, text + "\n")
-        return text
+        return json_text(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Graph":

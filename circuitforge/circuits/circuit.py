@@ -100,12 +100,9 @@ class Circuit:
         }
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            from circuitforge._provenance import write_text_atomic
+        from circuitforge._provenance import json_text
 
-            write_text_atomic(path, text + "\n")
-        return text
+        return json_text(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Circuit":

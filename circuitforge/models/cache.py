@@ -19,18 +19,13 @@ def cache_dir() -> Path:
     return root
 
 
-def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder by calling ``build(tmp)`` on a temp folder beside ``target``, then rename it.
-
-    A crash mid-build leaves no half-written ``target``; if another process won the race, its folder is kept.
-    """
-    if target.is_dir() and (target / ".complete").exists():
-        return target
+def replace_dir(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder by calling ``build(tmp)`` on a temp folder beside ``target``, then rename it into
+    place (replacing an existing ``target``). A crash mid-build leaves no half-written ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         build(tmp)
-        (tmp / ".complete").write_text("ok\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -38,3 +33,16 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """A cache folder built once: returned as is when complete, else built by :func:`replace_dir` with a
+    ``.complete`` marker, so a crash mid-build leaves no half-written cache entry."""
+    if target.is_dir() and (target / ".complete").exists():
+        return target
+
+    def build_marked(tmp: Path) -> None:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+
+    return replace_dir(target, build_marked)

@@ -7,13 +7,12 @@ unless ``overwrite=True``. Never call this after ``enable_compatibility_mode()``
 """
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from circuitforge._provenance import versions, write_json_atomic
 from circuitforge.errors import CircuitForgeError
+from circuitforge.models.cache import replace_dir
 from circuitforge.models.handle import ModelHandle
 
 MANIFEST = "circuitforge.json"
@@ -43,9 +42,7 @@ def save(
     dtype = next(hf.parameters()).dtype
     fresh = AutoModelForCausalLM.from_config(hf.config, dtype=dtype)
     fresh.load_state_dict({k: sd[k].detach().contiguous() for k in fresh.state_dict()}, strict=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def build(tmp: Path) -> None:
         fresh.save_pretrained(tmp, safe_serialization=True)
         handle.tokenizer.save_pretrained(tmp)
         handle.invalidate_identity()
@@ -57,10 +54,6 @@ def save(
             **(manifest or {}),
         }
         write_json_atomic(tmp / MANIFEST, body)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    replace_dir(out, build)
     return out
