@@ -72,6 +72,22 @@ def main() -> None:
             d = route_gap(h, task if spec == args.model else None, sch)
             print(f"route (a) vs (b), {spec}, {sch}: max |Δlogit| {d:.2e}", flush=True)
             rows.append([f"route (a) vs (b) max |Δlogit|, {spec}, {sch}", f"{d:.2e}", ""])
+    # the edit the paper criticises: 12 steps of gradient ascent (Adam, lr 1e-5, all parameters, no early stop)
+    from circuitforge.quant import diff_report
+    from circuitforge.surgery import unlearn
+
+    ga = unlearn(handle, task.head(8), load_task("builtin:retain").head(8), method="ga", seed=0, lr=1e-5,
+                 max_steps=12, eval_every=100, target_forget_acc=0.0, scope="all")
+    d = diff_report(handle, ga.handle, scheme.label)
+    rows += [
+        ["GA-12 edit: median NF4 bin width / |Δθ|", f"{d['median_binwidth_to_update_ratio']:.0f}",
+         f"p5 {d['binwidth_to_update_ratio']['p5']:.0f}, p95 {d['binwidth_to_update_ratio']['p95']:.0f} "
+         "(paper: 47–828× for baselines)"],
+        ["GA-12 edit: changed share / NF4 code-flip rate", f"{d['changed_share']:.4f} / {d['code_flip_rate']:.4f}",
+         f"flips at fixed absmax {d['code_flip_rate_fixed_absmax']:.4f}; {d['n_absmax_changed_blocks']} of "
+         f"{d['n_blocks']} blocks changed absmax"],
+        [f"base model forget accuracy, fp → {scheme.label}", f"{acc_fp:.3f} → {acc_q:.3f}", ""],
+    ]
     if args.out:
         import sys
 
