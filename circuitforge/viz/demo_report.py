@@ -388,7 +388,7 @@ def demo_report(summary: dict[str, Any], circuit: Circuit, cad_results: dict[str
             cards[name] = props
     if cards:
         sections.append(("Scorecards: bar = value, black tick = threshold, green = pass",
-                         plot_scorecards(cards, "Four properties per method<br><sup>each row on its own axis</sup>")))
+                         plot_scorecards(cards, "Four properties per method")))
     sections += [
         ("The forget circuit of the base model: attribution per component", plot_circuit_heatmap(circuit)),
         ("The forget circuit: strongest edges (slider: how many)", plot_circuit(circuit)),

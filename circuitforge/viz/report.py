@@ -42,9 +42,9 @@ def plot_scorecard(properties: dict[str, dict[str, Any]], title: str = "Four-pro
 def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "Four-property scorecards") -> Any:
     """Bullet charts: one panel per property, one bar per scorecard (``cards``: name → properties).
 
-    Each bar's length is the value (green = pass, red = fail; the value and PASS/FAIL written next to
-    it), a black tick marks the threshold, and the 95% CI is an error bar when the property has ``ci``
-    ([lo, hi]). The panel title states the rule (≥ / ≤ threshold). Methods share a panel's x-axis (a
+    Each bar's length is the value (green = pass, red = fail; value and PASS/FAIL written in a column on
+    the right), a black tick marks the threshold, and the 95% CI is an error bar when the property has
+    ``ci`` ([lo, hi]). The panel title states the rule (≥ / ≤ threshold). Methods share a panel's x-axis (a
     z-score and an accuracy drop do not share one). One column, so it reads on a phone."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -60,6 +60,7 @@ def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "F
                         vertical_spacing=0.35 / max(1, len(names)), subplot_titles=titles)
     for i, n in enumerate(names, start=1):
         lo, hi = 0.0, 0.0
+        labels: list[tuple[str, str]] = []
         for c in cols:
             p = cards[c].get(n)
             if p is None:
@@ -74,22 +75,24 @@ def plot_scorecards(cards: dict[str, dict[str, dict[str, Any]]], title: str = "F
             who = c or "value"
             fig.add_trace(go.Bar(x=[v], y=[who], orientation="h", error_x=err, width=0.55, name=f"{c} {n}".strip(),
                                  marker_color="#2ca02c" if p.get("pass") else "#d62728", showlegend=False,
-                                 text=[_bar_text(p)], textposition="outside", cliponaxis=False,
-                                 textfont={"size": 11}, hovertemplate=f"{who}: %{{x:.4g}} (threshold {thr:.4g})"
-                                                                      "<extra></extra>"), row=i, col=1)
-            fig.add_trace(go.Scatter(x=[thr], y=[who], mode="markers", showlegend=i == 1 and c == cols[0],
-                                     name="threshold", marker={"symbol": "line-ns", "size": 22,
-                                                               "line": {"width": 3, "color": "#111"}},
+                                 hovertemplate=f"{who}: {_bar_text(p)}, threshold {thr:.4g}<extra></extra>"),
+                          row=i, col=1)
+            fig.add_trace(go.Scatter(x=[thr], y=[who], mode="markers", showlegend=False, name="threshold",
+                                     marker={"symbol": "line-ns", "size": 22, "line": {"width": 3, "color": "#111"}},
                                      hovertemplate=f"threshold {thr:.4g}<extra></extra>"), row=i, col=1)
-        pad = 0.25 * ((hi - lo) or 1.0)  # room for the value written after the bar
-        fig.update_xaxes(range=[lo - 0.05 * ((hi - lo) or 1.0), hi + pad], zeroline=True, zerolinecolor="#999",
-                         row=i, col=1)
+            labels.append((who, f"{float(p['value']):.3g} {'PASS' if p.get('pass') else 'FAIL'}"))
+        span = (hi - lo) or 1.0
+        right = hi + 0.4 * span  # a column on the right for "value PASS/FAIL", clear of bars and whiskers
+        fig.add_trace(go.Scatter(x=[right] * len(labels), y=[w for w, _ in labels], text=[t for _, t in labels],
+                                 mode="text", textposition="middle left", showlegend=False, hoverinfo="skip",
+                                 name="values", textfont={"size": 11}), row=i, col=1)
+        fig.update_xaxes(range=[lo - 0.05 * span, right], zeroline=True, zerolinecolor="#999", row=i, col=1)
         fig.update_yaxes(autorange="reversed", row=i, col=1)
     fig.update_annotations(font_size=11, x=0, xanchor="left")
-    fig.update_layout(title=title, template="plotly_white", autosize=True, title_font_size=14,
-                      height=80 + sum(45 + 28 * h for h in heights), bargap=0.3,
-                      margin={"l": 60, "r": 20, "t": 80, "b": 20},
-                      legend={"orientation": "h", "y": 1.0, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    fig.update_layout(title=f"{title}<br><sup>bar = value · black tick = threshold · whisker = 95% CI</sup>",
+                      template="plotly_white", autosize=True, title_font_size=14, showlegend=False,
+                      height=90 + sum(45 + 28 * h for h in heights), bargap=0.3,
+                      margin={"l": 60, "r": 10, "t": 80, "b": 20})
     return fig
 
 
