@@ -91,3 +91,19 @@ def test_matched_random_sign_matches_norm_and_count(tiny_facts, perturbed):
     assert not torch.equal(d != 0, mask)                    # random positions, not the edit's
     assert (d > 0).sum() > 0 and (d < 0).sum() > 0          # both signs
     assert percentile(1.0, [0.0, 0.5, 1.0, 2.0]) == pytest.approx(0.625)
+
+
+def test_hybrid_recovery_figure_from_summary_and_full_result():
+    from circuitforge.viz.cad import plot_hybrid_recovery
+
+    summary = {"verdict": "suppression", "hybrid_layers": [0, 1, 2], "hybrid_recovery_forget": [1.0, 1.0, 0.1],
+               "hybrid_recovery_forget_ci": [[1, 1], [0.9, 1.1], [0.0, 0.2]], "hybrid_recovery_retain": [1.0, 1.0, 0.9],
+               "hybrid_recovery_retain_ci": None}
+    fig = plot_hybrid_recovery(summary)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [list(t.y) for t in lines] == [[1.0, 1.0, 0.1], [1.0, 1.0, 0.9]] and "suppression" in fig.layout.title.text
+    full = {"verdict": "erasure", "recovery": {"forget": {"layers": [0, 1], "recovery": [1.0, 0.0], "recovery_ci": None},
+                                               "retain": None}}
+    assert [list(t.y) for t in plot_hybrid_recovery(full).data if t.mode == "lines+markers"] == [[1.0, 0.0]]
+    many = plot_hybrid_recovery({"a": summary, "b": full})
+    assert len([t for t in many.data if t.mode == "lines+markers"]) == 2
