@@ -261,6 +261,21 @@ def markdown(doc: dict[str, Any]) -> str:
     for m, r in doc["table"].items():
         p = r["properties"]
         lines.append(f"| {m} | " + " | ".join(f"{CALL[p[k]['call']]} {_f(p[k])}" for k in PROPS) + " |")
+    lines += ["", "## Per split (each cell's own scorecard: paired bootstrap CI over its rows, call from the CI)", "",
+              "| method | split | seed | forgetting | retain drop | PTQ gap | CAD verdict | relearn recovery |",
+              "|---|---|---|---|---|---|---|---|"]
+    for cell in sorted(doc["cells"], key=lambda x: (x["method"], x["split"], x["seed"])):
+        p = cell["scorecard"]["properties"]
+
+        def one(k: str, p: dict[str, Any] = p) -> str:
+            ci = p[k].get("ci") or [None, None]
+            est = {"value": p[k]["value"], "lo": ci[0], "hi": ci[1]}
+            return f"{p[k].get('call', '–')} {_f(est)}"
+
+        rec = cell["relearn"]["recovery"]
+        lines.append(f"| {cell['method']} | {cell['split']} | {cell['seed']} | {one('forgetting')} | {one('retain')} | "
+                     f"{one('ptq_gap')} | {p['structural_erasure'].get('verdict')} | "
+                     f"{'–' if rec is None else f'{rec:.3g}'} |")
     lines += ["", "## The paper's claims on this model", ""]
     for k, cl in doc["claims"].items():
         verdict = {"holds": "holds", "does not hold": "**does not hold**", "undecided": "undecided", None: "not tested"}
