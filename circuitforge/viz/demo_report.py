@@ -24,7 +24,7 @@ CSS_EXTRA = (".verdict{border:2px solid #888;border-radius:6px;padding:0.6em 1em
              ".verdict p{margin:0.35em 0}.pass{color:#1a7f37;font-weight:700}.fail{color:#c62828;font-weight:700}"
              ".box{background:#f6f8fa;border:1px solid #ddd;border-radius:6px;padding:0.6em 1em;margin:1em 0}"
              ".box ul{margin:0.3em 0;padding-left:1.2em}.note{color:#555;font-size:0.88em}"
-             "td.ok{background:#e9f6ec}td.bad{background:#fdecea}.narrow{display:none}"
+             ".prov td{overflow-wrap:anywhere}td.ok{background:#e9f6ec}td.bad{background:#fdecea}.narrow{display:none}"
              "@media (max-width:700px){.wide{display:none}.narrow{display:block}.narrow table{font-size:0.8em;width:100%}"
              ".narrow td,.narrow th{padding:3px 4px;overflow-wrap:anywhere}.narrow td:nth-child(2){white-space:nowrap}}")
 
@@ -345,7 +345,9 @@ def _cad_figures(cad_results: dict[str, dict[str, Any]]) -> list[tuple[str, Any]
     if recovery is not None and with_curves:
         one = len(with_curves) == 1
         fig = recovery(next(iter(with_curves.values())) if one else with_curves)
-        fig.update_layout(autosize=True, width=None, title_font_size=14, margin={"l": 50, "r": 20, "t": 70, "b": 60})
+        fig.update_layout(autosize=True, width=None, title_font_size=14, margin={"l": 50, "r": 20, "t": 70, "b": 60},
+                          title="Hybrid recovery R_L<br><sup>M₁'s layers below L, M₀'s from L on; 1 = answer back</sup>",
+                          xaxis_title="L (layers taken from M₁)")
         out.append(("Where the forget answer is gone: layer-hybrid recovery (CAD evidence)", fig))
     for name, r in cad_results.items():
         m = r.get("mechanistic_upstream", {})
@@ -354,6 +356,7 @@ def _cad_figures(cad_results: dict[str, dict[str, Any]]) -> list[tuple[str, Any]
                                      f"{name}: CAD {r.get('verdict', '?')}<br><sup>observed (red) vs split-half "
                                      "null of M₀ vs M₀</sup>")
             fig.update_layout(yaxis_title="split-half null draws (count)", autosize=True, width=None,
+                              xaxis_title="CAD (normalised L1 divergence)",
                               margin={"l": 50, "r": 20, "t": 90, "b": 50}, title_font_size=14)
             out.append((f"{name}: CAD vs its null", fig))
     return out
@@ -404,14 +407,16 @@ def demo_report(summary: dict[str, Any], circuit: Circuit, cad_results: dict[str
 def _provenance(summary: dict[str, Any]) -> str:
     """Date, commit, seed, versions and step times, when ``summary`` has them (paths stripped)."""
     rows: list[tuple[str, Any]] = []
-    for key in ("date", "commit", "seed", "quick", "dtype", "device", "format"):
+    for key in ("date", "commit", "seed", "quick", "dtype", "device", "python", "platform", "cpu_count", "format"):
         if key in summary:
             rows.append((key, _clean(summary[key])))
-    if summary.get("circuit", {}).get("method"):
-        rows.append(("circuit method", _clean(summary["circuit"]["method"])))
+    circ = summary.get("circuit", {})
+    search = circ.get("search") or ({"method": circ["method"]} if circ.get("method") else None)
+    if isinstance(search, dict):
+        rows.append(("circuit search", ", ".join(f"{k} {_clean(v)}" for k, v in search.items())))
     for k, v in (summary.get("versions") or {}).items():
         rows.append((k, v))
     if summary.get("timings"):
         rows.append(("step times (s)", ", ".join(f"{k} {v}" for k, v in summary["timings"].items())))
-    return "<div class='scroll'><table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + \
-        "</table></div>"
+    return "<div class='scroll'><table class='prov'>" + "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table></div>"
