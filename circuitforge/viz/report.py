@@ -135,7 +135,8 @@ def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[
 
 def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
     """The HTML page of ``circuitforge verify --html``."""
-    from circuitforge.viz.cad import plot_cad_null, plot_circuit_diff, plot_layer_mass
+    from circuitforge.viz.cad import plot_cad_null, plot_layer_mass
+    from circuitforge.viz.diff import plot_edge_diff, plot_layer_change
 
     props = card["properties"]
     rows = [("base", f"{card['base']['spec']} ({card['base']['sha256'][:12]})"),
@@ -154,6 +155,12 @@ def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
         ("CAD, behavioural (M₁'s own readout)", plot_cad_null(b["null"], b["value"], b["z"], "Behavioural CAD vs split-half null")),
         ("Where the change sits", plot_layer_mass(lm["layers"], lm["base"], {
             "M₁, own readout": lm["edited_own_readout"], "M₁, base readout": lm["edited_base_readout"]})),
-        ("Circuit diff (per-edge attribution change, M₁ through M₀'s readout − M₀)", plot_circuit_diff(cad_result)),
+        ("Attribution lost and gained per layer (M₁ through M₀'s readout − M₀)",
+         plot_layer_change({"unlearned": cad_result})),
+        ("Circuit diff: the changed edges", plot_edge_diff({"unlearned": cad_result})),
     ]
+    for _, fig in sections:  # figures from viz.cad: follow the page width, name the histogram's y-axis
+        fig.update_layout(autosize=True, width=None)
+    for _, fig in sections[1:3]:
+        fig.update_layout(yaxis_title="split-half null draws (count)")
     return html_report("circuitforge verify", sections, rows)

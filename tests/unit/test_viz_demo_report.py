@@ -169,3 +169,18 @@ def test_no_empty_recovery_figure_without_recovery_data():
     page = demo_report(_summary(), c, {"mansu": _cad(c, {"input->m0": 0.0}, "erasure")})
     assert "layer-hybrid recovery" not in page  # the CAD dict has no hybrid curves: the figure is left out
     assert "split-half null draws (count)" in page  # the null histogram's y-axis is named
+
+
+def test_verify_report_uses_the_width_responsive_diff():
+    from circuitforge.viz.report import verify_report
+
+    c = _circuit(300)
+    cad = _cad(c, {"input->m0": 0.0}, "erasure")
+    cad["behavioural"] = dict(cad["mechanistic_upstream"])
+    cad["layer_mass"] = {"layers": [-1, 0, 1], "base": [1.0, 2.0, 3.0], "edited_own_readout": [0.5, 1.0, 3.0],
+                         "edited_base_readout": [0.0, 1.0, 3.0]}
+    card = {"base": {"spec": "b", "sha256": "0" * 64}, "unlearned": {"spec": "u", "sha256": "1" * 64}, "pass": True,
+            "properties": _props(0.7, 0.0, 0.0, 7.5, "erasure"), "accuracies": {"forget": 0.2}}
+    page = verify_report(card, cad)
+    assert "1 of 300 edges changed" in page
+    assert re.search(r'"width":\s*[0-9]{4}', page) is None
