@@ -281,7 +281,7 @@ def edge_graph(scores: dict[str, float], n_layers: int, n_heads: int, title: str
 def save_circuit_html(circuit: Circuit, path: str | os.PathLike[str], title: str | None = None) -> str:
     """Write the heatmap and the graph as one self-contained HTML file (plotly.js inlined, works offline)."""
     from circuitforge._provenance import write_text_atomic
-    from circuitforge.viz.report import html_report
+    from circuitforge.viz.html import html_report
 
     page = html_report(title or "circuit", [("Attribution per component", plot_circuit_heatmap(circuit)),
                                             ("Top edges by |score|", plot_circuit(circuit))])

@@ -15,7 +15,8 @@ import os
 from typing import Any
 
 from circuitforge.circuits.circuit import Circuit
-from circuitforge.viz.report import PROPERTY_LABELS, direction, html_report
+from circuitforge.viz.html import html_report
+from circuitforge.viz.report import PROPERTY_LABELS, direction
 
 ACC_KEYS = {"forget": "forget", "paraphrase": "targeted paraphrase", "retain": "retain",
             "forget_nf4": "forget after NF4", "retain_nf4": "retain after NF4"}

@@ -1,31 +1,14 @@
-"""Self-contained HTML reports (plotly.js inlined once; opens offline)."""
+"""Scorecard bullet charts and the ``verify --html`` page. The page assembly lives in
+:mod:`circuitforge.viz.html` (``html_report`` is re-exported here for existing callers)."""
 
-import html
 from typing import Any
+
+from circuitforge.viz.html import html_report
 
 PROPERTY_LABELS = {"forgetting": "forget-accuracy drop", "retain": "retain-accuracy drop",
                    "ptq_gap": "NF4 gap (forget acc. NF4 − fp)", "structural_erasure": "CAD z (mechanistic)"}
 DIRECTIONS = {"forgetting": "≥", "retain": "≤", "ptq_gap": "≤", "structural_erasure": "≥"}
 """How each scorecard property passes (circuitforge.eval.scorecard): value ≥ or ≤ its threshold."""
-
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;"
-       "line-height:1.4}*{box-sizing:border-box}table{border-collapse:collapse;font-size:0.92em}"
-       "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}h2{margin-top:1.6em}"
-       ".plotly-graph-div,.fig,img,svg{max-width:100%}.fig{width:100%;overflow:hidden}"
-       ".scroll{overflow-x:auto;max-width:100%}")
-
-
-RESIZE_JS = ("<script>(function(){if(!window.Plotly||!window.ResizeObserver)return;"
-             "var ro=new ResizeObserver(function(es){es.forEach(function(e){Plotly.Plots.resize(e.target);});});"
-             "document.querySelectorAll('.plotly-graph-div').forEach(function(g){ro.observe(g);});})();</script>")
-"""Re-fit every figure when its box changes size (a scrollbar appearing, a rotated phone)."""
-
-
-def _fig_div(fig: Any, first: bool) -> str:
-    """A figure as an HTML div that follows the page width (plotly.js inlined with the first figure)."""
-    return fig.to_html(full_html=False, include_plotlyjs=bool(first), config={"responsive": True, "displaylogo": False},
-                       default_width="100%")
-
 
 def direction(name: str, prop: dict[str, Any]) -> str:
     """``"≥"`` or ``"≤"``: the property's own ``direction`` key (``">="``/``"<="``) when it is one, else the
@@ -109,28 +92,6 @@ def _bullet_title(name: str, p: dict[str, Any]) -> str:
     extra = f" (n = {p['n']})" if "n" in p else ""
     return (f"<b>{p.get('label') or PROPERTY_LABELS.get(name, name)}</b>: passes when {direction(name, p)} "
             f"{float(p['threshold']):.3g}{extra}")
-
-
-def html_report(title: str, sections: list[tuple[str, Any]], summary_rows: list[tuple[str, str]] | None = None,
-                intro_html: str = "") -> str:
-    """Assemble an HTML page from (heading, figure-or-html-string) sections; ``intro_html`` goes right
-    under the title, before the summary rows and any figure. Figures follow the page width."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>", intro_html]
-    if summary_rows:
-        parts.append("<div class='scroll'><table>" + "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary_rows) + "</table></div>")
-    first = True
-    for heading, body in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        if isinstance(body, str):
-            parts.append(body)
-        else:
-            parts.append(f"<div class='fig'>{_fig_div(body, first)}</div>")
-            first = False
-    parts.append(RESIZE_JS + "</body></html>")
-    return "\n".join(parts)
 
 
 def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
