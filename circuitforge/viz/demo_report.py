@@ -27,7 +27,7 @@ CSS_EXTRA = (".verdict{border:2px solid #888;border-radius:6px;padding:0.6em 1em
              ".box ul{margin:0.3em 0;padding-left:1.2em}.note{color:#555;font-size:0.88em}"
              ".prov td{overflow-wrap:anywhere}td.ok{background:#e9f6ec}td.bad{background:#fdecea}.narrow{display:none}"
              "@media (max-width:700px){.wide{display:none}.narrow{display:block}.narrow table{font-size:0.8em;width:100%}"
-             ".narrow td,.narrow th{padding:3px 4px;overflow-wrap:anywhere}.narrow td:nth-child(2){white-space:nowrap}}")
+             ".narrow td,.narrow th{padding:3px 4px}.narrow td{overflow-wrap:anywhere}.narrow td:nth-child(2){white-space:nowrap}.narrow th:first-child{width:30%}}")
 
 
 def _e(x: Any) -> str:
