@@ -17,7 +17,7 @@ never typed).
   the readout edit, last-layer ascent at two learning rates, matched random-sign benign edits, the
   same-data other-init retrain.
 * **Unlearned models**: every method of ``circuitforge.surgery`` at three strengths (target forget accuracy
-  0.75 / 0.5 / 0.25) on each split, with ground truth: relearning recovery (best of three attacker budgets,
+  0.75 / 0.5 / 0.25; the loop methods also 20 steps without early stop) on each split, with ground truth: relearning recovery (best of three attacker budgets,
   fine-tuning on disjoint facts of the same domain, rows 32–47), NF4 recovery, paraphrase margin, hybrid
   recovery; a matched random-sign benign edit of each (the false-erasure rate).
 """
@@ -195,8 +195,11 @@ def methods(out: Path, split: str) -> None:
 
     w = World(split)
     for method in METHODS:
-        for target in STRENGTHS:
+        # strengths: the early-stop target forget accuracy; loop methods also run 20 steps with no early stop
+        for target in STRENGTHS + ((0.0,) if method != "mansu" else ()):
             kw: dict[str, Any] = {"target_forget_acc": target}
+            if target == 0.0:
+                kw["max_steps"] = 20
             if LR[method] is not None:
                 kw["lr"] = LR[method]
             if method == "rmu":
@@ -260,6 +263,36 @@ def boot_spearman(x: list[float], y: list[float], z: list[float] | None = None, 
     return {"rho": spearman(x, y, z), "ci": [float(t.quantile(0.025)), float(t.quantile(0.975))], "n": k}
 
 
+def calibrate(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The thresholds the calibration rule gives on the split-A controls (the constants in
+    ``circuitforge/cad/verdict.py`` were set to these, rounded to two decimals):
+
+    * E_MIN = midpoint of (highest erasure-score CI upper bound among suppression controls, lowest
+      erasure-score CI lower bound among erasure controls that pass the basis check);
+    * BASIS_MIN = midpoint of (lowest basis among controls fine-tuned from M₀, highest basis among models
+      trained separately);
+    * KEEP = midpoint of (lowest own ratio among unchanged controls, highest own ratio among controls that
+      forget)."""
+    a = {c["name"].split("-control-", 1)[1]: c["summary"] for c in cells if c["name"].startswith("A-control-")}
+    separate = {k for k in a if k.startswith(("oracle", "retrain"))}
+    sup = [s for k, s in a.items() if k.startswith(("readout", "late"))]
+    era = [s for k, s in a.items() if k in ("subject-erasure", "early-ascent")]
+    unch = [s for k, s in a.items() if k.startswith("retrain")]
+    forgot = [s for k, s in a.items() if not k.startswith("retrain")]
+    out: dict[str, Any] = {"controls": sorted(a)}
+    if sup and era:
+        hi, lo = max(s["erasure_score_ci"][1] for s in sup), min(s["erasure_score_ci"][0] for s in era)
+        out["e_min"] = {"suppression_max_upper": hi, "erasure_min_lower": lo, "midpoint": (hi + lo) / 2}
+    tuned = [s["basis"] for k, s in a.items() if k not in separate]
+    apart = [s["basis"] for k, s in a.items() if k in separate]
+    if tuned and apart:
+        out["basis_min"] = {"fine_tuned_min": min(tuned), "separate_max": max(apart), "midpoint": (min(tuned) + max(apart)) / 2}
+    if unch and forgot:
+        u, f = min(s["own_forget_ratio"] for s in unch), max(s["own_forget_ratio"] for s in forgot)
+        out["keep"] = {"unchanged_min": u, "forgetting_max": f, "midpoint": (u + f) / 2}
+    return out
+
+
 def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     from circuitforge.cad.verdict import E_MIN
 
@@ -278,8 +311,13 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     out["benign"] = {"models": len(ben), "called_erasure": sum(c["verdict"] == "erasure" for c in ben),
                      "verdicts": {v: sum(c["verdict"] == v for c in ben) for v in sorted({c["verdict"] for c in ben})},
                      "null_draws": len(draws), "null_draws_above_e_min": sum(e > E_MIN for e in draws)}
-    meth = [c for c in cells if c["label"] == "method" and c["truth"]["forgot"]]
-    out["methods"] = {"models": sum(c["label"] == "method" for c in cells), "forgot": len(meth)}
+    distinct: dict[tuple[str, float, int], dict[str, Any]] = {}
+    for c in cells:  # a stronger setting that stopped at the same step is the same model: count it once
+        if c["label"] == "method":
+            distinct.setdefault((c["split"], round(c["edit"]["l2"], 6), c["edit"]["changed"]), c)
+    meth = [c for c in distinct.values() if c["truth"]["forgot"]]
+    out["methods"] = {"models": sum(c["label"] == "method" for c in cells), "distinct": len(distinct), "forgot": len(meth),
+                      "verdicts": {v: sum(c["verdict"] == v for c in distinct.values()) for v in sorted({c["verdict"] for c in distinct.values()})}}
     ok = [c for c in meth if c["truth"]["relearn_recovery"] is not None and c["score"] == c["score"]]
     if len(ok) >= 4:
         e = [c["score"] for c in ok]
@@ -319,6 +357,8 @@ def report(out: Path, page: Path) -> None:
         c["verdict"] = vmod.decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"],
                                    s["erasure_score_ci"], s["benign_percentile"]).verdict
     summ = summarise(cells)
+    summ["calibration"] = calibrate(cells)
+    (out / "calibration.json").write_text(json.dumps(summ["calibration"], indent=1))
     (out / "summary.json").write_text(json.dumps(summ, indent=1))
     cmd = "`; `".join((out / "command.txt").read_text().split("\n")).strip("`; ") if (out / "command.txt").exists() else "?"
     L: list[str] = ["# CAD validation: the verdict against known labels and measured recovery", "",
@@ -327,7 +367,8 @@ def report(out: Path, page: Path) -> None:
                     f"figures `{out}/figures.html`). Model: tiny-facts (4 layers). Forget splits: A = elements "
                     "rows 0–15 (calibration), B = rows 16–31 (evaluation); retain = elements rows 32–47.", "",
                     f"Thresholds (fixed on split A before split B and the methods were run): KEEP = {vmod.KEEP}, "
-                    f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, P_MIN = {vmod.P_MIN}.", "",
+                    f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, P_MIN = {vmod.P_MIN}. The calibration rule "
+                    f"(`calibrate` in the script) on the split-A controls gives: {_cal_text(summ['calibration'])}.", "",
                     "## Known-label controls", "",
                     "| control | label | verdict | E [95% CI] | own forget ratio | basis | benign pct | hybrid R_L (forget), L = 0..n | relearn recovery | paper CAD (z) |",
                     "|---|---|---|---|---|---|---|---|---|---|"]
@@ -357,8 +398,9 @@ def report(out: Path, page: Path) -> None:
                  f"{_f(s['basis'])} | {_f(t['acc']['forget'])} | {_f(t['relearn_recovery'])} | {_f(t['nf4_recovery'])} | "
                  f"{_f(t['paraphrase_ratio'])} | {_f(c['cad_value'])} |")
     m = summ["methods"]
-    L += ["", f"{m['models']} unlearned models, {m['forgot']} forgot (own margin dropped by > 25%); correlations over those "
-          "with a relearning recovery (bootstrap over models, 2000 resamples):", "",
+    L += ["", f"{m['models']} unlearned-model runs, {m['distinct']} distinct models (runs that stopped at the same weights "
+          f"counted once), verdicts {m['verdicts']}; {m['forgot']} forgot (own margin dropped by > 25%). Correlations over "
+          "those (bootstrap over models, 2000 resamples; partial = controlling for the forget drop):", "",
           "| score vs ground truth | Spearman ρ | 95% CI | n |", "|---|---|---|---|"]
     for k, v in (summ.get("spearman") or {}).items():
         L.append(f"| {k} | {_f(v['rho'])} | {_f(v['ci'])} | {v['n']} |")
@@ -367,6 +409,14 @@ def report(out: Path, page: Path) -> None:
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
     save_html_many([plot_roc(rocs), plot_hybrid_recovery(curves)], out / "figures.html")
     print(json.dumps(summ, indent=1))
+
+
+def _cal_text(cal: dict[str, Any]) -> str:
+    parts = []
+    for k, v in cal.items():
+        if isinstance(v, dict):
+            parts.append(f"{k.upper()} = {v['midpoint']:.3f} (" + ", ".join(f"{a} {b:.3f}" for a, b in v.items() if a != "midpoint") + ")")
+    return "; ".join(parts) or "not run"
 
 
 def _roc(cells: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:

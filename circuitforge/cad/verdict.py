@@ -25,19 +25,21 @@ from typing import Any, Literal
 
 Verdict = Literal["erasure", "suppression", "unchanged", "indeterminate"]
 
-# Calibration run: docs/results/cad_validation/calibration.json (benchmarks/cad_validation.py --stage calibrate).
+# Calibration run: benchmarks/cad_validation.py --stage calibrate, then --stage report (its ``calibrate``
+# function applies the rule below to the split-A controls; docs/results/cad_validation/calibration.json).
+# Rule: each threshold is the midpoint between the two groups of controls it separates, rounded to 2 digits.
 KEEP = 0.5
-"""own-margin ratio above which M₁ still knows the forget answers. Calibration: unchanged/benign controls
-own ≥ 0.95, every forgetting control ≤ 0.10; 0.5 is the midpoint, kept round."""
-BASIS_MIN = 0.5
-"""retain recovery over the first half of the depth below which hybrids are not interpretable.
-Calibration: fine-tuned controls ≥ 0.99; independently trained models (other init) ≤ 0.2."""
-E_MIN = 0.4
-"""erasure-score threshold. Calibration: suppression controls (readout edit, last-layer ascent) E ≤ 0.26
-(a last-layer edit of a 4-layer model can reach at most 1/4); the same-init retrain oracle E ≥ 0.6;
-0.4 lies between with margin on both sides."""
+"""own-margin ratio above which M₁ still knows the forget answers. Split A: every forgetting control
+≤ 0.08; the same-data retrains ≈ 1 (midpoint rounded to 0.5)."""
+BASIS_MIN = 0.37
+"""retain recovery over the first half of the depth below which hybrids are not interpretable. Split A:
+controls fine-tuned from M₀ ≥ 0.66 (early-layer ascent; the others 1.00); the retrain oracle 0.088."""
+E_MIN = 0.18
+"""erasure-score threshold. Split A: suppression controls' CI upper bounds ≤ 0.126 (a last-layer edit of a
+4-layer model can reach at most 1/4); erasure controls that pass the basis check have CI lower bounds
+≥ 0.234 (early-layer ascent; subject erasure 0.794). Midpoint 0.18."""
 P_MIN = 0.95
-"""benign-null percentile the erasure score must reach."""
+"""benign-null percentile the erasure score must reach (fixed a priori, not fitted)."""
 
 
 @dataclass(frozen=True)
