@@ -136,7 +136,8 @@ def run_cell(out: Path, name: str, label: str, w: World, build: Any, truth: bool
     r = cad(w.base, m, w.forget, retain=w.retain, circuit=w.circuit, settings=settings())
     doc = {"name": name, "label": label, "split": w.split, "spec": m.spec, "build_seconds": t_build,
            "verdict": r.verdict, "score": r.score, "cad_value": r.value, "cad_z": r.z,
-           "summary": r.summary(), "edit": edit_stats(w.base, m), "cad_seconds": r.seconds}
+           "summary": r.summary(), "edit": edit_stats(w.base, m), "cad_seconds": r.seconds,
+           "own_retain": (r.recovery.get("retain") or {}).get("own")}
     if truth:
         doc["truth"] = ground_truth(m, w)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -379,6 +380,16 @@ def report(out: Path, page: Path) -> None:
         L.append(f"| {c['name']} | {c['label']} | **{c['verdict']}** | {_f(c['score'])} {_f(s['erasure_score_ci'])} | "
                  f"{_f(s['own_forget_ratio'])} | {_f(s['basis'])} | {_f(s['benign_percentile'])} | "
                  f"{_f(s['hybrid_recovery_forget'])} | {_f(t.get('relearn_recovery'))} | {_f(c['cad_value'])} ({_f(c['cad_z'], 1)}) |")
+    L += ["", "## The retrain pitfall", "",
+          "Hybrids between M₀ and a model trained separately are meaningful only if both share a residual basis. "
+          "Measured on the retrained fact worlds (basis = retain recovery over the first half of the depth; "
+          "R^r_0 = retain recovery with only M₁'s embedding swapped in):", "",
+          "| model | own forget ratio | own retain ratio | R^r_0 | basis | verdict |", "|---|---|---|---|---|---|"]
+    for c in cells:
+        if any(k in c["name"] for k in ("oracle", "retrain")):
+            s_, rr = c["summary"], c["summary"].get("hybrid_recovery_retain") or [float("nan")]
+            own_r = c.get("own_retain", s_.get("own_retain_ratio"))
+            L.append(f"| {c['name']} | {_f(s_['own_forget_ratio'])} | {_f(own_r)} | {_f(rr[0])} | {_f(s_['basis'])} | {c['verdict']} |")
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():
@@ -404,11 +415,34 @@ def report(out: Path, page: Path) -> None:
           "| score vs ground truth | Spearman ρ | 95% CI | n |", "|---|---|---|---|"]
     for k, v in (summ.get("spearman") or {}).items():
         L.append(f"| {k} | {_f(v['rho'])} | {_f(v['ci'])} | {v['n']} |")
+    L += ["", "## Targets of issue 12", "", "| target | measured | met |", "|---|---|---|"]
+    ev = summ["auroc"]["evaluation (split B)"]
+    L.append(f"| AUROC erasure vs suppression ≥ 0.97 (evaluation controls) | {_f(ev['erasure_score'], 3)} "
+             f"(n = {ev['n_erasure']} + {ev['n_suppression']}) | {_met(ev['erasure_score'], lambda x: x >= 0.97)} |")
+    rate = b["called_erasure"] / b["models"] if b["models"] else None
+    L.append(f"| benign edits called erasure ≤ 5% | {b['called_erasure']}/{b['models']} = {_f(rate, 3)} | {_met(rate, lambda x: x <= 0.05)} |")
+    for c in cells:
+        if c["name"] in ("A-control-oracle-same-init", "B-control-oracle-same-init"):
+            L.append(f"| gold retrain oracle called erasure ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
+        if c["name"].endswith("-control-late-ascent"):
+            L.append(f"| late-layer ascent called suppression ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
+    sp = (summ.get("spearman") or {}).get("erasure_score_vs_relearn")
+    pp = (summ.get("spearman") or {}).get("erasure_score_vs_relearn_partial_forget_drop")
+    if sp:
+        L.append(f"| ≥ 30 unlearned models | {m['distinct']} distinct ({m['forgot']} forgot) | {_met(m['distinct'], lambda x: x >= 30)} |")
+        L.append(f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0 | {_f(sp['rho'])} {_f(sp['ci'])} (n = {sp['n']}) | "
+                 f"{_met(sp, lambda x: x['rho'] <= -0.6 and x['ci'][1] < 0)} |")
+    if pp:
+        L.append(f"| ... controlling for the forget drop | {_f(pp['rho'])} {_f(pp['ci'])} | {_met(pp, lambda x: x['ci'][1] < 0)} |")
     page.write_text("\n".join(L) + "\n")
     curves = {c["name"]: c["summary"] for c in cells if c["label"] != "method" and c["split"] == "B"}
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
     save_html_many([plot_roc(rocs), plot_hybrid_recovery(curves)], out / "figures.html")
     print(json.dumps(summ, indent=1))
+
+
+def _met(x: Any, ok: Any) -> str:
+    return "–" if x is None else ("yes" if ok(x) else "**no**")
 
 
 def _cal_text(cal: dict[str, Any]) -> str:

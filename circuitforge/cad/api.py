@@ -173,6 +173,7 @@ class CADResult:
                 "rule": self.evidence.get("rule"), "erasure_score": self.evidence.get("erasure_score"),
                 "erasure_score_ci": self.evidence.get("erasure_score_ci"), "basis": self.evidence.get("basis"),
                 "own_forget_ratio": self.evidence.get("own"), "own_forget_ratio_ci": self.evidence.get("own_ci"),
+                "own_retain_ratio": r.get("own"),
                 "benign_percentile": self.evidence.get("benign_percentile"),
                 "benign_erasure_scores": self.benign.get("erasure_scores"),
                 "hybrid_layers": f.get("layers"), "hybrid_recovery_forget": f.get("recovery"),
