@@ -121,7 +121,9 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
     cads: dict[str, dict[str, Any]] = {}
     ref = None
     for method in ("mansu", cfg.baseline):
-        kw: dict[str, Any] = {"circuit": circuit} if method == "mansu" else dict(cfg.baseline_settings)
+        # MANSU finds and edits its own neuron-level circuit (surgical mask); the edge circuit above is the
+        # one CAD compares M₀ and M₁ on
+        kw: dict[str, Any] = {} if method == "mansu" else dict(cfg.baseline_settings)
         res = timed(f"unlearn_{method}", f"unlearning with {method}",
                     lambda m=method, k=kw: unlearn(base, forget, retain, method=m, seed=cfg.seed, **k))
         edited = res.handle
