@@ -341,8 +341,11 @@ class Scorer:
         return self.cache[(prompt, answer)][0]
 
 
-def filter_rows(sc: "Scorer", tpls: list[Template]) -> None:
-    """Fill ``t.rows`` of every template: seeded distractors, the model filter (1) and corrupt partners (3)."""
+def filter_rows(sc: "Scorer", tpls: list[Template], check_flip: bool = True) -> None:
+    """Fill ``t.rows`` of every template: seeded distractors, the model filter (1) and corrupt partners (3).
+
+    ``check_flip=False`` (the pool's ``--fast`` build) takes the first eligible partner in seeded order,
+    passing partners first, without scoring the cross pairs (``flip`` is then ``None``: not measured)."""
     # candidate rows with seeded distractors
     for t in tpls:
         pool = sorted({" " + a for _, a, _ in t.facts})
@@ -370,8 +373,8 @@ def filter_rows(sc: "Scorer", tpls: list[Template]) -> None:
             elig = [g for g in t.rows if g is not r and g["ntok"] == r["ntok"] and g["first"] != r["first"]]
             random.Random(_seed("partner", t.name, r["subject"])).shuffle(elig)
             elig.sort(key=lambda g: not g["pass"])  # stable: passing partners first, seeded order within
-            r["elig"] = elig[:PARTNERS]
-            for g in r["elig"]:
+            r["elig"] = elig[:PARTNERS] if check_flip else elig[:1]
+            for g in r["elig"] if check_flip else ():
                 cross += [(r["prompt"], g["answer"]), (g["prompt"], r["answer"])]
     sc.score(cross)
     for t in tpls:
@@ -380,6 +383,8 @@ def filter_rows(sc: "Scorer", tpls: list[Template]) -> None:
                 continue
 
             def quality(g, r=r):
+                if not check_flip:
+                    return (g["pass"], None)
                 flip = (sc.lp(r["prompt"], r["answer"]) > sc.lp(r["prompt"], g["answer"])
                         and sc.lp(g["prompt"], g["answer"]) > sc.lp(g["prompt"], r["answer"]))
                 return (g["pass"], flip)
@@ -481,7 +486,7 @@ def pool_templates() -> list[Template]:
 POOL_FILES = {"pool": "chemistry_pool", "pool_paraphrase": "chemistry_paraphrase", "unknown": "chemistry_unknown"}
 
 
-def build_pool(handle, sc: "Scorer | None" = None) -> dict[str, dict]:
+def build_pool(handle, sc: "Scorer | None" = None, check_flip: bool = True) -> dict[str, dict]:
     """The chemistry pool that :mod:`circuitforge.data.splits` resamples (see the data card).
 
     * ``chemistry_pool``: rows passing (1) and (2), every one with its ``fact`` key and ``template``;
@@ -491,7 +496,7 @@ def build_pool(handle, sc: "Scorer | None" = None) -> dict[str, dict]:
     """
     sc = sc or Scorer(handle)
     tpls = pool_templates()
-    filter_rows(sc, tpls)
+    filter_rows(sc, tpls, check_flip)
     stats: dict[str, dict] = {}
     splits: dict[str, list[dict]] = defaultdict(list)
     for t in tpls:
@@ -546,13 +551,16 @@ def verify(handle, names: list[str]) -> dict[str, dict]:
     return out
 
 
-def main_pool(h) -> None:
-    """Build, write and re-score the pool; print and record its pass rates (``chemistry_build.json``)."""
+def main_pool(h, fast: bool = False) -> None:
+    """Build, write and re-score the pool; print and record its pass rates (``chemistry_build.json``).
+
+    ``fast``: no cross-scored partner choice and no re-scoring pass (about a quarter of the model calls);
+    the benchmark measures the base model on every split anyway (``splits/<name>.json``)."""
     from circuitforge._provenance import write_json_atomic
 
-    res = build_pool(h)
+    res = build_pool(h, check_flip=not fast)
     splits, stats = res["splits"], res["stats"]
-    for _ in range(5):  # drop rows the official scorer disagrees on (float noise), until stable
+    for _ in range(0 if fast else 5):  # drop rows the official scorer disagrees on (float noise), until stable
         write_pool(splits)
         ok = verify_pool(h, splits)
         bad = {n: [i for i, c in enumerate(ok[n]) if c == (n == "unknown")] for n in splits}
@@ -568,8 +576,11 @@ def main_pool(h) -> None:
         print(f"  {v['split']:16s} {k:26s} kept {v['kept']:3d}/{v['candidates']:3d} ({v['kept'] / v['candidates']:.0%}),"
               f" known {v['known']}, never known {v['never_known']}, no partner {v['no_partner']}")
     print(f"  rows {counts}, facts {facts}")
+    if fast:
+        write_pool(splits)
     write_json_atomic(OUT / "chemistry_build.json", {"model": MODEL, "margin": MARGIN, "templates": stats,
-                                                     "rows": counts, "facts": facts})
+                                                     "rows": counts, "facts": facts, "fast": fast,
+                                                     "rescored_with_evaluate": not fast})
 
 
 def pool_card(path: Path = OUT / "chemistry_build.json") -> str:
@@ -590,16 +601,18 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="only evaluate the shipped files")
     ap.add_argument("--pool-only", action="store_true", help="only (re)build the chemistry pool files")
     ap.add_argument("--card", action="store_true", help="print the data card's pool table and exit")
+    ap.add_argument("--fast", action="store_true", help="pool: first eligible partner, no re-scoring pass")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     if args.card:
         print(pool_card())
         return 0
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     from circuitforge.models import load
 
     h = load(MODEL)
     if not args.check:
-        main_pool(h)
+        main_pool(h, fast=args.fast)
     if args.pool_only:
         return 0
     names = ["forget", "forget_paraphrase", "retain", "retain_capitals", "retain_general"]

@@ -25,8 +25,10 @@ def report_html(doc: dict[str, Any]) -> str:
     z = [[code[table[m]["properties"][p]["call"]] for p in PROPS] for m in methods]
 
     def cell(p: dict[str, Any]) -> str:
-        v = p.get("value")
-        return p["call"] if v is None else f"{p['call']}<br>{v:.3f} [{p['lo']:.3f}, {p['hi']:.3f}]"
+        v, lo, hi = p.get("value"), p.get("lo"), p.get("hi")
+        if v is None:
+            return str(p["call"])
+        return f"{p['call']}<br>{v:.3f}" + ("" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]")
 
     text = [[cell(table[m]["properties"][p]) for p in PROPS] for m in methods]
     grid = go.Figure(go.Heatmap(z=z, x=list(PROPS), y=methods, text=text, texttemplate="%{text}", zmin=0, zmax=1,
@@ -38,8 +40,9 @@ def report_html(doc: dict[str, Any]) -> str:
     def bar(key: str, name: str) -> Any:
         cols = [table[m]["columns"][key] for m in methods]
         v = [c["value"] for c in cols]
-        err = [(c["hi"] - c["value"]) if c["hi"] is not None else 0 for c in cols]
-        err_lo = [(c["value"] - c["lo"]) if c["lo"] is not None else 0 for c in cols]
+        ok = [c["value"] is not None and c["lo"] is not None and c["hi"] is not None for c in cols]
+        err = [c["hi"] - c["value"] if k else 0 for c, k in zip(cols, ok, strict=True)]
+        err_lo = [c["value"] - c["lo"] if k else 0 for c, k in zip(cols, ok, strict=True)]
         return go.Bar(x=methods, y=v, name=name, error_y={"type": "data", "array": err, "arrayminus": err_lo})
 
     surv = go.Figure([bar("forget_acc", "forget fp"), bar("forget_q", f"forget {scheme}"),
