@@ -40,13 +40,15 @@ def git_commit() -> str | None:
 
 
 def run_info() -> dict[str, Any]:
-    """When and where a result was made: UTC date, commit, library versions, Python, platform, cores."""
+    """When and where a result was made: UTC date, commit, library versions, Python, platform, cores, and the
+    machine's 1-minute load average when it was written (timings on a loaded machine are upper bounds)."""
     import datetime
     import platform
 
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": git_commit(), "versions": versions(), "python": platform.python_version(),
-            "platform": platform.platform(terse=True), "cpu_count": os.cpu_count()}
+            "platform": platform.platform(terse=True), "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
 
 
 def sha256_json(obj: Any) -> str:
