@@ -28,16 +28,17 @@ Verdict = Literal["erasure", "suppression", "unchanged", "indeterminate"]
 # Calibration run: benchmarks/cad_validation.py --stage calibrate, then --stage report (its ``calibrate``
 # function applies the rule below to the split-A controls; docs/results/cad_validation/calibration.json).
 # Rule: each threshold is the midpoint between the two groups of controls it separates, rounded to 2 digits.
-KEEP = 0.5
+KEEP = 0.48
 """own-margin ratio above which M₁ still knows the forget answers. Split A: every forgetting control
-≤ 0.08; the same-data retrains ≈ 1 (midpoint rounded to 0.5)."""
+≤ 0.082; the same-data retrain on another seed 0.869; midpoint 0.476."""
 BASIS_MIN = 0.37
 """retain recovery over the first half of the depth below which hybrids are not interpretable. Split A:
-controls fine-tuned from M₀ ≥ 0.66 (early-layer ascent; the others 1.00); the retrain oracle 0.088."""
+controls fine-tuned from M₀ ≥ 0.662 (early-layer ascent; the others 1.00); models trained separately
+≤ 0.088 (the retrain oracle; the same-data other-seed retrain 0.002); midpoint 0.375."""
 E_MIN = 0.18
 """erasure-score threshold. Split A: suppression controls' CI upper bounds ≤ 0.126 (a last-layer edit of a
 4-layer model can reach at most 1/4); erasure controls that pass the basis check have CI lower bounds
-≥ 0.234 (early-layer ascent; subject erasure 0.794). Midpoint 0.18."""
+≥ 0.234 (early-layer ascent; subject erasure 0.794). Midpoint 0.180."""
 P_MIN = 0.95
 """benign-null percentile the erasure score must reach (fixed a priori, not fitted)."""
 
