@@ -1,17 +1,37 @@
-"""CAD on the tiny trained model: the three ground-truth controls get the right verdicts; JSON round trip;
-mismatched models refused; `verify` exit codes through the real console script."""
+"""The verdict on known-label controls of the tiny trained model (forget = elements rows 0–15, retain =
+same-domain rows 32–47), each able to fail: no control equals the benign null or the unchanged model by
+construction except the identical copy, which checks rule 1 only. The late-ascent control is the
+benchmark's ``late-ascent-no-retain`` recipe at a larger learning rate (fewer steps). JSON round trip; mismatched models
+refused; `verify` exit codes through the real console script.
+
+The retrain controls load cached models (``circuitforge.models.tiny.ensure_retrained``; the first run
+trains them, about a minute each on 2 cores)."""
 
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
-from circuitforge.cad import CADResult, CADSettings, cad, erasure_edit, suppression_edit, unchanged_copy
+from circuitforge.cad import (
+    CADResult,
+    CADSettings,
+    cad,
+    erasure_edit,
+    late_ascent,
+    matched_random_sign,
+    subject_erasure,
+    suppression_edit,
+    unchanged_copy,
+)
 from circuitforge.errors import CircuitForgeError
-from circuitforge.models import save
+from circuitforge.models import load, save
+from circuitforge.models.tiny import ensure_retrained
 
-SETTINGS = CADSettings(method="eap-ig", ig_steps=3, n_null=100)
+SETTINGS = CADSettings(method="eap-ig", ig_steps=3, n_null=100, n_benign=4, n_boot=400, hybrid_points=None)
+FAST = CADSettings(n_benign=4, n_boot=400, hybrid_points=None, attribution=False)
+ROWS = tuple(range(16))
 
 
 @pytest.fixture(scope="module")
@@ -20,43 +40,92 @@ def cad_task(forget_task):
 
 
 @pytest.fixture(scope="module")
-def base_circuit(tiny_facts, cad_task):
-    from circuitforge.circuits import minimal_circuit
-
-    return minimal_circuit(tiny_facts, cad_task, faithfulness=0.8, method="eap-ig", ig_steps=3)
+def same_domain_retain(forget_task):
+    return forget_task.subset(range(32, 48), "elements[32:48]")
 
 
 @pytest.fixture(scope="module")
-def controls(tiny_facts, forget_task, cad_task, base_circuit):
-    cut = tiny_facts.n_layers - 1
-    return {
-        "unchanged": unchanged_copy(tiny_facts),
-        "suppression": suppression_edit(tiny_facts, forget_task),
-        "erasure": erasure_edit(tiny_facts, sorted(base_circuit.nodes), upstream_of_layer=cut),
-    }
+def base_circuit(tiny_facts, cad_task):
+    from circuitforge.circuits import CircuitSearch
+
+    return CircuitSearch(method="eap-ig", ig_steps=3, rows=None).find(tiny_facts, cad_task)
 
 
-@pytest.mark.parametrize("kind", ["unchanged", "suppression", "erasure"])
-def test_controls_get_their_verdicts(kind, tiny_facts, cad_task, base_circuit, controls):
-    r = cad(tiny_facts, controls[kind], cad_task, circuit=base_circuit, settings=SETTINGS)
-    print(kind, r.verdict, f"mech z {r.z:.1f} value {r.value:.3f}; beh z {r.behavioural['z']:.1f}")
-    assert r.verdict == kind
-    if kind == "unchanged":
-        assert r.value == pytest.approx(r.mechanistic_upstream["null_mean"], abs=5 * r.mechanistic_upstream["null_std"])
-    if kind == "suppression":  # the readout edit leaves M1's layers exactly as they were
-        assert all(e["change"] == pytest.approx(0.0, abs=1e-5) for e in r.edges)
+@pytest.fixture(scope="module")
+def late(tiny_facts, cad_task):
+    return late_ascent(tiny_facts, cad_task, layers=1, lr=2e-3)
 
 
-def test_cad_json_round_trip(tiny_facts, cad_task, base_circuit, controls, tmp_path):
-    r = cad(tiny_facts, controls["unchanged"], cad_task, circuit=base_circuit, settings=SETTINGS)
+def _cad(base, m, task, retain, **kw):
+    return cad(base, m, task, retain=retain, settings=kw.pop("settings", FAST), **kw)
+
+
+def test_identical_copy_is_unchanged(tiny_facts, cad_task, same_domain_retain):
+    r = _cad(tiny_facts, unchanged_copy(tiny_facts), cad_task, same_domain_retain)
+    assert r.verdict == "unchanged" and r.score == 0.0
+
+
+def test_readout_edit_is_suppression(tiny_facts, cad_task, same_domain_retain):
+    r = _cad(tiny_facts, suppression_edit(tiny_facts, cad_task), cad_task, same_domain_retain)
+    assert r.evidence["own"] < 0.1                                   # it forgot at the output ...
+    assert r.verdict == "suppression", r.evidence                    # ... but every hybrid recovers
+    assert min(r.recovery["forget"]["recovery"]) > 0.99
+
+
+def test_last_layer_ascent_is_suppression(tiny_facts, late, cad_task, same_domain_retain):
+    sd0, sd1 = tiny_facts.state_dict(), late.state_dict()
+    last = f"model.layers.{tiny_facts.n_layers - 1}."
+    assert all(torch.equal(sd0[k], sd1[k]) for k in sd0 if not k.startswith(last))  # earlier layers bit-identical
+    assert any(not torch.equal(sd0[k], sd1[k]) for k in sd0 if k.startswith(last))
+    r = _cad(tiny_facts, late, cad_task, same_domain_retain)
+    assert r.evidence["own"] < 0.5 and r.verdict == "suppression", r.evidence
+    rf = r.recovery["forget"]["recovery"]
+    assert all(x == pytest.approx(1.0, abs=1e-4) for x in rf[:-1]) and rf[-1] < 0.5
+
+
+def test_benign_matched_edit_is_not_erasure(tiny_facts, late, cad_task, same_domain_retain):
+    b = matched_random_sign(tiny_facts, late, seed=7)
+    r = _cad(tiny_facts, b, cad_task, same_domain_retain)
+    assert r.verdict != "erasure" and r.score < 0.1, r.evidence
+
+
+def test_subject_erasure_is_erasure(tiny_facts, cad_task, same_domain_retain):
+    r = _cad(tiny_facts, subject_erasure(tiny_facts, cad_task), cad_task, same_domain_retain)
+    assert r.verdict == "erasure", r.evidence
+    assert r.evidence["basis"] > 0.99                                 # retain rows untouched
+    assert r.evidence["benign_percentile"] >= 0.95
+
+
+def test_retrain_oracle_fails_the_basis_check(tiny_facts, cad_task, same_domain_retain):
+    """The pitfall, measured: the fact world retrained without the forget rows, even from M₀'s own
+    initialisation and batch-order seed, does not share M₀'s residual basis. Its retain hybrids fail as
+    its forget hybrids do, so the verdict refuses (indeterminate) instead of calling it erasure."""
+    oracle = load(str(ensure_retrained(ROWS, init_seed=0, order_seed=0)))
+    r = _cad(tiny_facts, oracle, cad_task, same_domain_retain)
+    assert r.recovery["retain"]["own"] > 0.8                          # the oracle knows the retain facts ...
+    assert r.evidence["basis"] < 0.5                                  # ... but M₀ cannot read its residual
+    assert r.verdict == "indeterminate", r.evidence
+
+
+def test_same_data_retrain_on_other_seed_is_unchanged(tiny_facts, cad_task, same_domain_retain):
+    other = load(str(ensure_retrained((), init_seed=1, order_seed=1)))
+    r = _cad(tiny_facts, other, cad_task, same_domain_retain)
+    assert r.verdict == "unchanged", r.evidence
+
+
+def test_cad_json_round_trip_and_paper_cad(tiny_facts, late, cad_task, same_domain_retain, base_circuit, tmp_path):
+    r = _cad(tiny_facts, late, cad_task, same_domain_retain, circuit=base_circuit, settings=SETTINGS)
+    assert r.value == r.value and r.edges and r.summary()["verdict"] == r.verdict
     r.to_json(str(tmp_path / "cad.json"))
     back = CADResult.from_dict(json.loads((tmp_path / "cad.json").read_text()))
     assert back.to_dict() == json.loads(json.dumps(r.to_dict()))
+    for key in ("value", "z", "verdict", "erasure_score", "erasure_score_ci", "benign_percentile", "hybrid_recovery_forget"):
+        assert key in r.summary()
 
 
 def test_mismatched_models_refused(tiny_facts, tiny_llama, cad_task):
     with pytest.raises(CircuitForgeError, match="architectures differ"):
-        cad(tiny_facts, tiny_llama, cad_task, settings=SETTINGS)
+        cad(tiny_facts, tiny_llama, cad_task, settings=FAST)
 
 
 def _verify(*args):
@@ -64,8 +133,9 @@ def _verify(*args):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_verify_exit_codes(tiny_facts, controls, tmp_path):
-    folder = save(controls["erasure"], tmp_path / "erased")
+def test_verify_exit_codes(tiny_facts, base_circuit, tmp_path):
+    folder = save(erasure_edit(tiny_facts, sorted(base_circuit.nodes), upstream_of_layer=tiny_facts.n_layers - 1),
+                  tmp_path / "erased")
     common = ["--base", "tiny-facts", "--forget", "tiny-facts:forget", "--retain", "tiny-facts:retain",
               "--cad-rows", "16", "--ig-steps", "3"]
     p = _verify(*common, "--unlearned", str(folder), "--json", str(tmp_path / "v.json"), "--html", str(tmp_path / "v.html"))
@@ -74,7 +144,8 @@ def test_verify_exit_codes(tiny_facts, controls, tmp_path):
     assert d["format"] == "circuitforge.verify/1"
     assert set(d["properties"]) == {"forgetting", "retain", "ptq_gap", "structural_erasure"}
     assert d["properties"]["ptq_gap"]["scheme"] == "nf4"
-    assert d["cad"]["verdict"] == "erasure" and d["properties"]["structural_erasure"]["pass"]
+    assert d["cad"]["verdict"] in ("erasure", "suppression", "unchanged", "indeterminate")
+    assert d["properties"]["structural_erasure"]["pass"] == (d["cad"]["verdict"] == "erasure")
     assert p.returncode == (0 if d["pass"] else 1)
     assert "plotly" in (tmp_path / "v.html").read_text()
     p = _verify(*common, "--unlearned", "tiny-llama")
