@@ -1,0 +1,79 @@
+"""The benchmark summary on hand-made cells (no model): pooled columns, CI-based property calls, the
+relearning recovery at the attacker's best budget, and claims (a), (d), (e) follow from the numbers."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from circuitforge.eval.bench_summary import markdown, method_columns, summarise
+
+CFG = SimpleNamespace(scheme="nf4", extra_schemes=(), methods=("mansu", "ga"), n_forget=8, n_retain=8,
+                      n_retain_same=8, n_splits=2, seeds=(0,), version=9)
+ONES, ZEROS = [True] * 8, [False] * 8
+
+
+def _base() -> dict:
+    return {"forget": ONES, "forget_nf4": ONES, "retain": ONES, "retain_same": ONES, "paraphrase": ONES,
+            "relearn_held": ONES[:4], "relearn_curve": {"0": ONES[:4], "2": ONES[:4], "4": ONES[:4]}}
+
+
+def _cell(method, split, *, forget, q, retain=ONES, attacked2=(False,) * 4, attacked4=(True, True, False, False),
+          floor4=0.0, cad=1.0, verdict="erasure"):
+    f = sum(forget) / 8
+    return {
+        "method": method, "split": split, "seed": 0,
+        "correct": {"forget": list(forget), "forget_nf4": list(q), "retain": list(retain),
+                    "retain_same": ONES, "paraphrase": ONES[:4] + [False] * 4},
+        "relearn": {"correct": {"before": [False] * 4, "attacked": {"2": list(attacked2), "4": list(attacked4)}},
+                    "floor_by_budget": {"2": 0.0, "4": floor4}, "recovery": None},
+        "scorecard": {"cad": {"value": cad, "z": 5.0, "verdict": verdict},
+                      "properties": {"forgetting": {"value": 1 - f, "ci": [1 - f, 1 - f], "call": "pass"},
+                                     "retain": {"value": 0.0}, "ptq_gap": {"value": 0.0},
+                                     "structural_erasure": {"value": 5.0, "verdict": verdict}},
+                      "accuracies": {"base_forget": 1.0, "unlearned_forget": f, "unlearned_forget_nf4": sum(q) / 8}},
+        "median_binwidth_to_update_ratio": 100.0, "code_flip_rate": 0.1, "changed_share": 0.5, "seconds": 1.0,
+    }
+
+
+def test_columns_and_calls():
+    bases = {"split0": _base(), "split1": _base()}
+    cells = [_cell("mansu", s, forget=ZEROS, q=ZEROS) for s in bases]
+    cols, budget = method_columns(CFG, cells, bases)
+    assert (cols["forgetting"].value, cols["forgetting"].lo, cols["forgetting"].hi) == (1.0, 1.0, 1.0)
+    assert cols["ptq_gap"].value == 0.0 and cols["retain_drop"].hi == 0.0
+    assert cols["paraphrase_acc"].value == 0.5 and cols["paraphrase_drop"].value == 0.5
+    # recovery at budget 4: (0.5 − 0 − 0) ÷ (1 − 0) = 0.5 beats budget 2 (0.0): the attacker's best budget
+    assert budget == 4 and cols["relearn"].value == pytest.approx(0.5)
+    doc = summarise(CFG, cells, bases)
+    calls = {p: v["call"] for p, v in doc["table"]["mansu"]["properties"].items()}
+    assert calls == {"forgetting": "pass", "retain": "pass", "ptq_gap": "pass", "structural_erasure": "pass"}
+    assert doc["claims"]["d"]["holds"] == "holds"
+
+
+def test_floor_lowers_recovery_and_gap_fails():
+    bases = {"split0": _base(), "split1": _base()}
+    half = [True] * 4 + [False] * 4
+    cells = [_cell("ga", s, forget=ZEROS, q=half, floor4=0.25) for s in bases]
+    cols, budget = method_columns(CFG, cells, bases)
+    assert cols["relearn"].value == pytest.approx(0.25)  # (0.5 − 0.25) ÷ 1
+    assert cols["ptq_gap"].value == 0.5 and cols["ptq_gap"].lo > 0
+    assert cols["q_recovery"].value == pytest.approx(0.5)
+    doc = summarise(CFG, cells, bases)
+    assert doc["table"]["ga"]["properties"]["ptq_gap"]["call"] == "fail"
+    assert doc["claims"]["a"]["holds"] == "holds"  # the only gradient baseline's gap CI is above 0
+
+
+def test_undecided_and_claim_e():
+    bases = {f"split{i}": _base() for i in range(6)}
+    mixed = [True] * 3 + [False] * 5  # forgetting 0.625 but a retain drop of 1/8 on one split only
+    cells = [_cell("mansu", s, forget=mixed, q=mixed, retain=(ONES if i else [False] + ONES[1:]), cad=float(i))
+             for i, s in enumerate(bases)]
+    doc = summarise(CFG, cells, bases)
+    assert doc["table"]["mansu"]["properties"]["retain"]["call"] == "undecided"  # CI [0, ~0.06] spans 0.05
+    assert doc["claims"]["d"]["holds"] == "undecided"
+    e = doc["claims"]["e"]
+    assert e["measured"]["n_runs"] == 6 and e["holds"] in ("undecided", "holds", "does not hold")
+    md = markdown({"model": "m", "command": "c", "config": {**CFG.__dict__, "n_retain": 8}, "n_cells": 6,
+                   "n_cells_planned": 6, "splits_run": sorted(bases), "cell_seconds": 6.0, "cores": 2,
+                   "cells": cells, **doc})
+    assert "undecided" in md and "| mansu | 6 |" in md
