@@ -35,7 +35,9 @@ def render(doc: dict) -> str:
     lines = ["| " + " | ".join(_cell(c) for c in t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t["rows"]]
     info = doc.get("run_info", {})
+    load = info.get("load_average_1min")
     where = ", ".join(x for x in (f"{info.get('cpu_count')} CPU cores" if info.get("cpu_count") else "",
+                                  f"load average {load:.1f} when written" if load is not None else "",
                                   info.get("date", ""), f"commit {str(info['commit'])[:10]}" if info.get("commit") else "")
                       if x)
     lines += ["", f"Measured with `{doc['command']}`" + (f" ({where})" if where else "") + "."]
@@ -46,16 +48,19 @@ def files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def update(check: bool) -> list[str]:
-    """Rewrite (or, with ``check``, compare) every marked table; returns the files that differ."""
-    stale = []
+def update(check: bool) -> tuple[list[str], list[str]]:
+    """Rewrite (or, with ``check``, compare) every marked table; returns the files that differ and the
+    tables whose JSON is missing."""
+    stale: list[str] = []
+    missing: list[str] = []
     for f in files():
         text = f.read_text()
 
         def sub(m: re.Match, f: Path = f) -> str:
             src = ROOT / m.group("src")
             if not src.is_file():
-                raise SystemExit(f"{f.relative_to(ROOT)}: table source {m.group('src')} does not exist")
+                missing.append(f"{f.relative_to(ROOT)}: table source {m.group('src')} does not exist")
+                return m.group(0)
             return m.group(1) + render(json.loads(src.read_text())) + m.group(4)
 
         new = BLOCK.sub(sub, text)
@@ -63,7 +68,7 @@ def update(check: bool) -> list[str]:
             stale.append(str(f.relative_to(ROOT)))
             if not check:
                 f.write_text(new)
-    return stale
+    return stale, missing
 
 
 def sources() -> list[tuple[str, str]]:
@@ -73,7 +78,9 @@ def sources() -> list[tuple[str, str]]:
 
 if __name__ == "__main__":
     check = "--check" in sys.argv
-    stale = update(check)
+    stale, missing = update(check)
     for s in stale:
         print(f"{'stale' if check else 'rewrote'}: {s}")
-    sys.exit(1 if check and stale else 0)
+    for s in missing:
+        print(f"missing: {s}")
+    sys.exit(1 if missing or (check and stale) else 0)
