@@ -54,7 +54,12 @@ def main() -> None:
     ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--table", default=None, help="only print the markdown table of this results JSON")
     args = ap.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print(table(json.load(f)))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -119,16 +124,28 @@ def main() -> None:
             from circuitforge._provenance import write_json_atomic
 
             write_json_atomic(args.out, out)
-    print(f"\nmodel {args.model}; " + ", ".join(f"{k} {len(t)} rows" for k, t in sets.items()) + "; NF4 = bitsandbytes round trip")
-    print("| method | targets fp / NF4 | paraphrases fp | same-domain retain fp | general retain fp | mask / edited (share of linear) | stop | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print()
+    print(table(out))
+
+
+def table(out: dict) -> str:  # type: ignore[type-arg]
+    """The markdown table of a results JSON (what docs/surgery.md shows)."""
+    lines = [f"model {out['model']}; " + ", ".join(f"{k} {v['rows']} rows" for k, v in out["sets"].items())
+             + "; NF4 = bitsandbytes round trip", "",
+             "| method | targets fp / NF4 | paraphrases fp / NF4 | same-domain retain fp / NF4 | general retain fp / NF4 "
+             "| mask / edited (share of linear) | code-flip rate | retain-output change (max / bound) | stop | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["results"]:
+        def pair(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
+            return f"{r[k + '_fp']:.3f} / {r[k + '_nf4']:.3f}"
+
         share = "—" if "mask_share_linear" not in r else f"{r['mask_share_linear']:.4f} / {r['edited_share_linear']:.5f}"
-        print(f"| {r['method']} | {r['targets_fp']:.3f} / {r['targets_nf4']:.3f} | {r['paraphrase_fp']:.3f} | "
-              f"{r['same_domain_fp']:.3f} | {r['general_fp']:.3f} | {share} | {r.get('stop_reason', '—')} | "
-              f"{r['wall_s']:.0f} |" if "wall_s" in r else
-              f"| {r['method']} | {r['targets_fp']:.3f} / {r['targets_nf4']:.3f} | {r['paraphrase_fp']:.3f} | "
-              f"{r['same_domain_fp']:.3f} | {r['general_fp']:.3f} | {share} | — | — |")
+        flip = "—" if r.get("code_flip_rate") is None else f"{r['code_flip_rate']:.3f}"
+        oc = "—" if "retain_output_change_max" not in r else f"{r['retain_output_change_max']:.4f} / {r['retain_output_bound']}"
+        wall = "—" if "wall_s" not in r else f"{r['wall_s']:.0f}"
+        lines.append(f"| {r['method']} | {pair('targets')} | {pair('paraphrase')} | {pair('same_domain')} | {pair('general')} "
+                     f"| {share} | {flip} | {oc} | {r.get('stop_reason', '—')} | {wall} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

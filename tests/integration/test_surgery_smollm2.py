@@ -1,6 +1,6 @@
-"""SmolLM2-135M: a short MANSU run (a fixed small circuit: the circuit search is exercised on tiny-facts) and
-a short SURE run on the built-in
-benchmark — exact masks, NF4 code flips, the input model untouched (tier: integration, loads SmolLM2)."""
+"""SmolLM2-135M: a short MANSU run on a fixed small neuron-level circuit (the circuit search is exercised on
+tiny-facts) and a short SURE run on the built-in benchmark — exact masks, NF4 code flips, the retain-output
+bound, the input model untouched (tier: integration, loads SmolLM2)."""
 
 import pytest
 import torch
@@ -19,11 +19,16 @@ def tasks():
 def test_mansu_on_smollm2(smollm2, tasks):
     forget, retain = tasks
     sha = smollm2.sha256
-    r = unlearn(smollm2, forget, retain, method="mansu", seed=0, circuit_nodes=("a23.h4", "a23.kv1", "m22"),
-                max_steps=2, fisher_batch_size=4, step_share=0.01)
+    neurons = tuple(f"m22.n{i}" for i in range(0, 1536, 16))
+    r = unlearn(smollm2, forget, retain, method="mansu", seed=0, circuit_nodes=("a23.h4", "a23.kv1", *neurons),
+                max_steps=2, step_share=0.01)
     assert r.diagnostics["circuit"]["source"] == "circuit_nodes setting"
     st = r.mask_stats
     assert st["n_changed_outside_mask"] == 0 and 0 < st["n_changed"] <= st["n_mask"]
+    # a neuron is its gate/up rows and down column: 96 neurons x 3 x 576 weights at most
+    mlp = sum(v.get("n_mask", 0) for k, v in st["tensors"].items() if ".mlp." in k)
+    assert 0 < mlp <= 96 * 3 * 576
+    assert r.diagnostics["retain_output_change_max"] <= r.diagnostics["retain_output_bound"] * (1 + 1e-6)
     flips = r.diagnostics["code_flips"]
     assert flips["n_changed"] == st["n_changed"] and flips["code_flip_rate"] >= 0.99
     assert flips["n_absmax_changed_blocks"] == 0
