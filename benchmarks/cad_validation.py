@@ -367,7 +367,10 @@ def report(out: Path, page: Path) -> None:
                     f"Commands: `{cmd}` (results: `{out}/cells/*.json`, summary `{out}/summary.json`, "
                     f"figures `{out}/figures.html`). Model: tiny-facts (4 layers). Forget splits: A = elements "
                     "rows 0–15 (calibration), B = rows 16–31 (evaluation); retain = elements rows 32–47.", "",
-                    f"Thresholds (fixed on split A before split B and the methods were run): KEEP = {vmod.KEEP}, "
+                    f"Thresholds (the midpoint rule of `calibrate` in the script, applied to the split-A controls only; the rule "
+                    "was written after the first split-B method cells had been computed, and KEEP was updated once the last "
+                    "split-A control finished; every verdict on this page is recomputed from the stored evidence with "
+                    f"these constants): KEEP = {vmod.KEEP}, "
                     f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, P_MIN = {vmod.P_MIN}. The calibration rule "
                     f"(`calibrate` in the script) on the split-A controls gives: {_cal_text(summ['calibration'])}.", "",
                     "## Known-label controls", "",
