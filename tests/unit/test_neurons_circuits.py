@@ -82,7 +82,7 @@ def test_top_and_random_units_sizes(graph):
 
 def test_search_spec_validates_and_matches(circuit, tiny_facts, task):
     with pytest.raises(ValueError):
-        NeuronCircuitSearch(faithfulness=0)
+        NeuronCircuitSearch(faithfulness=0.0)
     spec = NeuronCircuitSearch(method="eap", rows=8)
     assert spec.matches(circuit, tiny_facts, task)  # same weights, rows, method and target
     assert not NeuronCircuitSearch(method="eap-ig", rows=8).matches(circuit, tiny_facts, task)
