@@ -53,6 +53,11 @@ def test_reduced_benchmark(tmp_path):
     assert [c["seconds"] for c in again["cells"] if c["method"] != "ga" or c["split"] != "split1"] == \
         [c["seconds"] for c in res["cells"] if c["method"] != "ga" or c["split"] != "split1"]
     assert sum("done earlier, reused" in m for m in said) == len(cfg.cells()) - 1
+    # the recomputed cell is bit-identical in its weights (same seed, same split): sha256 of the edited model
+    first = next(c for c in res["cells"] if c["method"] == "ga" and c["split"] == "split1")
+    redo = next(c for c in again["cells"] if c["method"] == "ga" and c["split"] == "split1")
+    assert redo["scorecard"]["unlearned"]["sha256"] == first["scorecard"]["unlearned"]["sha256"]
+    assert redo["scorecard"]["unlearned"]["sha256"] != redo["scorecard"]["base"]["sha256"]
     assert any("split1: reused circuit" in m for m in said), said
     assert not any("sweep ga {" in m or "finding the base forget circuit" in m or "base-model outcomes" in m
                    for m in said), said
