@@ -12,6 +12,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +120,19 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         "methods": {}, "timings": timings,
     }
     cads: dict[str, dict[str, Any]] = {}
-    ref = None
+    ref: Any = None  # the first assessment: its base-model evaluations are reused
     for method in ("mansu", cfg.baseline):
         # MANSU finds and edits its own neuron-level circuit (surgical mask); the edge circuit above is the
         # one CAD compares M₀ and M₁ on
         kw: dict[str, Any] = {} if method == "mansu" else dict(cfg.baseline_settings)
         res = timed(f"unlearn_{method}", f"unlearning with {method}",
-                    lambda m=method, k=kw: unlearn(base, forget, retain, method=m, seed=cfg.seed, **k))
+                    partial(unlearn, base, forget, retain, method=method, seed=cfg.seed, **kw))
         edited = res.handle
         a = timed(f"assess_{method}", f"{method}: accuracies in fp and NF4, CAD",
-                  lambda e=edited, r=ref: assess(base, e, forget, retain, circuit=circuit, cad_rows=cfg.n_cad,
-                                                 extra_tasks={"paraphrase": para}, seed=cfg.seed, base_reference=r))
+                  partial(assess, base, edited, forget, retain, circuit=circuit, cad_rows=cfg.n_cad,
+                          extra_tasks={"paraphrase": para}, seed=cfg.seed, base_reference=ref))
         ref = ref or a
-        diag = timed(f"quant_{method}", f"{method}: NF4 bin-width diagnostics", lambda e=edited: diff_report(base, e, "nf4"))
+        diag = timed(f"quant_{method}", f"{method}: NF4 bin-width diagnostics", partial(diff_report, base, edited, "nf4"))
         acc = a.scorecard.accuracies
         summary["base"]["accuracy"] = {"forget": acc["base_forget"], "retain": acc["base_retain"],
                                        "paraphrase": acc["base_paraphrase"], "forget_nf4": acc["base_forget_nf4"],

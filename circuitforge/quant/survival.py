@@ -63,7 +63,9 @@ def recovery_ratio(q_forget: float, fp_forget: float, base_forget: float) -> tup
 
 def _reusable(ref: dict[str, Any] | None, base: ModelHandle, forget: Task, retain: Task, route: Route,
               backend: str) -> bool:
-    return bool(ref) and ref.get("format") == FORMAT and ref["base"].get("sha256") == base.sha256 \
+    if not ref:
+        return False
+    return ref.get("format") == FORMAT and ref["base"].get("sha256") == base.sha256 \
         and ref["forget_task"].get("sha256") == forget.sha256 and ref["retain_task"].get("sha256") == retain.sha256 \
         and ref.get("route") == route and (route != "fast" or ref.get("backend") == backend)
 

@@ -17,7 +17,13 @@ the report column); plotly is imported inside the functions, so ``import circuit
 >>> plot_circuit_heatmap(circuit)                        # doctest: +SKIP
 """
 
-from circuitforge.viz.cad import plot_cad_null, plot_circuit_diff, plot_hybrid_recovery, plot_layer_mass, plot_roc
+from circuitforge.viz.cad import (
+    plot_cad_null,
+    plot_circuit_diff,
+    plot_hybrid_recovery,
+    plot_layer_mass,
+    plot_roc,
+)
 from circuitforge.viz.circuit import plot_circuit, plot_circuit_heatmap, save_circuit_html
 from circuitforge.viz.demo_report import demo_report
 from circuitforge.viz.diff import plot_edge_diff, plot_layer_change
