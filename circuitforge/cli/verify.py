@@ -20,7 +20,7 @@ def verify_cmd(
     min_forget_drop: Annotated[float, typer.Option(help="forgetting passes when the forget-accuracy drop is ≥ this")] = 0.30,
     max_retain_drop: Annotated[float, typer.Option(help="retain passes when the retain-accuracy drop is ≤ this")] = 0.05,
     max_ptq_gap: Annotated[float, typer.Option(help="PTQ gap passes when quantized − fp forget accuracy is ≤ this")] = 0.0,
-    cad_z: Annotated[float, typer.Option(help="z-score above which a CAD divergence is significant")] = 3.0,
+    cad_z: Annotated[float, typer.Option(help="z-score above which the paper's CAD value counts as significant (reported; the verdict comes from hybrid recovery)")] = 3.0,
     cad_rows: Annotated[int, typer.Option(help="forget rows used for CAD")] = 32,
     method: Annotated[str, typer.Option(help="attribution method for CAD: eap or eap-ig")] = "eap-ig",
     ig_steps: Annotated[int, typer.Option(help="EAP-IG steps")] = 5,
@@ -64,7 +64,8 @@ def verify_cmd(
         t.add_row(name, f"{p['value']:.3f}", ci, f"{p.get('direction', '')} {p['threshold']:.3f}",
                   "[green]pass" if p["pass"] else "[red]FAIL")
     out.print(t)
-    out.print(f"CAD verdict: {c.verdict} (CAD {c.value:.3f}, z {c.z:.1f}); "
+    rule = d["cad"].get("rule")
+    out.print(f"CAD verdict: {c.verdict}" + (f" ({rule})" if rule else "") + f"; paper's CAD {c.value:.3f} (z {c.z:.1f}); "
               f"overall: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
     write_json(json_path, {**d, "cad_detail": c.to_dict()} if json_path else None)
     if html_path:

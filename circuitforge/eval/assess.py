@@ -172,7 +172,9 @@ def assess(
     if circuit is None:
         circuit = (search or CircuitSearch(method=cs.method, ig_steps=cs.ig_steps, faithfulness=cs.faithfulness,
                                            rows=None)).find(base, cad_task)
-    c = cad(base, edited, cad_task, circuit=circuit, settings=cs)
+    # the retain rows give CAD its specificity and residual-basis checks (hybrids must still answer them)
+    cad_retain = retain.head(cad_rows) if retain.kind == forget.kind else None
+    c = cad(base, edited, cad_task, circuit=circuit, settings=cs, retain=cad_retain)
     values = {
         "forgetting": fp_b["forget_acc"] - fp_e["forget_acc"],
         "retain": fp_b["retain_acc"] - fp_e["retain_acc"],
@@ -192,7 +194,7 @@ def assess(
     for name, e in extra.items():
         acc[f"base_{name}"], acc[f"unlearned_{name}"] = e["base"], e["edited"]
     n = {"forgetting": len(forget), "retain": len(retain), "ptq_gap": len(forget), "structural_erasure": len(cad_task)}
-    props = judge(values, c.verdict, c.z, th, cis=cis, n=n, scheme=sch.label)
+    props = judge(values, c.summary(), th, cis=cis, n=n, scheme=sch.label)
     card = Scorecard(
         base=base.identity(), unlearned=edited.identity(), **props, cad=c.summary(), accuracies=acc,
         thresholds=th,

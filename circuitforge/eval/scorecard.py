@@ -5,7 +5,7 @@
 | ``forgetting`` | forget accuracy drop, base fp − unlearned fp | ``value ≥ 0.30`` |
 | ``retain`` | retain accuracy drop, base fp − unlearned fp | ``value ≤ 0.05`` |
 | ``ptq_gap`` | forget acc (unlearned, quantized) − forget acc (unlearned, fp) | ``value ≤ 0.0`` |
-| ``structural_erasure`` | CAD z-score of the mechanistic (base-readout) attribution | verdict is ``erasure`` (``z ≥ 3``) |
+| ``structural_erasure`` | the CAD erasure score E (layer-hybrid recovery, :mod:`circuitforge.cad.verdict`) | verdict is ``erasure`` (E's CI above ``e_min``, benign percentile ≥ ``p_min``) |
 
 Thresholds are settings (``Thresholds``), overridable from the CLI, and every report records them.
 """
@@ -50,7 +50,7 @@ class Property:
 DIRECTIONS = {"forgetting": ">=", "retain": "<=", "ptq_gap": "<="}
 
 
-def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds", *,
+def judge(values: dict[str, float], cad: dict[str, Any], th: "Thresholds", *,
           cis: dict[str, tuple[float, float]] | None = None, n: dict[str, int] | None = None,
           scheme: str = "nf4") -> dict[str, Property]:
     """The pass rules, in one place, for ``verify``, the benchmark and the demo.
@@ -58,8 +58,10 @@ def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds"
     ``values``: ``forgetting`` (forget-accuracy drop, base − edited), ``retain`` (retain-accuracy drop),
     ``ptq_gap`` (quantized − fp forget accuracy of the edited model). A property passes on its point value
     against the threshold (``DIRECTIONS``); with ``cis`` each also carries ``ci`` and a ``call`` of pass /
-    fail / undecided from the CI bounds (:func:`circuitforge.eval.stats.judge`). ``structural_erasure`` passes iff the CAD
-    verdict is ``erasure``. Returns keyword arguments for :class:`Scorecard`'s four properties.
+    fail / undecided from the CI bounds (:func:`circuitforge.eval.stats.judge`). ``cad`` is
+    ``CADResult.summary()``: ``structural_erasure`` passes iff its verdict is ``erasure``; its value is the
+    erasure score E with E's CI, against the calibrated ``e_min`` (the paper's CAD z is kept as ``cad_z``).
+    Returns keyword arguments for :class:`Scorecard`'s four properties.
     """
     cis, n = cis or {}, n or {}
     thr = {"forgetting": th.min_forget_drop, "retain": th.max_retain_drop, "ptq_gap": th.max_ptq_gap}
@@ -77,10 +79,17 @@ def judge(values: dict[str, float], verdict: str, cad_z: float, th: "Thresholds"
         if name == "ptq_gap":
             extra["scheme"] = scheme
         out[name] = Property(v, t, ok, extra)
-    extra_s: dict[str, Any] = {"verdict": verdict, "direction": "verdict == erasure"}
+    verdict = str(cad.get("verdict"))
+    extra_s: dict[str, Any] = {"verdict": verdict, "direction": "verdict == erasure", "rule": cad.get("rule"),
+                               "cad_z": cad.get("z")}
+    if cad.get("erasure_score_ci") is not None:
+        extra_s["ci"] = list(cad["erasure_score_ci"])
     if "structural_erasure" in n:
         extra_s["n"] = int(n["structural_erasure"])
-    out["structural_erasure"] = Property(float(cad_z), th.cad_z, verdict == "erasure", extra_s)
+    e = cad.get("erasure_score")
+    e_min = (cad.get("thresholds") or {}).get("e_min")
+    out["structural_erasure"] = Property(float("nan") if e is None else float(e),
+                                         float("nan") if e_min is None else float(e_min), verdict == "erasure", extra_s)
     return out
 
 
