@@ -9,8 +9,10 @@
 2. **Accuracies in full precision and under the scheme** through :func:`circuitforge.quant.survival`
    (fast route: bitsandbytes round trip, checked against the real ``BitsAndBytesConfig`` load in the quant
    tests), per row, so the drops carry paired bootstrap 95% CIs (rows resampled, base and edited paired).
-3. **Structural erasure** through :func:`circuitforge.cad.cad` on the first ``cad_rows`` forget rows and
-   the base circuit (given, or found with a :class:`~circuitforge.circuits.CircuitSearch`).
+3. **Structural erasure** through :func:`circuitforge.cad.cad` on the first ``cad_rows`` forget rows (and
+   as many retain rows, for its specificity and residual-basis checks) and the base circuit (given, or found
+   with a :class:`~circuitforge.circuits.CircuitSearch`); the verdict comes from layer-hybrid recovery
+   against a matched benign null (:mod:`circuitforge.cad.verdict`).
 4. Optional extra tasks (targeted paraphrases, same-domain retain…) scored on both models in full precision.
 """
 

@@ -85,9 +85,10 @@ class UnlearnResult:
         forget, retain: task identities.
         mask_stats: :func:`edit_counts` (exact parameter diff), plus method-specific mask facts.
         loss_history: one dict per logged step (``step``, losses, ``forget_acc``... as the method logs).
-        stop_reason: why the loop ended (``forget_target_reached``, ``retain_budget_spent``,
-            ``max_steps``, ``no_candidates``).
-        diagnostics: method-specific extras (MANSU: circuit, code-flip verification, Fisher spend...).
+        stop_reason: why the loop ended (``forget_target_reached``; ``retain_budget_spent``: the retain
+            protection stopped the run — for MANSU, the bound on the applied edit's retain-output change
+            left no move; ``max_steps``; ``no_candidates``).
+        diagnostics: method-specific extras (MANSU: circuit, code-flip verification, retain-output bound...).
         wall_time_s: seconds spent in the method (including circuit discovery for MANSU).
     """
 
