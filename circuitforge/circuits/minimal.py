@@ -53,6 +53,27 @@ def _grid(total: int) -> list[int]:
     return [*out, total]
 
 
+def smallest_reaching(probe: Callable[[int], float], total: int, target: float) -> int | None:
+    """The smallest size ``n`` ≤ ``total`` with ``probe(n) ≥ target``: probed on a doubling grid, then refined
+    by bisection inside the first bracket that crosses (assuming a local crossing); ``None`` if no grid size
+    reaches the target. ``probe`` should cache its results (sizes may be asked twice)."""
+    lo, hi = 0, None
+    for n in _grid(total):
+        if probe(n) >= target:
+            hi = n
+            break
+        lo = n
+    if hi is None:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if probe(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _point(ev: Evaluator, graph: Graph, n: int) -> dict[str, Any]:
     keep = prune(graph.layout, ranked_keep(graph, n))
     return {"n": n, "n_edges": int(keep.sum()), "faithfulness": ev.faithfulness(keep)}
@@ -98,19 +119,8 @@ def minimal_circuit(
             say(f"n={n}: {curve[n]['n_edges']} edges, faithfulness {curve[n]['faithfulness']:.3f}")
         return float(curve[n]["faithfulness"])
 
-    lo, hi = 0, None
-    for n in _grid(total):
-        if probe(n) >= faithfulness:
-            hi = n
-            break
-        lo = n
+    hi = smallest_reaching(probe, total, faithfulness)
     if hi is not None:
-        while hi - lo > 1:  # smallest n in (lo, hi] reaching the target, assuming a local crossing
-            mid = (lo + hi) // 2
-            if probe(mid) >= faithfulness:
-                hi = mid
-            else:
-                lo = mid
         best = hi
         reached = True
         message = (f"{curve[best]['n_edges']} edges reach faithfulness {curve[best]['faithfulness']:.3f} "

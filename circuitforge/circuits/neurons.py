@@ -23,8 +23,8 @@ content: ``selection["level"] == "neuron"``, ``selection["heads"]`` and ``select
 """
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool
@@ -36,6 +36,8 @@ from circuitforge.attribution.graph import layout_of
 from circuitforge.attribution.metrics import MetricFn, prime, resolve
 from circuitforge.attribution.neurons import NeuronGraph, attribute_neurons
 from circuitforge.circuits.circuit import Circuit, edges_of
+from circuitforge.circuits.minimal import smallest_reaching
+from circuitforge.circuits.search import CircuitSearch
 from circuitforge.circuits.select import nodes_to_keep
 from circuitforge.data.task import Task
 from circuitforge.errors import CircuitForgeError
@@ -157,14 +159,6 @@ def magnitude_units(handle: ModelHandle, n_heads: int, n_neurons: int) -> Keep:
     return h.view(L, Hh), m.view(L, D)
 
 
-def _grid(total: int) -> list[int]:
-    out, n = [], 1
-    while n < total:
-        out.append(n)
-        n *= 2
-    return [*out, total]
-
-
 def to_circuit(handle: ModelHandle, graph: NeuronGraph, keep: Keep, selection: dict[str, Any]) -> Circuit:
     """A :class:`Circuit` for a (heads, neurons) keep pair (module docstring)."""
     heads, neurons = keep
@@ -240,19 +234,8 @@ def minimal_neuron_circuit(
             say(f"n={n}: {curve[n]['n_heads']} heads + {curve[n]['n_neurons']} neurons, faithfulness {curve[n]['faithfulness']:.3f}")
         return float(curve[n]["faithfulness"])
 
-    lo, hi = 0, None
-    for n in _grid(total):
-        if probe(n) >= faithfulness:
-            hi = n
-            break
-        lo = n
+    hi = smallest_reaching(probe, total, faithfulness)
     if hi is not None:
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if probe(mid) >= faithfulness:
-                hi = mid
-            else:
-                lo = mid
         best, reached = hi, True
         message = (f"{curve[best]['n_heads']} heads + {curve[best]['n_neurons']} neurons reach faithfulness "
                    f"{curve[best]['faithfulness']:.3f} >= {faithfulness}")
@@ -297,34 +280,12 @@ def unit_stability(handle: ModelHandle, task: Task, n: int, method: str = "eap-i
 
 
 @dataclass(frozen=True)
-class NeuronCircuitSearch:
-    """How to find a minimal faithful circuit at neuron resolution (the neuron-level counterpart of
-    :class:`~circuitforge.circuits.CircuitSearch`, same interface).
+class NeuronCircuitSearch(CircuitSearch):
+    """How to find a minimal faithful circuit at neuron resolution: :class:`~circuitforge.circuits.CircuitSearch`
+    (same fields, validation, rows and matching) whose :meth:`find` selects heads and individual MLP neurons
+    by node-ablation faithfulness (:func:`minimal_neuron_circuit`). Default EAP-IG steps: 3."""
 
-    Attributes:
-        method: ``eap`` or ``eap-ig`` unit scores. ig_steps: EAP-IG steps.
-        faithfulness: target node-ablation faithfulness, in (0, 1].
-        rows: the first ``rows`` task rows (None: all). baselines: also measure random/magnitude circuits.
-    """
-
-    method: Literal["eap", "eap-ig"] = "eap-ig"
     ig_steps: int = 3
-    faithfulness: float = 0.8
-    rows: int | None = 24
-    baselines: bool = False
-
-    def __post_init__(self) -> None:
-        if self.method not in ("eap", "eap-ig"):
-            raise ValueError(f"circuit search method must be 'eap' or 'eap-ig', not {self.method!r}")
-        if self.ig_steps < 1:
-            raise ValueError("ig_steps must be ≥ 1")
-        if not 0 < self.faithfulness <= 1:
-            raise ValueError("faithfulness must lie in (0, 1]")
-        if self.rows is not None and self.rows < 1:
-            raise ValueError("rows must be ≥ 1 (or None for all rows)")
-
-    def task(self, task: Task) -> Task:
-        return task if self.rows is None else task.head(self.rows)
 
     def find(self, handle: ModelHandle, task: Task, progress: Callable[[str], None] | None = None) -> Circuit:
         rows = self.task(task)
@@ -336,16 +297,7 @@ class NeuronCircuitSearch:
         return c
 
     def matches(self, circuit: Circuit, handle: ModelHandle, task: Task) -> bool:
-        if not is_neuron_circuit(circuit) or not circuit.found_on(handle, self.task(task)):
-            return False
-        m = circuit.method
-        if m.get("name") != self.method or (self.method == "eap-ig" and int(m.get("ig_steps", -1)) != self.ig_steps):
-            return False
-        target = circuit.selection.get("target")
-        return target is None or abs(float(target) - self.faithfulness) < 1e-12
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return is_neuron_circuit(circuit) and super().matches(circuit, handle, task)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeuronCircuitSearch":

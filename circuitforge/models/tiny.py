@@ -132,35 +132,7 @@ def _write_tasks(out: Path) -> None:
 
 
 def _train(out: Path, progress: bool, steps: int = 600) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _save_tokenizer(out)
-    tok = AutoTokenizer.from_pretrained(out)
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(_config("tiny-facts"), dtype=torch.float32)
-    texts = [r["prompt"] + r["answer"] for d in DOMAINS for p in (False, True) for r in fact_rows(d, p)]
-    enc = tok(texts, padding=True, return_tensors="pt")
-    ids, att = enc["input_ids"], enc["attention_mask"]
-    labels = ids.clone()
-    labels[att == 0] = -100
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(SEED)
-    t0 = time.time()
-    model.train()
-    for step in range(steps):
-        idx = torch.randperm(len(texts), generator=g)[:64]
-        loss = model(input_ids=ids[idx], attention_mask=att[idx], labels=labels[idx]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress and (step % 100 == 0 or step == steps - 1):
-            print(f"[circuitforge] tiny-facts step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
-    model.eval()
-    model.save_pretrained(out, safe_serialization=True)
-    _write_tasks(out)
+    train_fact_world(out, steps=steps, progress=progress)
 
 
 def ensure_trained(progress: bool = True) -> Path:
@@ -197,6 +169,7 @@ def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = 
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(order_seed)
+    t0 = time.time()
     model.train()
     for step in range(steps):
         idx = torch.randperm(len(texts), generator=g)[:64]
@@ -205,8 +178,9 @@ def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = 
         loss.backward()
         opt.step()
         sched.step()
-        if progress and (step % 200 == 0 or step == steps - 1):
-            print(f"[circuitforge] fact world step {step}/{steps} loss {loss.item():.3f}", file=sys.stderr, flush=True)
+        if progress and (step % 100 == 0 or step == steps - 1):
+            print(f"[circuitforge] fact world step {step}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
     _write_tasks(out)

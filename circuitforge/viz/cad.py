@@ -117,6 +117,7 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
     import plotly.graph_objects as go
 
     from circuitforge.attribution.graph import reader_component, split_edge
+    from circuitforge.viz.circuit import place
 
     m = cad_result["circuit"].get("model", {})
     H, L = int(m.get("n_heads", 1)), int(m.get("n_layers", 1))
@@ -131,7 +132,7 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
         s, d = split_edge(r["edge"])
         comp = reader_component(d)
         nodes |= {s, comp}
-        (x0, y0), (x1, y1) = _place(s, H, L), _place(comp, H, L)
+        (x0, y0), (x1, y1) = place(s, H, L), place(comp, H, L)
         frac = max(-1.0, min(1.0, r["change"] / top_change))
         colour = f"rgba({int(214 * max(0.0, -frac)) + 60}, 60, {int(180 * max(0.0, frac)) + 60}, 0.8)"
         survives = abs(r["edited_base_readout"]) >= 0.5 * abs(r["base"])
@@ -143,7 +144,7 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
                   "dash": "solid" if survives else "dash"}))
     xs, ys, labels = [], [], []
     for n in sorted(nodes):
-        x, y = _place(n, H, L)
+        x, y = place(n, H, L)
         xs.append(x)
         ys.append(y)
         labels.append(n)
@@ -156,21 +157,6 @@ def plot_circuit_diff(cad_result: dict[str, Any], title: str | None = None, max_
         yaxis={"showticklabels": False, "showgrid": False, "zeroline": False},
         plot_bgcolor="white", height=450 + 20 * H, width=300 + 90 * L)
     return fig
-
-
-def _place(node: str, n_heads: int, n_layers: int) -> tuple[float, float]:
-    """Layered layout (x = execution order, y = head index), as in :mod:`circuitforge.viz.circuit`."""
-    if node == "input":
-        return (0.0, 0.0)
-    if node == "logits":
-        return (2.0 * n_layers + 1, 0.0)
-    if node.startswith("m"):
-        return (2.0 * int(node[1:].split(".", 1)[0]) + 2, 0.0)
-    layer, rest = node[1:].split(".", 1)
-    x = 2.0 * int(layer) + 1
-    if rest.startswith("kv"):  # KV heads sit just left of their query heads
-        return (x - 0.55, (int(rest[2:]) + 0.5) * 1.0 - n_heads / 2.0 - 0.5)
-    return (x, int(rest[1:]) - (n_heads - 1) / 2.0)
 
 
 def layer_axis(n_layers: int) -> dict[str, Any]:

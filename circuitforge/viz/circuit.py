@@ -47,13 +47,15 @@ def node_layer(node: str) -> int:
     return int(node[1:].split(".", 1)[0])
 
 
-def _place(node: str, n_heads: int, n_layers: int) -> tuple[float, float]:
+def place(node: str, n_heads: int, n_layers: int) -> tuple[float, float]:
+    """Layered layout of a component (x = execution order: input, each layer's attention, its MLP, …,
+    logits; y = head index, KV heads just left of their query heads; a neuron ``m{L}.n{I}`` sits at its MLP)."""
     if node == "input":
         return (0.0, 0.0)
     if node == "logits":
         return (2.0 * n_layers + 1, 0.0)
     if node.startswith("m"):
-        return (2.0 * int(node[1:]) + 2, 0.0)
+        return (2.0 * int(node[1:].split(".", 1)[0]) + 2, 0.0)
     layer, rest = node[1:].split(".", 1)
     x = 2.0 * int(layer) + 1
     if rest.startswith("kv"):  # KV heads sit just left of their query heads
@@ -219,7 +221,7 @@ def edge_graph(scores: dict[str, float], n_layers: int, n_heads: int, title: str
                 if (v >= 0) != (sign > 0):
                     continue
                 s, d = split_edge(e)
-                (x0, y0), (x1, y1) = _place(s, n_heads, n_layers), _place(reader_component(d), n_heads, n_layers)
+                (x0, y0), (x1, y1) = place(s, n_heads, n_layers), place(reader_component(d), n_heads, n_layers)
                 xs += [x0, x1, None]
                 ys += [y0, y1, None]
                 hx.append((x0 + x1) / 2)
@@ -251,7 +253,7 @@ def edge_graph(scores: dict[str, float], n_layers: int, n_heads: int, title: str
             members = sorted(n for n, b in first_band.items() if b == end and node_kind(n) == kind)
             if not members:
                 continue
-            pts = [_place(n, n_heads, n_layers) for n in members]
+            pts = [place(n, n_heads, n_layers) for n in members]
             show_legend = not any(t.name == kind and t.showlegend for t in fig.data)
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name=kind,
                                      legendgroup=kind, showlegend=show_legend, text=members, hoverinfo="text",
