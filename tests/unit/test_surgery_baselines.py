@@ -87,9 +87,9 @@ def test_settings_validation_and_parsing():
         settings_class("ga")(lr=-1.0)
     with pytest.raises((ValueError, TypeError)):  # TypeError: the runtime type checker sees the Literal first
         settings_class("sure")(objective="other")
-    kw = parse_settings(settings_class("mansu"), ["circuit_nodes=a0.h1,m2", "fisher_rows=none", "kappa=1.5",
+    kw = parse_settings(settings_class("mansu"), ["circuit_nodes=a0.h1,m2.n7", "circuit_level=node", "kappa=1.5",
                                                    "forget_loss=npo"])
-    assert kw == {"circuit_nodes": ("a0.h1", "m2"), "fisher_rows": None, "kappa": 1.5, "forget_loss": "npo"}
+    assert kw == {"circuit_nodes": ("a0.h1", "m2.n7"), "circuit_level": "node", "kappa": 1.5, "forget_loss": "npo"}
     assert parse_settings(settings_class("rmu"), ["layer=2", "max_grad_norm=None"]) == {"layer": 2, "max_grad_norm": None}
     with pytest.raises(CircuitForgeError):
         parse_settings(settings_class("ga"), ["lr=fast"])
