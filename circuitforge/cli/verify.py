@@ -60,7 +60,7 @@ def verify_cmd(
     for col in ("property", "value", "95% CI", "threshold", "pass"):
         t.add_column(col)
     for name, p in d["properties"].items():
-        ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] {p['call']}" if "ci" in p else "–"
+        ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}] {p.get('call', '')}" if p.get("ci") else "–"
         t.add_row(name, f"{p['value']:.3f}", ci, f"{p.get('direction', '')} {p['threshold']:.3f}",
                   "[green]pass" if p["pass"] else "[red]FAIL")
     out.print(t)

@@ -16,6 +16,9 @@ SHORT = {  # a few steps at the tiny model's learning rates (tests/unit/test_sur
 }
 
 
+MANSU_TINY = {"circuit_method": "eap", "circuit_rows": 16}  # as tests/unit/test_surgery_mansu.py (forgets here)
+
+
 def _weights(r):
     return {k: v.detach().clone() for k, v in r.handle.state_dict().items()}
 
@@ -36,7 +39,8 @@ def test_seed_determines_the_weights(method, tiny_facts, forget_task, retain_tas
 
 
 def test_mansu_is_deterministic_and_seed_free(tiny_facts, forget_task, retain_task):
-    run = lambda seed: _weights(unlearn(tiny_facts, forget_task, retain_task, method="mansu", seed=seed))  # noqa: E731
+    run = lambda seed: _weights(unlearn(tiny_facts, forget_task, retain_task, method="mansu", seed=seed,  # noqa: E731
+                                        **MANSU_TINY))
     a = run(0)
     assert _same(a, run(0)) and _same(a, run(1))
     assert not _same(a, dict(tiny_facts.state_dict()))
