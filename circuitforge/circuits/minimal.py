@@ -74,6 +74,21 @@ def smallest_reaching(probe: Callable[[int], float], total: int, target: float) 
     return hi
 
 
+def choose_size(probe: Callable[[int], float], curve: dict[int, dict[str, Any]], total: int, target: float,
+                describe: Callable[[dict[str, Any]], str]) -> tuple[int, bool, str]:
+    """``(size, reached, message)``: the smallest size reaching ``target`` (:func:`smallest_reaching`), or
+    the most faithful size probed when none does (``reached=False``, and the message says so). ``curve``
+    holds the probed points (``probe`` fills it); ``describe(point)`` names a circuit ("705 edges")."""
+    hi = smallest_reaching(probe, total, target)
+    if hi is not None:
+        p = curve[hi]
+        return hi, True, f"{describe(p)} reach faithfulness {p['faithfulness']:.3f} >= {target}"
+    best = max(curve, key=lambda k: curve[k]["faithfulness"])
+    p = curve[best]
+    return best, False, (f"no circuit reaches faithfulness {target}: the best probed ({describe(p)}) reaches "
+                         f"{p['faithfulness']:.3f}")
+
+
 def _point(ev: Evaluator, graph: Graph, n: int) -> dict[str, Any]:
     keep = prune(graph.layout, ranked_keep(graph, n))
     return {"n": n, "n_edges": int(keep.sum()), "faithfulness": ev.faithfulness(keep)}
@@ -119,17 +134,7 @@ def minimal_circuit(
             say(f"n={n}: {curve[n]['n_edges']} edges, faithfulness {curve[n]['faithfulness']:.3f}")
         return float(curve[n]["faithfulness"])
 
-    hi = smallest_reaching(probe, total, faithfulness)
-    if hi is not None:
-        best = hi
-        reached = True
-        message = (f"{curve[best]['n_edges']} edges reach faithfulness {curve[best]['faithfulness']:.3f} "
-                   f">= {faithfulness}")
-    else:
-        best = max(curve, key=lambda k: curve[k]["faithfulness"])
-        reached = False
-        message = (f"no circuit reaches faithfulness {faithfulness}: the best probed ({curve[best]['n_edges']} edges) "
-                   f"reaches {curve[best]['faithfulness']:.3f}")
+    best, reached, message = choose_size(probe, curve, total, faithfulness, lambda p: f"{p['n_edges']} edges")
     circ = select_top_n(graph, best)
     circ.faithfulness = float(curve[best]["faithfulness"])
     circ.curve = [curve[k] for k in sorted(curve)]

@@ -36,7 +36,7 @@ from circuitforge.attribution.graph import layout_of
 from circuitforge.attribution.metrics import MetricFn, prime, resolve
 from circuitforge.attribution.neurons import NeuronGraph, attribute_neurons
 from circuitforge.circuits.circuit import Circuit, edges_of
-from circuitforge.circuits.minimal import smallest_reaching
+from circuitforge.circuits.minimal import choose_size
 from circuitforge.circuits.search import CircuitSearch
 from circuitforge.circuits.select import nodes_to_keep
 from circuitforge.data.task import Task
@@ -234,16 +234,8 @@ def minimal_neuron_circuit(
             say(f"n={n}: {curve[n]['n_heads']} heads + {curve[n]['n_neurons']} neurons, faithfulness {curve[n]['faithfulness']:.3f}")
         return float(curve[n]["faithfulness"])
 
-    hi = smallest_reaching(probe, total, faithfulness)
-    if hi is not None:
-        best, reached = hi, True
-        message = (f"{curve[best]['n_heads']} heads + {curve[best]['n_neurons']} neurons reach faithfulness "
-                   f"{curve[best]['faithfulness']:.3f} >= {faithfulness}")
-    else:
-        best = max(curve, key=lambda k: curve[k]["faithfulness"])
-        reached = False
-        message = (f"no circuit reaches faithfulness {faithfulness}: the best probed ({curve[best]['n']} units) "
-                   f"reaches {curve[best]['faithfulness']:.3f}")
+    best, reached, message = choose_size(probe, curve, total, faithfulness,
+                                         lambda p: f"{p['n_heads']} heads + {p['n_neurons']} neurons")
     keep = top_units(graph, best)
     circ = to_circuit(handle, graph, keep, {"kind": "minimal", "target": faithfulness, "n": best, "n_total": total})
     circ.faithfulness = float(curve[best]["faithfulness"])
