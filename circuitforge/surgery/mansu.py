@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import torch
 
+from circuitforge.circuits import Circuit
 from circuitforge.data import Task, evaluate
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import ModelHandle
@@ -129,7 +130,8 @@ def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings) -> tuple[t
     return nodes, info
 
 
-def _circuit(handle: ModelHandle, forget: Task, s: MANSUSettings, circuit: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+def _circuit(handle: ModelHandle, forget: Task, s: MANSUSettings, circuit: "Circuit | None",
+             ) -> tuple[tuple[str, ...], dict[str, Any]]:
     if circuit is not None:
         from circuitforge.circuits.neurons import edit_nodes, is_neuron_circuit
 
@@ -162,7 +164,7 @@ def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: di
     return moves, ratios
 
 
-def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circuit: Any = None,
+def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circuit: "Circuit | None" = None,
         **settings: Any) -> UnlearnResult:
     """MANSU on ``forget`` / ``retain`` (see the module docstring). ``circuit`` may be a
     :class:`~circuitforge.circuits.Circuit` whose components are edited (recorded as ``circuit_nodes``).

@@ -160,11 +160,11 @@ def test_same_seed_same_weights_and_node_level_masks(tiny_facts, forget_task, re
 
 
 def test_mansu_takes_a_circuit_object(tiny_facts, forget_task, retain_task):
-    class C:  # duck-typed like a component-level circuitforge.circuits.Circuit
-        nodes = {"m3", "a0.h0"}
-        faithfulness, message, n_edges = 0.9, "given", 3
+    from circuitforge.circuits import Circuit
 
-    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", circuit=C(), max_steps=1)
+    c = Circuit(edges=["input->a0.h0<q>", "a0.h0->m3", "m3->logits"], faithfulness=0.9, message="given")
+    assert c.nodes == {"m3", "a0.h0"}
+    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", circuit=c, max_steps=1)
     assert r.settings["circuit_nodes"] == ("a0.h0", "m3")
     assert r.diagnostics["circuit"]["source"] == "given circuit" and r.diagnostics["circuit"]["level"] == "node"
 
