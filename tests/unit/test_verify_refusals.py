@@ -142,3 +142,15 @@ def test_unchanged_copy_fails_with_exit_1(capsys, copy_dir, tmp_path):
     assert d["pass"] is False and f["pass"] is False and f["value"] == 0.0 and f["call"] == "fail"
     assert f["ci"] == [0.0, 0.0] and f["direction"] == ">=" and f["n"] == 48
     assert "FAIL" in stdout
+
+
+def test_unlearn_refuses_a_circuit_from_other_weights_or_rows(capsys, tmp_path, tiny_facts, forget_task):
+    rows = forget_task.head(8)
+    for model, task, needle in (({"sha256": "0" * 64}, rows.identity(), "other weights"),
+                                ({"sha256": tiny_facts.sha256}, forget_task.head(9).subset(range(1, 9)).identity(),
+                                 "other rows")):
+        path = tmp_path / "c.json"
+        Circuit(edges=["m0->logits"], model=model, task=task, method={"name": "eap"}).to_json(path)
+        code, _, err = cli(capsys, "unlearn", "--model", "tiny-facts", "--forget", "tiny-facts:forget", "--retain",
+                           "tiny-facts:retain", "--method", "mansu", "--circuit", str(path), "--out", str(tmp_path / "o"))
+        assert code == 2 and needle in one_error_line(err), err
