@@ -78,6 +78,17 @@ class Circuit:
         i.e. when it may be reused instead of searched again."""
         return self.model.get("sha256") == handle.sha256 and self.task.get("sha256") == task.sha256
 
+    def check_found_on(self, handle: Any, task: Any, rows: str) -> None:
+        """Raise :class:`CircuitForgeError` (one line) unless :meth:`found_on` holds, saying whether the
+        weights or the rows differ; ``rows`` names the rows expected (``"the first 24 forget rows"``)."""
+        if self.model.get("sha256") != handle.sha256:
+            raise CircuitForgeError(
+                f"the circuit was found on other weights (model sha256 {str(self.model.get('sha256'))[:12]}…, "
+                f"{handle.spec} is {handle.sha256[:12]}…): find it on this model")
+        if self.task.get("sha256") != task.sha256:
+            raise CircuitForgeError(f"the circuit was found on other rows than {rows} (task sha256 "
+                                    f"{str(self.task.get('sha256'))[:12]}…): find it on those rows")
+
     def layout(self) -> Layout:
         m = self.model
         return layout(int(m["n_layers"]), int(m["n_heads"]), int(m["n_kv_heads"]))

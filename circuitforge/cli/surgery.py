@@ -51,11 +51,11 @@ def unlearn_cmd(
     with console.status(f"loading {model}"):
         base = load(model)
     if "circuit" in kw:  # a circuit found on other weights or other rows would edit the wrong components
-        c, n = kw["circuit"], int(kw["circuit"].task.get("n") or 0)
-        if c.model.get("sha256") != base.sha256:
-            raise CircuitForgeError(f"{circuit}: the circuit was found on other weights than {model}'s")
-        if not n or ft.head(n).sha256 != c.task.get("sha256"):
-            raise CircuitForgeError(f"{circuit}: the circuit was found on other rows than the first {n} rows of {forget}")
+        n = int(kw["circuit"].task.get("n") or len(ft))
+        try:
+            kw["circuit"].check_found_on(base, ft.head(n), f"the first {n} rows of {forget}")
+        except CircuitForgeError as e:
+            raise CircuitForgeError(f"{circuit}: {e}") from e
     with console.status(f"unlearning with {method}"):
         res = unlearn(base, ft, rt, method=method, seed=seed, **kw)
     folder = res.save(out_dir, overwrite=overwrite)

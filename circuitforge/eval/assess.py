@@ -94,18 +94,6 @@ def check_counterfactual(task: Task, what: str) -> None:
                                     "(CAD's counterfactual attribution needs one on every CAD row)")
 
 
-def check_circuit(circuit: Circuit, base: ModelHandle, cad_task: Task) -> None:
-    """Refuse a circuit found on other weights or other rows than the CAD rows of this run."""
-    if circuit.model.get("sha256") != base.sha256:
-        raise CircuitForgeError(
-            f"the circuit was found on other weights (model sha256 {str(circuit.model.get('sha256'))[:12]}…, "
-            f"base is {base.sha256[:12]}…): find it on this base model")
-    if circuit.task.get("sha256") != cad_task.sha256:
-        raise CircuitForgeError(
-            f"the circuit was found on other rows than the {len(cad_task)} CAD rows of this run (task sha256 "
-            f"{str(circuit.task.get('sha256'))[:12]}…): find it on the same forget rows and --cad-rows")
-
-
 def paired_drop_ci(base_correct: list[int], edited_correct: list[int], seed: int = 0) -> tuple[float, float]:
     """95% paired bootstrap CI of ``mean(base) − mean(edited)`` over rows (:func:`.stats.mean_diff`)."""
     est = mean_diff([base_correct], [edited_correct], seed=seed)
@@ -143,7 +131,7 @@ def assess(
         base_reference: an earlier assessment of the same base model on the same tasks: its base-model
             accuracies (fp, quantized, extra tasks) are reused instead of recomputed (checked by sha256).
     Raises:
-        CircuitForgeError: bad input (see :func:`check_inputs`, :func:`check_circuit`).
+        CircuitForgeError: bad input (see :func:`check_inputs`, :meth:`Circuit.check_found_on`).
     """
     from circuitforge.quant import Scheme
     from circuitforge.quant.survival import survival
@@ -157,7 +145,7 @@ def assess(
     cad_task = forget.head(cad_rows)
     check_counterfactual(cad_task, "forget")
     if circuit is not None:
-        check_circuit(circuit, base, cad_task)
+        circuit.check_found_on(base, cad_task, f"the {len(cad_task)} CAD rows of this run (--cad-rows)")
     say(f"accuracies in full precision and {sch.label}")
     ref = base_reference
     surv = survival(base, edited, forget, retain, schemes=(sch,), base_reference=ref.survival if ref else None)
