@@ -137,9 +137,6 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         ref = ref or a
         diag = timed(f"quant_{method}", f"{method}: NF4 bin-width diagnostics", partial(diff_report, base, edited, "nf4"))
         acc = a.scorecard.accuracies
-        summary["base"]["accuracy"] = {"forget": acc["base_forget"], "retain": acc["base_retain"],
-                                       "paraphrase": acc["base_paraphrase"], "forget_nf4": acc["base_forget_nf4"],
-                                       "retain_nf4": acc["base_retain_nf4"]}
         summary["methods"][method] = {
             "accuracy": {"forget": acc["unlearned_forget"], "retain": acc["unlearned_retain"],
                          "paraphrase": acc["unlearned_paraphrase"], "forget_nf4": acc["unlearned_forget_nf4"],
@@ -152,6 +149,10 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         cads[method] = a.cad.to_dict()
         del res, edited, a
         gc.collect()  # free the edited model before the next method (peak memory)
+    acc = ref.scorecard.accuracies  # base-model accuracies (shared by every method's assessment)
+    summary["base"]["accuracy"] = {"forget": acc["base_forget"], "retain": acc["base_retain"],
+                                   "paraphrase": acc["base_paraphrase"], "forget_nf4": acc["base_forget_nf4"],
+                                   "retain_nf4": acc["base_retain_nf4"]}
     summary["seconds"] = round(time.time() - t_start, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "demo.json", summary)
