@@ -1,25 +1,15 @@
 """The package's import graph (scripts/import_graph.py): stages import only earlier stages, no module
 imports another's private names, no circles — and the checker itself catches each kind of violation."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _checker():
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+from _scripts import load_script
 
 
 def test_package_import_graph_is_clean():
-    assert _checker().check() == []
+    assert load_script("import_graph").check() == []
 
 
 def test_checker_catches_violations(tmp_path):
-    g = _checker()
+    g = load_script("import_graph")
     pkg = tmp_path / "circuitforge"
     for sub in ("models", "cad", "eval"):
         (pkg / sub).mkdir(parents=True)
