@@ -101,12 +101,13 @@ def erasure_edit(handle: ModelHandle, nodes: Iterable[str], upstream_of_layer: i
     """Zero the parameter slices of the circuit components ``nodes`` (component ids such as ``a3.h1``,
     ``a3.kv0``, ``m2``) in layers ``< upstream_of_layer`` (all layers when None)."""
     out = clone(handle, spec=f"{handle.spec}+erasure")
+    params = out.named_parameters()
     with torch.no_grad():
         for node in nodes:
             _, layer, _ = parse_node(node)
             if upstream_of_layer is not None and layer >= upstream_of_layer:
                 continue
-            for s in component_params(out, node):
+            for s in component_params(out, node, params):
                 s.view.zero_()
     out.invalidate_identity()
     return out

@@ -124,6 +124,70 @@ def top_units(graph: NeuronGraph, n: int) -> Keep:
     return sel[:nh].view(graph.head_scores.shape), sel[nh:].view(graph.neuron_scores.shape)
 
 
+def unit_weights(handle: ModelHandle) -> tuple[int, int]:
+    """``(weights per head, weights per neuron)`` a circuit edit touches: a head's q rows and o columns plus
+    its whole KV group's k/v rows (an upper bound: the group is shared), a neuron's gate/up rows and down
+    column (GPT-2: c_fc column and bias, c_proj row)."""
+    dh, d = handle.d_head, handle.d_model
+    neuron = 3 * d if handle.family == "llama" else 2 * d + 1
+    return 4 * dh * d, neuron
+
+
+def budget_units(graph: NeuronGraph, head_weights: int, neuron_weights: int, budget: int) -> Keep:
+    """The units with the largest ``|score|`` per weight whose weights add up to at most ``budget``
+    (greedy in that order; a unit that does not fit is skipped, smaller ones after it may still fit)."""
+    flat = graph.flat()
+    nh = graph.head_scores.numel()
+    cost = torch.cat([torch.full((nh,), float(head_weights)), torch.full((flat.numel() - nh,), float(neuron_weights))])
+    density = torch.where(flat.isnan(), torch.tensor(-1.0), flat.abs() / cost)
+    sel = torch.zeros(flat.shape, dtype=torch.bool)
+    used = 0.0
+    for i in torch.argsort(density, descending=True, stable=True).tolist():
+        if density[i] < 0:
+            break
+        if used + float(cost[i]) <= budget:
+            sel[i] = True
+            used += float(cost[i])
+    return sel[:nh].view(graph.head_scores.shape), sel[nh:].view(graph.neuron_scores.shape)
+
+
+def budget_neuron_circuit(handle: ModelHandle, task: Task, max_weight_share: float, faithfulness: float = 0.8,
+                          method: str = "eap-ig", ig_steps: int = 3, baselines: bool = True, seed: int = 0,
+                          batch_size: int | None = 32) -> Circuit:
+    """The heads and neurons with the largest ``|score|`` per weight within ``max_weight_share`` of the
+    linear weights (:func:`budget_units`), with its measured node-ablation faithfulness (``reached`` is
+    whether it meets ``faithfulness``; the message says which) and same-size baselines.
+
+    This is the *edit set* for surgery when the minimal faithful circuit is most of the model: on
+    SmolLM2-135M the circuit at faithfulness 0.8 holds 224 of 270 heads and 18,238 of 46,080 neurons
+    (50% of the linear weights); fact recall there is not sparse under node ablation."""
+    from circuitforge.models.weights import linear_weight_count
+
+    graph = attribute_neurons(handle, task, method=method, ig_steps=ig_steps, batch_size=batch_size)
+    hw, nw = unit_weights(handle)
+    n_linear = linear_weight_count(handle)
+    keep = budget_units(graph, hw, nw, int(max_weight_share * n_linear))
+    nh, nn_ = int(keep[0].sum()), int(keep[1].sum())
+    if nh + nn_ == 0:
+        raise CircuitForgeError(f"no head or neuron fits in {max_weight_share:.2%} of the linear weights")
+    ev = NeuronEvaluator(handle, task, graph.settings.get("metric"), batch_size)
+    f = ev.faithfulness(keep)
+    circ = to_circuit(handle, graph, keep, {"kind": "budget", "target": faithfulness,
+                                            "max_weight_share": max_weight_share,
+                                            "weight_share_bound": (nh * hw + nn_ * nw) / n_linear})
+    circ.faithfulness, circ.reached = f, f >= faithfulness
+    circ.curve = [{"n": nh + nn_, "n_heads": nh, "n_neurons": nn_, "faithfulness": f}]
+    circ.message = (f"{nh} heads + {nn_} neurons within {max_weight_share:.1%} of the linear weights: "
+                    f"faithfulness {f:.3f} " + (f">= {faithfulness}" if circ.reached else f"(below the {faithfulness} target)"))
+    circ.clean_metric, circ.corrupt_metric = ev.clean, ev.corrupt
+    if baselines:
+        rnd = [ev.faithfulness(random_units(tuple(keep[0].shape), tuple(keep[1].shape), nh, nn_, seed + i))  # type: ignore[arg-type]
+               for i in range(3)]
+        circ.baselines = {"n_heads": nh, "n_neurons": nn_, "random": sum(rnd) / len(rnd), "random_runs": rnd,
+                          "weight_magnitude": ev.faithfulness(magnitude_units(handle, nh, nn_))}
+    return circ
+
+
 def random_units(shape_h: tuple[int, int], shape_n: tuple[int, int], n_heads: int, n_neurons: int, seed: int) -> Keep:
     """``n_heads`` heads and ``n_neurons`` neurons drawn uniformly (seeded)."""
     g = torch.Generator().manual_seed(seed)
@@ -138,9 +202,9 @@ def magnitude_units(handle: ModelHandle, n_heads: int, n_neurons: int) -> Keep:
     """The ``n_heads`` heads and ``n_neurons`` neurons with the largest weight norm (Frobenius norm of
     their parameter slices: q rows + o columns; gate/up rows + down column)."""
     L, Hh, D = handle.n_layers, handle.n_heads, handle.d_mlp
-    hn = torch.tensor([[sum(float((p.view.float() ** 2).sum()) for p in component_params(handle, f"a{ly}.h{h}"))
-                        for h in range(Hh)] for ly in range(L)])
     params = handle.named_parameters()
+    hn = torch.tensor([[sum(float((p.view.float() ** 2).sum()) for p in component_params(handle, f"a{ly}.h{h}", params))
+                        for h in range(Hh)] for ly in range(L)])
     rows = []
     for ly in range(L):
         if handle.family == "llama":
@@ -278,18 +342,31 @@ class NeuronCircuitSearch(CircuitSearch):
     by node-ablation faithfulness (:func:`minimal_neuron_circuit`). Default EAP-IG steps: 3."""
 
     ig_steps: int = 3
+    max_weight_share: float | None = None
+    """None: the minimal faithful circuit. A share in (0, 1]: the units with the largest |score| per weight
+    within that share of the linear weights (:func:`budget_neuron_circuit`), faithfulness measured."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_weight_share is not None and not 0 < self.max_weight_share <= 1:
+            raise ValueError("max_weight_share must lie in (0, 1] (or None)")
 
     def find(self, handle: ModelHandle, task: Task, progress: Callable[[str], None] | None = None) -> Circuit:
         rows = self.task(task)
         if len(rows) == 0:
             raise CircuitForgeError("the circuit search needs at least one task row")
-        c = minimal_neuron_circuit(handle, rows, faithfulness=self.faithfulness, method=self.method,
-                                   ig_steps=self.ig_steps, baselines=self.baselines, progress=progress)
+        if self.max_weight_share is not None:
+            c = budget_neuron_circuit(handle, rows, self.max_weight_share, faithfulness=self.faithfulness,
+                                      method=self.method, ig_steps=self.ig_steps, baselines=self.baselines)
+        else:
+            c = minimal_neuron_circuit(handle, rows, faithfulness=self.faithfulness, method=self.method,
+                                       ig_steps=self.ig_steps, baselines=self.baselines, progress=progress)
         c.selection["search"] = {"level": "neuron", **self.to_dict()}
         return c
 
     def matches(self, circuit: Circuit, handle: ModelHandle, task: Task) -> bool:
-        return is_neuron_circuit(circuit) and super().matches(circuit, handle, task)
+        share = circuit.selection.get("search", {}).get("max_weight_share")
+        return is_neuron_circuit(circuit) and share == self.max_weight_share and super().matches(circuit, handle, task)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeuronCircuitSearch":

@@ -173,10 +173,12 @@ def weight_scores(handle: ModelHandle, lay: Layout) -> Float[torch.Tensor, "writ
     slices; ``input`` and ``logits`` count as 1). Non-upstream pairs are 0."""
     from circuitforge.models import component_params
 
+    params = handle.named_parameters()
+
     def norm(node: str) -> float:
         if node in ("input", "logits"):
             return 1.0
-        return float(sum(float((p.view.float() ** 2).sum()) for p in component_params(handle, node)) ** 0.5)
+        return float(sum(float((p.view.float() ** 2).sum()) for p in component_params(handle, node, params)) ** 0.5)
 
     wn = torch.tensor([norm(w) for w in lay.writers])
     comps = [reader_component(r) for r in lay.readers]

@@ -45,8 +45,9 @@ class DemoConfig:
 
     @classmethod
     def make(cls, quick: bool, baseline: str = "ga", seed: int = 0) -> "DemoConfig":
-        if quick:  # EAP neuron scores on 16 rows: with the defaults MANSU finds no move on the tiny model
-            return cls(True, baseline, seed, 48, 48, 16, 3, {}, {"circuit_method": "eap", "circuit_rows": 16})
+        if quick:  # EAP neuron scores on 16 rows; the 4-layer model stores facts densely: a 10% edit budget
+            return cls(True, baseline, seed, 48, 48, 16, 3, {},
+                       {"circuit_method": "eap", "circuit_rows": 16, "circuit_budget": 0.1, "max_output_change": 0.1})
         return cls(False, baseline, seed)
 
     @property

@@ -12,14 +12,17 @@ The steps are separate functions in :mod:`~circuitforge.surgery.mansu_steps`; th
 2. once, at the base model: the retain inputs of every masked matrix (:func:`retain_inputs`);
 3. per iteration: ``g = ∇F_forget ⊙ M``; candidate move of every not-yet-edited masked weight
    ``δ_i = −sign(g_i) · κ · binwidth_i`` (refused if it would reach the block absmax); forget gain
-   ``G_i = −g_i δ_i > 0``; retain cost ``c_i`` of the single move (:func:`move_cost`); the
+   ``G_i = −g_i δ_i > 0``; with ``retain_gradient_filter`` only moves whose first-order retain-NLL change
+   ``∇NLL_retain · δ_i ≤ 0``; retain cost ``c_i`` of the single move (:func:`move_cost`); the
    ``step_share · |M|`` best by ``G / c``; then per matrix the longest rank-ordered prefix whose
-   *accumulated, applied* edit keeps the relative retain-output change ``ρ ≤ max_output_change``
+   *accumulated, applied* edit keeps the per-token relative retain-output change ``ρ ≤ max_output_change``
    (:func:`bounded_prefix`); apply; each weight is moved at most once, so its code change is never undone;
+   if the measured retain NLL then rises by more than ``max_retain_nll_increase`` the iteration is rolled
+   back exactly and retried with half as many moves (at most ``max_halvings`` times in a row);
 4. stop when forget accuracy ≤ ``target_forget_acc`` (``forget_target_reached``); when no candidate fits
-   the retain-output bound, or the measured retain NLL rises by more than ``max_retain_nll_increase``
-   (that iteration is rolled back exactly) (``retain_budget_spent``); when no masked weight can move
-   (``no_candidates``); or after ``max_steps`` (``max_steps``).
+   the retain-output bound or the halvings are used up (``retain_budget_spent``); when no masked weight
+   can move (``no_candidates``); or after ``max_steps`` iterations, rolled-back ones included
+   (``max_steps``).
 
 Afterwards the code flips are verified with the quantization module (``diagnostics["code_flips"]``) and the
 retain-output change of every edited matrix under the final edit is reported
@@ -36,7 +39,8 @@ from circuitforge.circuits import Circuit
 from circuitforge.data import Task, evaluate
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import ModelHandle
-from circuitforge.surgery._common import Run, check, check_literals, make_settings, scoped_params
+from circuitforge.models.weights import linear_weight_count
+from circuitforge.surgery._common import Run, check, check_literals, make_settings
 from circuitforge.surgery.mansu_steps import (
     apply_floor,
     bounded_prefix,
@@ -60,21 +64,37 @@ class MANSUSettings:
         circuit_nodes: component ids to edit (``a{L}.h{H}``, ``a{L}.kv{G}``, ``m{L}``, ``m{L}.n{I}``);
             None: find the minimal faithful circuit (below).
         circuit_level: ``"neuron"`` (heads + MLP neurons) or ``"node"`` (heads + whole MLPs).
+        circuit_budget: at ``circuit_level="neuron"``, the edit set is the heads and neurons with the largest
+            |attribution| per weight within this share of the linear weights, its faithfulness measured
+            and reported (:func:`~circuitforge.circuits.neurons.budget_neuron_circuit`); None: the minimal
+            circuit reaching ``circuit_faithfulness`` (on SmolLM2-135M that circuit is 50% of the linear
+            weights, so the default edits a budgeted part of it).
         circuit_faithfulness, circuit_method, circuit_ig_steps, circuit_rows: the circuit search on the
             first ``circuit_rows`` forget rows.
         forget_loss: forget objective: ``margin`` (push the answer below its best distractor by
             ``margin`` nats), ``npo`` (β = ``beta``) or ``ga``.
         max_output_change: bound on every edited matrix's relative retain-output change
-            ``sqrt(E‖Δx‖² / E‖Wx‖²)`` under the applied edit (retain inputs of the base model).
+            ``sqrt(mean_t ‖Δx_t‖² / ‖Wx_t‖²)`` (per-token relative, retain tokens of the base model) under the applied edit.
         max_retain_nll_increase: measured retain-NLL increase that ends the run (None: not checked).
+        retain_gradient_filter: drop every candidate move whose first-order retain-NLL change
+            ``∇NLL_retain · δ`` is positive (one retain forward+backward per iteration). The output bound
+            alone does not see direction: forget and retain rows share the question format, so the
+            moves that best lower the forget answers also lower retain answers.
+        max_halvings: after an iteration is rolled back, the same ranked moves are retried with half as
+            many, at most this many times in a row (then ``retain_budget_spent``).
         kappa: κ > 1, moves are κ NF4 bin widths.
         step_share: at most this share of the mask is edited per iteration.
         max_steps: iterations at most. target_forget_acc: stop when forget accuracy ≤ this.
+        stop_quantized: also require the forget accuracy of a fake-quantized copy (this scheme, pure-torch
+            round trip, bit-exact with bitsandbytes) to be ≤ ``target_forget_acc`` before stopping
+            (None: full precision only). Rows left just past the decision boundary otherwise come back
+            when the *other* weights are rounded (tiny model: fp 0.25 → NF4 0.29 without it).
         chunk_rows: rows per forward pass. blocksize: NF4 block size (bitsandbytes: 64).
     """
 
     circuit_nodes: tuple[str, ...] | None = None
     circuit_level: Literal["neuron", "node"] = "neuron"
+    circuit_budget: float | None = 0.03
     circuit_faithfulness: float = 0.8
     circuit_method: Literal["eap-ig", "eap"] = "eap-ig"
     circuit_ig_steps: int = 3
@@ -84,10 +104,13 @@ class MANSUSettings:
     beta: float = 0.1
     max_output_change: float = 0.05
     max_retain_nll_increase: float | None = 0.5
+    retain_gradient_filter: bool = True
+    max_halvings: int = 4
     kappa: float = 1.1
-    step_share: float = 0.02
+    step_share: float = 0.01
     max_steps: int = 30
     target_forget_acc: float = 0.25
+    stop_quantized: Literal["nf4", "fp4", "int8"] | None = "nf4"
     chunk_rows: int = 16
     blocksize: int = 64
 
@@ -95,6 +118,7 @@ class MANSUSettings:
         check_literals(self)
         check(self.circuit_nodes is None or len(self.circuit_nodes) > 0, "circuit_nodes must not be empty")
         check(0 < self.circuit_faithfulness <= 1, "circuit_faithfulness must be in (0, 1]")
+        check(self.circuit_budget is None or 0 < self.circuit_budget <= 1, "circuit_budget must be in (0, 1] or None")
         check(self.circuit_ig_steps >= 1 and self.circuit_rows >= 1, "circuit_ig_steps and circuit_rows must be ≥ 1")
         check(self.margin >= 0 and self.beta > 0, "margin must be ≥ 0 and beta > 0")
         check(self.max_output_change > 0, "max_output_change must be > 0")
@@ -102,8 +126,10 @@ class MANSUSettings:
         check(self.kappa > 1, "kappa must be > 1 (a move of exactly one bin width may land on a boundary)")
         check(0 < self.step_share <= 1, "step_share must be in (0, 1]")
         check(self.max_steps >= 1, "max_steps must be ≥ 1")
+        check(self.max_halvings >= 0, "max_halvings must be ≥ 0")
         check(0 <= self.target_forget_acc <= 1, "target_forget_acc must be in [0, 1]")
         check(self.chunk_rows >= 1, "chunk_rows must be ≥ 1")
+        check(self.stop_quantized in (None, "nf4", "fp4", "int8"), "stop_quantized must be nf4, fp4, int8 or None")
         check(self.blocksize >= 2, "blocksize must be ≥ 2")
 
 
@@ -111,12 +137,14 @@ Settings = MANSUSettings
 
 
 def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The minimal faithful forget circuit's finest-resolution component ids and a summary of it."""
+    """The forget circuit's (budgeted or minimal faithful) finest-resolution component ids and a summary of it."""
     from circuitforge.circuits import CircuitSearch
     from circuitforge.circuits.neurons import NeuronCircuitSearch, edit_nodes
 
-    spec: Any = (NeuronCircuitSearch if s.circuit_level == "neuron" else CircuitSearch)(
-        method=s.circuit_method, ig_steps=s.circuit_ig_steps, faithfulness=s.circuit_faithfulness, rows=s.circuit_rows)
+    kw: dict[str, Any] = dict(method=s.circuit_method, ig_steps=s.circuit_ig_steps,
+                              faithfulness=s.circuit_faithfulness, rows=s.circuit_rows)
+    spec: Any = (NeuronCircuitSearch(**kw, max_weight_share=s.circuit_budget) if s.circuit_level == "neuron"
+                 else CircuitSearch(**kw))
     c = spec.find(handle, forget)
     nodes = tuple(edit_nodes(c))
     if not nodes:
@@ -144,15 +172,20 @@ def _circuit(handle: ModelHandle, forget: Task, s: MANSUSettings, circuit: "Circ
 
 
 def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor],
-                free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings,
+                retain_grads: dict[str, torch.Tensor] | None = None,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Per matrix: the floored candidate moves (zero where not a candidate) and their gain ÷ cost ratio
-    (−inf where not a candidate)."""
+    (−inf where not a candidate). With ``retain_grads`` (gradient of the retain answer NLL) a move whose
+    first-order retain-NLL change ``∇NLL_retain · δ`` is positive is not a candidate."""
     moves, gains, costs = {}, {}, {}
     total, count = 0.0, 0
     for n, p in params.items():
         mv = apply_floor(p.detach().cpu(), -grads[n].cpu() * free[n], s.kappa, 0.0, s.blocksize)
         gain = -(grads[n].cpu() * mv)
         ok = (mv != 0) & (gain > 0)
+        if retain_grads is not None:
+            ok &= retain_grads[n].cpu() * mv <= 0
         moves[n] = torch.where(ok, mv, torch.zeros_like(mv))
         gains[n] = torch.where(ok, gain, torch.zeros_like(gain))
         costs[n] = move_cost(inp, n, moves[n])
@@ -162,6 +195,18 @@ def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: di
     ratios = {n: torch.where(gains[n] > 0, gains[n] / (costs[n] + floor + 1e-30), torch.full_like(gains[n], float("-inf")))
               for n in params}
     return moves, ratios
+
+
+def _forget_acc(e: ModelHandle, forget: Task, s: MANSUSettings) -> tuple[float, dict[str, float]]:
+    """The forget accuracy the stopping rule reads (with ``stop_quantized``: the larger of full precision
+    and the quantized copy) and both numbers for the history."""
+    fp = evaluate(e, forget).accuracy
+    if s.stop_quantized is None:
+        return fp, {"forget_acc": fp}
+    from circuitforge.quant import quantized_copy
+
+    q = evaluate(quantized_copy(e, s.stop_quantized, backend="torch"), forget).accuracy
+    return max(fp, q), {"forget_acc": fp, f"forget_acc_{s.stop_quantized}": q}
 
 
 def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circuit: "Circuit | None" = None,
@@ -181,30 +226,38 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     mask, n_absmax = exclude_absmax(e, mask, s.blocksize)
     params = {n: p for n, p in e.named_parameters().items() if n in mask}
     n_mask = int(sum(int(m.sum()) for m in mask.values()))
-    n_linear = sum(p.numel() for p in scoped_params(e, "linear").values())
+    n_linear = linear_weight_count(e)
     inp = retain_inputs(e, retain, mask, s.chunk_rows)
     ref_lp = reference_logprob(handle, forget, s.chunk_rows) if s.forget_loss == "npo" else None
     edited = {n: torch.zeros_like(m) for n, m in mask.items()}
     per_step = max(1, math.ceil(s.step_share * n_mask))
     base_retain = mean_answer_nll(e, retain, s.chunk_rows)
-    acc = evaluate(e, forget).accuracy
-    history: list[dict[str, Any]] = [{"step": 0, "forget_acc": acc, "retain_nll": base_retain, "n_edited": 0}]
+    acc, accs = _forget_acc(e, forget, s)
+    history: list[dict[str, Any]] = [{"step": 0, **accs, "retain_nll": base_retain, "n_edited": 0}]
     stop = "max_steps"
     names = sorted(params)
+    size = per_step  # moves tried this iteration: halved after a rolled-back iteration (backtracking)
+    ranked: tuple[float, dict[str, torch.Tensor], torch.Tensor, int] | None = None  # reused after a rollback
     for step in range(1, s.max_steps + 1):
         if acc <= s.target_forget_acc:
             stop = "forget_target_reached"
             break
-        floss, grads = forget_gradient(e, forget, mask, s.forget_loss, margin=s.margin, beta=s.beta,
-                                       ref_logprob=ref_lp, chunk=s.chunk_rows)
-        free = {n: mask[n] & ~edited[n] for n in names}
-        moves, ratios = _candidates(e, params, grads, free, inp, s)
-        flat = torch.cat([ratios[n].flatten() for n in names])
-        n_ok = int((flat > float("-inf")).sum())
+        if ranked is None:
+            floss, grads = forget_gradient(e, forget, mask, s.forget_loss, margin=s.margin, beta=s.beta,
+                                           ref_logprob=ref_lp, chunk=s.chunk_rows)
+            free = {n: mask[n] & ~edited[n] for n in names}
+            rgrads = None
+            if s.retain_gradient_filter:  # ∇ of −NLL_retain ("ga" objective), negated: ∇ NLL_retain
+                _, g_r = forget_gradient(e, retain, mask, "ga", chunk=s.chunk_rows)
+                rgrads = {n: -g for n, g in g_r.items()}
+            moves, ratios = _candidates(e, params, grads, free, inp, s, rgrads)
+            flat = torch.cat([ratios[n].flatten() for n in names])
+            ranked = (floss, moves, flat, int((flat > float("-inf")).sum()))
+        floss, moves, flat, n_ok = ranked
         if n_ok == 0:
             stop = "no_candidates"
             break
-        top = torch.topk(flat, min(per_step, n_ok)).indices  # rank order, best first
+        top = torch.topk(flat, min(size, n_ok)).indices  # rank order, best first
         applied: dict[str, torch.Tensor] = {}
         offset = 0
         bound_cut = 0
@@ -235,13 +288,18 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
             with torch.no_grad():  # roll the iteration back exactly
                 for n, pick in applied.items():
                     params[n].copy_(torch.where(pick.to(params[n].device), r.base_state[n].to(params[n].device), params[n]))
-            history.append({"step": step, "forget_loss": floss, "retain_nll": retain_nll, "rolled_back": 1.0})
-            stop = "retain_budget_spent"
-            break
+            history.append({"step": step, "forget_loss": floss, "retain_nll": retain_nll, "rolled_back": 1.0,
+                            "tried": int(sum(int(p.sum()) for p in applied.values()))})
+            size //= 2  # backtrack: the same ranking, half as many moves (weights are bit-identical again)
+            if size < max(1, per_step // 2 ** s.max_halvings):
+                stop = "retain_budget_spent"
+                break
+            continue
+        ranked = None
         for n, pick in applied.items():
             edited[n] |= pick
-        acc = evaluate(e, forget).accuracy
-        history.append({"step": step, "forget_loss": floss, "forget_acc": acc, "retain_nll": retain_nll,
+        acc, accs = _forget_acc(e, forget, s)
+        history.append({"step": step, "forget_loss": floss, **accs, "retain_nll": retain_nll,
                         "candidates": n_ok, "applied": int(sum(int(p.sum()) for p in applied.values())),
                         "cut_by_output_bound": bound_cut,
                         "n_edited": int(sum(int(x.sum()) for x in edited.values()))})

@@ -10,6 +10,7 @@ from circuitforge.circuits import Circuit
 from circuitforge.circuits.neurons import (
     NeuronCircuitSearch,
     NeuronEvaluator,
+    budget_units,
     edit_nodes,
     minimal_neuron_circuit,
     random_units,
@@ -88,3 +89,31 @@ def test_search_spec_validates_and_matches(circuit, tiny_facts, task):
     assert not NeuronCircuitSearch(method="eap-ig", rows=8).matches(circuit, tiny_facts, task)
     assert not NeuronCircuitSearch(method="eap", rows=8, faithfulness=0.9).matches(circuit, tiny_facts, task)
     assert NeuronCircuitSearch.from_dict(spec.to_dict()) == spec
+
+
+def test_budget_units_greedy_by_score_per_weight(graph):
+    hw, nw = 1000, 10
+    h, n = budget_units(graph, hw, nw, 5 * nw)
+    assert int(h.sum()) == 0 and int(n.sum()) == 5  # no head fits in 50 weights
+    top5 = torch.topk(graph.neuron_scores.abs().nan_to_num(-1).flatten(), 5).indices
+    assert set(n.flatten().nonzero().flatten().tolist()) == set(top5.tolist())
+    h, n = budget_units(graph, hw, nw, 10**9)  # everything fits
+    assert bool(h.all()) and bool(n.all())
+
+
+def test_budget_search_stays_within_its_weight_share(tiny_facts, task):
+    from circuitforge.models import linear_weight_count
+    from circuitforge.surgery.mansu_steps import circuit_mask
+
+    spec = NeuronCircuitSearch(method="eap", rows=8, max_weight_share=0.05)
+    c = spec.find(tiny_facts, task)
+    assert c.selection["kind"] == "budget" and c.selection["n_neurons"] > 0
+    assert 0 <= c.faithfulness <= 1.0001 and c.reached == (c.faithfulness >= 0.8) and "faithfulness" in c.message
+    mask, _ = circuit_mask(tiny_facts, edit_nodes(c))
+    share = sum(int(m.sum()) for m in mask.values()) / linear_weight_count(tiny_facts)
+    assert 0 < share <= 0.05, share  # the real mask, not the estimate
+    assert spec.matches(c, tiny_facts, task)
+    assert not NeuronCircuitSearch(method="eap", rows=8, max_weight_share=0.1).matches(c, tiny_facts, task)
+    assert not NeuronCircuitSearch(method="eap", rows=8).matches(c, tiny_facts, task)
+    with pytest.raises(ValueError):
+        NeuronCircuitSearch(max_weight_share=1.5)
