@@ -8,7 +8,9 @@ for specificity, retain rows (ideally untargeted facts of the same domain):
    retain rows, with paired bootstrap 95% CIs; the erasure score ``E`` (share of depth at which the
    forget answer is missing from M₁'s residual beyond what retain rows lose) and the basis check.
 2. **Benign null** (:mod:`.benign`): ``n_benign`` random-sign edits of M₀ matched to M₁ − M₀ in ‖Δθ‖ and
-   in the number of weights changed (per tensor); the observed ``E``'s percentile among theirs.
+   in the number of weights changed (per tensor), and — given ``unrelated`` rows — ``n_benign_finetune``
+   fine-tunes on them matched the same way (:func:`~circuitforge.cad.benign.matched_finetune`); the
+   observed ``E``'s percentile among all of theirs.
 3. **Verdict** (:mod:`.verdict`): ``erasure | suppression | unchanged | indeterminate`` from the evidence
    above, with thresholds fixed on known-label controls before evaluation.
 4. **The paper's CAD** (evidence, not the verdict; ``settings.attribution``): C = the base circuit
@@ -26,7 +28,7 @@ import torch
 from jaxtyping import Float
 
 from circuitforge._provenance import versions, write_json_atomic
-from circuitforge.cad.benign import edit_stats, matched_random_sign, percentile
+from circuitforge.cad.benign import edit_stats, matched_finetune, matched_random_sign, percentile
 from circuitforge.cad.controls import with_base_readout
 from circuitforge.cad.divergence import NullCalibrated, calibrated_cad
 from circuitforge.cad.hybrids import hybrid_layers, hybrid_margins
@@ -53,6 +55,8 @@ class CADSettings:
         late_layers: layers counted as the logit side of the paper's upstream CAD; None = max(1, round(n/5)).
         seed: seed of every resampling (bootstrap, null splits, benign edits).
         n_benign: matched random-sign benign edits in the null (0 = no benign null).
+        n_benign_finetune: matched fine-tunes on unrelated rows in the null (only when :func:`cad` is given
+            ``unrelated`` rows; :func:`~circuitforge.cad.benign.matched_finetune`).
         n_boot: bootstrap resamples for the recovery CIs.
         hybrid_points: how many hybrid layers L (evenly spaced over 0..n, ends included); None = all.
         attribution: also compute the paper's attribution CAD (three EAP(-IG) runs and the circuit).
@@ -66,6 +70,7 @@ class CADSettings:
     late_layers: int | None = None
     seed: int = 0
     n_benign: int = 4
+    n_benign_finetune: int = 1
     n_boot: int = 1000
     hybrid_points: int | None = 16
     attribution: bool = True
@@ -75,7 +80,7 @@ class CADSettings:
             raise ValueError(f"method must be 'eap' or 'eap-ig', not {self.method!r}")
         if self.ig_steps < 1 or self.n_null < 10 or self.z_threshold <= 0 or not 0 < self.faithfulness <= 1:
             raise ValueError("ig_steps ≥ 1, n_null ≥ 10, z_threshold > 0 and 0 < faithfulness ≤ 1 required")
-        if self.n_benign < 0 or self.n_boot < 100 or (self.hybrid_points is not None and self.hybrid_points < 2):
+        if self.n_benign < 0 or self.n_benign_finetune < 0 or self.n_boot < 100 or (self.hybrid_points is not None and self.hybrid_points < 2):
             raise ValueError("n_benign ≥ 0, n_boot ≥ 100 and hybrid_points ≥ 2 (or None) required")
 
 
@@ -176,6 +181,7 @@ class CADResult:
                 "own_retain_ratio": r.get("own"),
                 "benign_percentile": self.evidence.get("benign_percentile"),
                 "benign_erasure_scores": self.benign.get("erasure_scores"),
+                "benign_finetune_erasure_scores": (self.benign.get("finetune") or {}).get("erasure_scores"),
                 "hybrid_layers": f.get("layers"), "hybrid_recovery_forget": f.get("recovery"),
                 "hybrid_recovery_forget_ci": f.get("recovery_ci"), "hybrid_recovery_retain": r.get("recovery"),
                 "hybrid_recovery_retain_ci": r.get("recovery_ci"), "thresholds": self.evidence.get("thresholds")}
@@ -187,7 +193,7 @@ def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
 
 
 def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain: Task | None,
-                      s: CADSettings) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                      s: CADSettings, unrelated: Task | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(recovery, benign, evidence)`` dicts: hybrid recovery curves with CIs, the matched benign null and
     the verdict with the numbers it was read from (see :mod:`.verdict`)."""
     layers = hybrid_layers(base.n_layers, s.hybrid_points)
@@ -206,8 +212,17 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
         benign["erasure_scores"].append(b.erasure_score)
         benign["basis"].append(b.basis)
         benign["own_forget_ratio"].append(b.forget["own"])
+    if unrelated is not None and s.n_benign_finetune:
+        benign["kind"] = "matched random-sign and matched unrelated fine-tune"
+        benign["finetune"] = {"n": s.n_benign_finetune, "task": unrelated.identity(), "erasure_scores": [],
+                              "basis": [], "own_forget_ratio": []}
+        for k in range(s.n_benign_finetune):
+            b = rec(matched_finetune(base, edited, unrelated, seed=s.seed + 1 + k), 100)
+            for key, v in (("erasure_scores", b.erasure_score), ("basis", b.basis), ("own_forget_ratio", b.forget["own"])):
+                benign["finetune"][key].append(v)
     benign["seconds"] = time.time() - t0
-    pct = percentile(obs.erasure_score, benign["erasure_scores"]) if s.n_benign else None
+    null = benign["erasure_scores"] + benign.get("finetune", {}).get("erasure_scores", [])
+    pct = percentile(obs.erasure_score, null) if null else None
     ev = decide(obs.forget["own"], obs.forget["own_ci"], obs.basis if retain is not None else None,
                 obs.erasure_score, obs.erasure_score_ci, pct)
     return obs.to_dict(), benign, ev.to_dict()
@@ -215,11 +230,12 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
 
 def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit | None = None,
         settings: CADSettings | None = None, search: CircuitSearch | None = None,
-        retain: Task | None = None) -> CADResult:
+        retain: Task | None = None, unrelated: Task | None = None) -> CADResult:
     """Compare M₀ = ``base`` and M₁ = ``edited`` on the forget rows ``task`` (see module doc).
 
     ``retain``: rows the edit should not touch (same domain is best), for the specificity and basis checks;
-    without them the verdict cannot tell an edit that breaks everything from erasure. ``circuit``: the
+    without them the verdict cannot tell an edit that breaks everything from erasure. ``unrelated``: rows
+    about other things (not the forget domain) for the matched fine-tune part of the benign null. ``circuit``: the
     base circuit of the paper's CAD; when None (and ``settings.attribution``) it is found with ``search``
     (default ``CircuitSearch(method, ig_steps, faithfulness from settings, rows=None)``)."""
     s = settings or CADSettings()
@@ -227,7 +243,7 @@ def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit 
     check_compatible(base, edited)
     if len(task) < 4:
         raise CircuitForgeError("CAD needs at least 4 task rows (its null splits the prompts in halves)")
-    rec, benign, ev = recovery_evidence(base, edited, task, retain, s)
+    rec, benign, ev = recovery_evidence(base, edited, task, retain, s, unrelated)
     nan = float("nan")
     att: dict[str, Any] = {"value": nan, "z": nan, "behavioural": {}, "mechanistic": {}, "mechanistic_upstream": {},
                            "faithfulness_base": None, "faithfulness_edited": None, "edges": [], "layer_mass": {},

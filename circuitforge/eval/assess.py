@@ -164,7 +164,10 @@ def assess(
                                            rows=None)).find(base, cad_task)
     # the retain rows give CAD its specificity and residual-basis checks (hybrids must still answer them)
     cad_retain = retain.head(cad_rows) if retain.kind == forget.kind else None
-    c = cad(base, edited, cad_task, circuit=circuit, settings=cs, retain=cad_retain)
+    # the benign fine-tune learns from retain rows CAD does not score (all of them when there are no others)
+    rest = list(range(cad_rows, len(retain)))
+    unrelated = retain.subset(rest, name=f"{retain.name}[{cad_rows}:]") if len(rest) >= 8 else retain
+    c = cad(base, edited, cad_task, circuit=circuit, settings=cs, retain=cad_retain, unrelated=unrelated)
     values = {
         "forgetting": fp_b["forget_acc"] - fp_e["forget_acc"],
         "retain": fp_b["retain_acc"] - fp_e["retain_acc"],

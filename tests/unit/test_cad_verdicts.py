@@ -152,3 +152,25 @@ def test_verify_exit_codes(tiny_facts, base_circuit, tmp_path):
     assert p.returncode == 2 and "architectures differ" in p.stderr
     p = _verify(*common, "--unlearned", str(folder), "--cad-z", "-1")
     assert p.returncode == 2
+
+
+def test_matched_unrelated_finetune_is_benign_and_matched(tiny_facts, late, cad_task, same_domain_retain, retain_task):
+    """The fine-tune null: same per-tensor count and norm as the edit, a trained direction (not the edit's),
+    and it is not called erasure; cad() puts it in the null beside the random-sign edits."""
+    from circuitforge.cad.benign import edit_stats, matched_finetune
+
+    b = matched_finetune(tiny_facts, late, retain_task, steps=5, lr=1e-3, seed=1)
+    want, got = edit_stats(tiny_facts, late), edit_stats(tiny_facts, b)
+    assert got["changed"] <= want["changed"] and got["changed"] > 0.9 * want["changed"]
+    assert got["l2"] == pytest.approx(want["l2"], rel=1e-3)
+    sd0, sdl, sdb = tiny_facts.state_dict(), late.state_dict(), b.state_dict()
+    k = f"model.layers.{tiny_facts.n_layers - 1}.mlp.down_proj.weight"
+    dl, db = (sdl[k] - sd0[k]).flatten(), (sdb[k] - sd0[k]).flatten()
+    assert float(torch.nn.functional.cosine_similarity(dl, db, dim=0)) < 0.9  # not the edit's direction
+    r = _cad(tiny_facts, b, cad_task, same_domain_retain)
+    assert r.verdict != "erasure" and r.score < 0.1, r.evidence
+    r2 = cad(tiny_facts, late, cad_task, retain=same_domain_retain, unrelated=retain_task,
+             settings=CADSettings(method="eap", n_null=20, n_benign=1, n_benign_finetune=1, n_boot=200,
+                                  attribution=False))
+    fin = r2.benign["finetune"]["erasure_scores"]
+    assert len(fin) == 1 and len(r2.benign["erasure_scores"]) == 1 and r2.summary()["benign_finetune_erasure_scores"] == fin
