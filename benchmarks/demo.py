@@ -42,7 +42,14 @@ def main() -> None:
         ["load average (1 min) before / after", f"{load0[0]:.1f} / {load1[0]:.1f}", f"{os.cpu_count()} CPU cores"],
     ]
     rows += [[f"step: {k}", f"{v:.0f} s", ""] for k, v in summary["timings"].items()]
+    b = summary["base"]["accuracy"]
+    rows.append(["base: forget fp / NF4, retain fp / NF4, paraphrase",
+                 f"{b['forget']:.2f} / {b['forget_nf4']:.2f}, {b['retain']:.2f} / {b['retain_nf4']:.2f}, {b['paraphrase']:.2f}", ""])
     for m, d in summary["methods"].items():
+        a = d["accuracy"]
+        rows.append([f"{m}: forget fp / NF4, retain fp / NF4, paraphrase",
+                     f"{a['forget']:.2f} / {a['forget_nf4']:.2f}, {a['retain']:.2f} / {a['retain_nf4']:.2f}, {a['paraphrase']:.2f}",
+                     f"stop {d.get('stop_reason')}, weights changed {d.get('changed_share') or 0:.2e}"])
         rows.append([f"{m}: verdict", d["cad"]["verdict"], f"all four properties: {'pass' if d['scorecard']['pass'] else 'fail'}"])
     from circuitforge._provenance import run_info, write_json_atomic
 
