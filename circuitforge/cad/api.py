@@ -81,7 +81,7 @@ class CADSettings:
         if self.ig_steps < 1 or self.n_null < 10 or self.z_threshold <= 0 or not 0 < self.faithfulness <= 1:
             raise ValueError("ig_steps ≥ 1, n_null ≥ 10, z_threshold > 0 and 0 < faithfulness ≤ 1 required")
         if self.n_benign < 0 or self.n_benign_finetune < 0 or self.n_boot < 100 or (self.hybrid_points is not None and self.hybrid_points < 2):
-            raise ValueError("n_benign ≥ 0, n_boot ≥ 100 and hybrid_points ≥ 2 (or None) required")
+            raise ValueError("n_benign ≥ 0, n_benign_finetune ≥ 0, n_boot ≥ 100 and hybrid_points ≥ 2 (or None) required")
 
 
 def check_compatible(base: ModelHandle, edited: ModelHandle) -> None:

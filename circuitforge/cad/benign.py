@@ -12,6 +12,8 @@ Tensors are matched by HF name. An edit that unties the unembedding (``lm_head.w
 M₁) is compared with M₀'s tied embedding.
 """
 
+from collections.abc import Callable
+
 import torch
 
 from circuitforge.data import Task
@@ -41,28 +43,44 @@ def edit_stats(base: ModelHandle, edited: ModelHandle) -> dict[str, float | int]
     return {"l2": l2**0.5, "changed": changed, "total": total}
 
 
-def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -> ModelHandle:
-    """A copy of ``edited``'s structure holding M₀ + a random-sign edit matched to M₁ − M₀ per tensor
-    (count of changed entries and L2 norm). Neither input is modified."""
-    out = clone(edited, spec=f"{base.spec}+benign-random-sign-{seed}")
+def _matched(base: ModelHandle, edited: ModelHandle, spec: str,
+             change: Callable[[str, torch.Tensor, torch.Tensor, int], torch.Tensor | None]) -> ModelHandle:
+    """A copy of ``edited``'s structure holding M₀ plus, in every floating tensor the edit reaches, the flat
+    change ``change(name, w0, d, k)`` returns (``w0`` = M₀'s flat tensor, ``d`` = the edit's flat change
+    M₁ − M₀ there, ``k`` = its number of changed entries; called for ``k > 0`` in sorted-name order; None:
+    no change). The benign nulls differ only in ``change``."""
+    out = clone(edited, spec=spec)
     sd0, sd1 = base.state_dict(), edited.state_dict()
-    g = torch.Generator().manual_seed(seed)
     params = out.named_parameters()
     with torch.no_grad():
         for k in sorted(sd1):
             v0 = _base_tensor(base, sd0, k)
             if v0 is None or k not in params or v0.shape != sd1[k].shape or not sd1[k].is_floating_point():
                 continue
-            d = (sd1[k] - v0).float()
+            d = (sd1[k] - v0).float().flatten()
             n_changed = int((d != 0).sum())
             new = v0.detach().clone().float().flatten()
-            if n_changed:
-                pos = torch.randperm(new.numel(), generator=g)[:n_changed]
-                sign = torch.randint(0, 2, (n_changed,), generator=g).float() * 2 - 1
-                new[pos] += sign * float(d.norm()) / n_changed**0.5
+            step = change(k, new, d, n_changed) if n_changed else None
+            if step is not None:
+                new += step
             params[k].data.copy_(new.view_as(v0).to(params[k].dtype))
     out.invalidate_identity()
     return out
+
+
+def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -> ModelHandle:
+    """A copy of ``edited``'s structure holding M₀ + a random-sign edit matched to M₁ − M₀ per tensor
+    (count of changed entries and L2 norm). Neither input is modified."""
+    g = torch.Generator().manual_seed(seed)
+
+    def change(name: str, w0: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
+        step = torch.zeros_like(d)
+        pos = torch.randperm(d.numel(), generator=g)[:k]
+        sign = torch.randint(0, 2, (k,), generator=g).float() * 2 - 1
+        step[pos] += sign * float(d.norm()) / k**0.5
+        return step
+
+    return _matched(base, edited, f"{base.spec}+benign-random-sign-{seed}", change)
 
 
 def percentile(observed: float, null: list[float]) -> float:
@@ -103,26 +121,17 @@ def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, st
     finally:
         for p in params.values():
             p.grad = None
-    out = clone(edited, spec=f"{base.spec}+benign-finetune-{seed}")
-    sd0, sd1, sdf = base.state_dict(), edited.state_dict(), ft.state_dict()
-    oparams = out.named_parameters()
-    with torch.no_grad():
-        for k in sorted(sd1):
-            v0 = _base_tensor(base, sd0, k)
-            if v0 is None or k not in oparams or v0.shape != sd1[k].shape or not sd1[k].is_floating_point():
-                continue
-            d = (sd1[k] - v0).float()
-            n_changed = int((d != 0).sum())
-            new = v0.detach().clone().float().flatten()
-            vf = sdf.get(k, sdf.get("model.embed_tokens.weight") if k == "lm_head.weight" else None)
-            if n_changed and vf is not None and vf.shape == v0.shape:
-                dft = (vf.float() - v0.float()).flatten()
-                keep = torch.topk(dft.abs(), min(n_changed, dft.numel())).indices
-                step = torch.zeros_like(dft)
-                step[keep] = dft[keep]
-                norm = float(step.norm())
-                if norm > 0:
-                    new += step * (float(d.norm()) / norm)
-            oparams[k].data.copy_(new.view_as(v0).to(oparams[k].dtype))
-    out.invalidate_identity()
-    return out
+    sdf = ft.state_dict()
+
+    def change(name: str, w0: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor | None:
+        vf = sdf.get(name, sdf.get("model.embed_tokens.weight") if name == "lm_head.weight" else None)
+        if vf is None or vf.numel() != d.numel():
+            return None
+        dft = vf.float().flatten() - w0
+        step = torch.zeros_like(dft)
+        keep = torch.topk(dft.abs(), min(k, dft.numel())).indices
+        step[keep] = dft[keep]
+        norm = float(step.norm())
+        return step * (float(d.norm()) / norm) if norm > 0 else None
+
+    return _matched(base, edited, f"{base.spec}+benign-finetune-{seed}", change)
