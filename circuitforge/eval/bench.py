@@ -14,7 +14,8 @@ Here the variance comes from resampling *which facts are forgotten* (:mod:`circu
    Every grid point is recorded (``sweep.json``).
 3. **Cells.** ``cells/<method>-<split>-seed<s>.json``: the :func:`assess` scorecard (forget, general
    retain, NF4 gap, CAD on the split's base circuit, found once per split with ``CircuitSearch`` and cached
-   in ``circuits/``), per-row outcomes of every task, the relearning attack (best of ``relearn.budgets``,
+   in ``circuits/``; MANSU edits its own neuron circuit within its ``circuit_budget``, found on the split's
+   forget rows), per-row outcomes of every task, the relearning attack (best of ``relearn.budgets``,
    floored by never-known rows, base curve shared per split) and the NF4 diagnostics.
 4. **Summary** (:mod:`circuitforge.eval.bench_summary`): every property pooled over splits with two-level
    paired bootstrap 95% CIs, pass / fail / undecided from the CI bounds, claims (a)–(e) with CIs and tests.
@@ -234,8 +235,9 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
     from circuitforge.surgery import unlearn
 
     t0 = time.time()
-    kw = {"circuit": ctx["circuit"]} if method == "mansu" else {}
-    res = unlearn(base, split.forget, retain, method=method, seed=seed, **settings, **kw)
+    # MANSU finds its own edit set (its neuron circuit within ``circuit_budget``) on the split's forget rows:
+    # the split's edge circuit (for CAD) keeps whole MLPs and would make its mask most of the model.
+    res = unlearn(base, split.forget, retain, method=method, seed=seed, **settings)
     t_unlearn = time.time() - t0
     m = res.handle
     a = assess(base, m, split.forget, retain, circuit=ctx["circuit"], scheme=cfg.scheme, cad_rows=cfg.cad_rows,
