@@ -31,7 +31,7 @@ from circuitforge._provenance import versions, write_json_atomic
 from circuitforge.cad.benign import edit_stats, matched_finetune, matched_random_sign, percentile
 from circuitforge.cad.controls import with_base_readout
 from circuitforge.cad.divergence import NullCalibrated, calibrated_cad
-from circuitforge.cad.hybrids import hybrid_layers, hybrid_margins
+from circuitforge.cad.hybrids import base_margins, hybrid_layers, hybrid_margins
 from circuitforge.cad.recovery import recovery
 from circuitforge.cad.verdict import Verdict, decide
 from circuitforge.circuits import Circuit, CircuitSearch
@@ -99,6 +99,22 @@ def _layer(node: str) -> int:
     if comp == "logits":
         return 10**9
     return parse_node(comp)[1]
+
+
+_BASE_SCORES: dict[tuple[Any, ...], torch.Tensor] = {}
+"""M₀'s per-example edge scores by (weights, rows, edges, method, IG steps): a bench split or a CI job
+compares many edited models against one base circuit, whose base attribution is the same every time."""
+
+
+def base_edge_scores(base: ModelHandle, task: Task, edges: list[str], settings: CADSettings) -> Float[torch.Tensor, "examples edges"]:
+    """:func:`per_example_edge_scores` of the base model, memoised in-process (at most 4 entries) by the
+    base's weight hash, the task's rows hash, the edges and the attribution settings."""
+    key = (base.sha256, task.sha256, tuple(edges), settings.method, settings.ig_steps)
+    if key not in _BASE_SCORES:
+        if len(_BASE_SCORES) >= 4:
+            _BASE_SCORES.pop(next(iter(_BASE_SCORES)))
+        _BASE_SCORES[key] = per_example_edge_scores(base, task, edges, settings)
+    return _BASE_SCORES[key].clone()
 
 
 def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], settings: CADSettings) -> Float[torch.Tensor, "examples edges"]:
@@ -197,10 +213,12 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
     """``(recovery, benign, evidence)`` dicts: hybrid recovery curves with CIs, the matched benign null and
     the verdict with the numbers it was read from (see :mod:`.verdict`)."""
     layers = hybrid_layers(base.n_layers, s.hybrid_points)
+    m0_f = base_margins(base, task)
+    m0_r = base_margins(base, retain) if retain is not None else None
 
     def rec(m: ModelHandle, n_boot: int) -> Any:
-        return recovery(hybrid_margins(base, m, task, layers),
-                        hybrid_margins(base, m, retain, layers) if retain is not None else None,
+        return recovery(hybrid_margins(base, m, task, layers, base_margins=m0_f),
+                        hybrid_margins(base, m, retain, layers, base_margins=m0_r) if retain is not None else None,
                         n_boot=n_boot, seed=s.seed)
 
     obs = rec(edited, s.n_boot)
@@ -265,7 +283,7 @@ def _attribution_cad(base: ModelHandle, edited: ModelHandle, task: Task, circuit
     edges = list(circuit.edges)
     if not edges:
         raise CircuitForgeError("the base circuit has no edges")
-    s0 = per_example_edge_scores(base, task, edges, s)
+    s0 = base_edge_scores(base, task, edges, s)
     s_beh = per_example_edge_scores(edited, task, edges, s)
     s_mech = per_example_edge_scores(with_base_readout(edited, base), task, edges, s)
 
@@ -295,7 +313,8 @@ def _attribution_cad(base: ModelHandle, edited: ModelHandle, task: Task, circuit
         return v if v == v else None
 
     return {"value": mech_up.value, "z": mech_up.z, "behavioural": _calib_dict(beh), "mechanistic": _calib_dict(mech),
-            "mechanistic_upstream": _calib_dict(mech_up), "faithfulness_base": _faith(base),
+            "mechanistic_upstream": _calib_dict(mech_up), "faithfulness_base": (circuit.faithfulness if circuit.found_on(base, task) and circuit.faithfulness is not None
+                                  else _faith(base)),
             "faithfulness_edited": _faith(edited), "edges": edge_rows,
             "layer_mass": {"layers": layers, "base": mass(m0), "edited_own_readout": mass(mb),
                            "edited_base_readout": mass(mm), "upstream_cut_layer": cut},

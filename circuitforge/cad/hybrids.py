@@ -19,9 +19,13 @@ it up; per-example ratios are kept too). 1 = as M₀; 0 = no preference left; < 
 preferred. ``own`` is the same ratio for M₁ itself (M₁'s own readout).
 
 **Efficiency**: one forward of M₁ caches its residual at every block input (``blocks.L.hook_resid_pre``)
-and after the last block (``blocks.{n-1}.hook_resid_post``); then M₀ runs once on the batch repeated for
-a group of layers, a hook at each ``blocks.L.hook_resid_pre`` overwriting the rows of that layer's copy
-with M₁'s residual. Checked against hybrids built by copying M₁'s weights into M₀ (tests).
+and after the last block (``blocks.{n-1}.hook_resid_post``). For Llama-style models (``llama``, ``qwen2``:
+no embedding scale, one causal mask, one rotary table) each ``H_L`` then runs only M₀'s blocks ``≥ L``
+(the HF decoder layers, its final norm and unembedding), so a hybrid costs ``(n − L)/n`` of a forward;
+other families run M₀ once on the batch repeated for a group of layers, a hook at each
+``blocks.L.hook_resid_pre`` overwriting the rows of that layer's copy with M₁'s residual (every block runs;
+the blocks below ``L`` on discarded input). Both paths are checked against hybrids built by copying M₁'s
+weights into M₀ (tests).
 
 **Caveat**: a hybrid is meaningful only when M₀ and M₁ share a residual basis (M₁ fine-tuned from M₀).
 Measure that on retain rows (:func:`recovery_curves` returns both): a model trained separately fails its
@@ -131,6 +135,34 @@ def hybrid_logits(base: ModelHandle, resid: list[Float[torch.Tensor, "batch pos 
     return logits.reshape(len(layers), b, *logits.shape[1:])
 
 
+_RESUMABLE = ("llama", "qwen2")
+
+
+def resumable(handle: ModelHandle) -> bool:
+    """True when :func:`resume_logits` can run ``handle``'s upper blocks alone (Llama-style HF models)."""
+    hf = handle.hf
+    return getattr(hf.config, "model_type", None) in _RESUMABLE and hasattr(hf, "model") and hasattr(hf.model, "layers")
+
+
+@torch.no_grad()
+def resume_logits(base: ModelHandle, resid: Float[torch.Tensor, "batch pos d_model"], start: int) -> Float[torch.Tensor, "batch pos vocab"]:
+    """``base``'s logits when ``resid`` enters block ``start`` (``start = n_layers``: only the final norm and
+    unembedding): the HF decoder layers ``start..n-1`` with the causal mask and rotary embeddings of
+    positions ``0..pos-1``, as in ``LlamaModel.forward`` (no padding mask: rows are right-padded and only
+    positions up to each row's last prompt token are read). Only for :func:`resumable` models."""
+    from transformers.masking_utils import create_causal_mask
+
+    m = base.hf.model
+    h = resid.to(base.device, next(m.parameters()).dtype)
+    if start < base.n_layers:
+        pos = torch.arange(h.shape[1], device=h.device)[None]
+        mask = create_causal_mask(config=m.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=pos)
+        pe = m.rotary_emb(h, position_ids=pos)
+        for layer in m.layers[start : base.n_layers]:
+            h = layer(h, attention_mask=mask, position_embeddings=pe, position_ids=pos)
+    return base.hf.lm_head(m.norm(h))
+
+
 @dataclass(frozen=True)
 class HybridMargins:
     """Per-example margins: ``base`` [batch] (M₀), ``own`` [batch] (M₁), ``hybrid`` [len(layers), batch]
@@ -153,19 +185,34 @@ def hybrid_layers(n_layers: int, points: int | None) -> list[int]:
 
 
 def hybrid_margins(base: ModelHandle, edited: ModelHandle, task: Task, layers: list[int] | None = None,
-                   max_rows_per_pass: int = 64) -> HybridMargins:
+                   max_rows_per_pass: int = 64, base_margins: Float[torch.Tensor, " batch"] | None = None,
+                   resume: bool | None = None) -> HybridMargins:
     """Margins of M₀, M₁ and the layer hybrids ``H_L`` for ``L`` in ``layers`` (default every
-    ``0..n_layers``) on ``task`` (see module doc). Neither model is modified."""
+    ``0..n_layers``) on ``task`` (see module doc). Neither model is modified.
+
+    ``base_margins``: M₀'s margins on ``task`` when already computed (one forward saved per call).
+    ``resume``: run only M₀'s blocks ``≥ L`` per hybrid (default: when :func:`resumable`); False forces the
+    hooked full-depth path."""
     mb = margin_batch(base, task)
     with torch.no_grad():
-        m0 = margins(base.bridge(mb.tokens.to(base.device)), mb)
+        m0 = base_margins if base_margins is not None else margins(base.bridge(mb.tokens.to(base.device)), mb)
         resid, own_logits = residuals(edited, mb.tokens)
         own = margins(own_logits, mb)
-        per = max(1, max_rows_per_pass // mb.tokens.shape[0])
         layers = list(range(base.n_layers + 1)) if layers is None else sorted(layers)
         out = []
-        for g in range(0, len(layers), per):
-            grp = layers[g : g + per]
-            lg = hybrid_logits(base, resid, mb.tokens, grp)
-            out += [margins(lg[j], mb) for j in range(len(grp))]
+        if resumable(base) if resume is None else resume:
+            out = [margins(resume_logits(base, resid[L], L), mb) for L in layers]
+        else:
+            per = max(1, max_rows_per_pass // mb.tokens.shape[0])
+            for g in range(0, len(layers), per):
+                grp = layers[g : g + per]
+                lg = hybrid_logits(base, resid, mb.tokens, grp)
+                out += [margins(lg[j], mb) for j in range(len(grp))]
     return HybridMargins(m0, own, torch.stack(out), layers)
+
+
+def base_margins(base: ModelHandle, task: Task) -> Float[torch.Tensor, " batch"]:
+    """M₀'s margins on ``task`` (to pass to several :func:`hybrid_margins` calls against one base)."""
+    mb = margin_batch(base, task)
+    with torch.no_grad():
+        return margins(base.bridge(mb.tokens.to(base.device)), mb)

@@ -53,3 +53,23 @@ def test_erasure_zeroes_only_the_named_upstream_components(tiny_facts):
 
 def test_unchanged_copy_has_same_identity(tiny_facts):
     assert unchanged_copy(tiny_facts).sha256 == tiny_facts.sha256
+
+
+def test_base_edge_scores_are_memoised_by_weights_rows_and_edges(tiny_facts, forget_task, monkeypatch):
+    """The base attribution is computed once per (weights, rows, edges, settings), and equals a fresh run."""
+    from circuitforge.cad import api
+
+    calls = []
+    real = api.per_example_edge_scores
+    monkeypatch.setattr(api, "per_example_edge_scores", lambda *a: calls.append(a[1].name) or real(*a))
+    monkeypatch.setattr(api, "_BASE_SCORES", {})
+    s = api.CADSettings(method="eap", n_null=10)
+    task = forget_task.head(4)
+    edges = ["input->a0.h0<q>", "m1->logits"]
+    first = api.base_edge_scores(tiny_facts, task, edges, s)
+    first[0, 0] = 1e9   # the caller's copy: editing it must not reach the memo
+    again = api.base_edge_scores(tiny_facts, task, edges, s)
+    assert len(calls) == 1 and torch.equal(again, real(tiny_facts, task, edges, s))
+    api.base_edge_scores(tiny_facts, forget_task.subset(range(4, 8)), edges, s)   # other rows: recomputed
+    api.base_edge_scores(tiny_facts, task, edges[:1], s)                           # other edges: recomputed
+    assert len(calls) == 3

@@ -50,6 +50,19 @@ def test_hooked_hybrids_equal_weight_copied_hybrids(tiny_facts, perturbed, forge
     assert (hm.hybrid[-1] - hm.base).abs().max() > 0.05
 
 
+def test_resumed_hybrids_equal_hooked_hybrids(tiny_facts, perturbed, forget_task):
+    """The fast path (M₀'s blocks ≥ L only) against the hooked full-depth path, on a Llama model."""
+    from circuitforge.cad.hybrids import base_margins, resumable
+
+    task = forget_task.head(8)
+    assert resumable(tiny_facts)
+    fast = hybrid_margins(tiny_facts, perturbed, task, base_margins=base_margins(tiny_facts, task))
+    hooked = hybrid_margins(tiny_facts, perturbed, task, resume=False)
+    torch.testing.assert_close(fast.hybrid, hooked.hybrid, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast.base, hooked.base)
+    assert (fast.hybrid[0] - fast.hybrid[-1]).abs().max() > 0.05   # the layers differ: not one repeated row
+
+
 def test_identical_model_recovers_exactly_and_inputs_untouched(tiny_facts, forget_task):
     sha = tiny_facts.sha256
     same = clone(tiny_facts)
