@@ -393,6 +393,19 @@ def report(out: Path, page: Path) -> None:
             s_, rr = c["summary"], c["summary"].get("hybrid_recovery_retain") or [float("nan")]
             own_r = c.get("own_retain", s_.get("own_retain_ratio"))
             L.append(f"| {c['name']} | {_f(s_['own_forget_ratio'])} | {_f(own_r)} | {_f(rr[0])} | {_f(s_['basis'])} | {c['verdict']} |")
+    stitch = out / "stitching.json"
+    if stitch.exists():
+        st = json.loads(stitch.read_text())
+        L += ["", "**Tried: a linear stitch** (`python benchmarks/cad_stitching.py`, "
+              f"{st['n_anchor_sentences']} anchor sentences). Per hybrid layer an affine map from M₁'s residual to "
+              "M₀'s, fitted by ridge least squares on other-domain and other-split sentences, then M₀'s blocks ≥ L "
+              "on the mapped residual. It fits the anchors themselves (in-sample recovery R_0 ≈ 0.8) but does not "
+              "carry to held-out same-domain rows, whose subject tokens no anchor contains: the basis stays far "
+              "below the threshold for every separately trained model, so the retrain oracle stays "
+              "`indeterminate`. A map learned from other tokens cannot say where a separately trained model keeps "
+              "a token it has never been shown next to; the hybrids need a shared basis, i.e. M₁ fine-tuned from M₀.", "",
+              "| " + " | ".join(st["table"]["columns"]) + " |", "|" + "---|" * len(st["table"]["columns"])]
+        L += ["| " + " | ".join(r) + " |" for r in st["table"]["rows"]]
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():

@@ -6,7 +6,9 @@ for specificity, retain rows (ideally untargeted facts of the same domain):
 1. **Recovery evidence** (:mod:`.hybrids`, :mod:`.recovery`): layer hybrids ``H_L`` (M₁'s layers < L,
    then M₀'s layers ≥ L and M₀'s readout), recovery ``R_L`` = hybrid forget margin ÷ M₀'s, on forget and
    retain rows, with paired bootstrap 95% CIs; the erasure score ``E`` (share of depth at which the
-   forget answer is missing from M₁'s residual beyond what retain rows lose) and the basis check.
+   forget answer is missing from M₁'s residual beyond what retain rows lose) and the basis check; and the
+   reverse hybrids ``H'_L`` (M₀'s layers < L, then M₁'s), whose suppression share ``S`` says from how deep
+   M₁'s own later computation removes an answer handed to it intact (evidence, not read by the verdict).
 2. **Benign null** (:mod:`.benign`): ``n_benign`` random-sign edits of M₀ matched to M₁ − M₀ in ‖Δθ‖ and
    in the number of weights changed (per tensor), and — given ``unrelated`` rows — ``n_benign_finetune``
    fine-tunes on them matched the same way (:func:`~circuitforge.cad.benign.matched_finetune`); the
@@ -32,7 +34,7 @@ from circuitforge.cad.benign import edit_stats, matched_finetune, matched_random
 from circuitforge.cad.controls import with_base_readout
 from circuitforge.cad.divergence import NullCalibrated, calibrated_cad
 from circuitforge.cad.hybrids import base_margins, hybrid_layers, hybrid_margins
-from circuitforge.cad.recovery import recovery
+from circuitforge.cad.recovery import recovery, reverse_recovery
 from circuitforge.cad.verdict import Verdict, decide
 from circuitforge.circuits import Circuit, CircuitSearch
 from circuitforge.data.task import Task
@@ -200,7 +202,11 @@ class CADResult:
                 "benign_finetune_erasure_scores": (self.benign.get("finetune") or {}).get("erasure_scores"),
                 "hybrid_layers": f.get("layers"), "hybrid_recovery_forget": f.get("recovery"),
                 "hybrid_recovery_forget_ci": f.get("recovery_ci"), "hybrid_recovery_retain": r.get("recovery"),
-                "hybrid_recovery_retain_ci": r.get("recovery_ci"), "thresholds": self.evidence.get("thresholds")}
+                "hybrid_recovery_retain_ci": r.get("recovery_ci"),
+                "reverse_hybrid_recovery_forget": (rec.get("reverse") or {}).get("forget"),
+                "suppression_share": (rec.get("reverse") or {}).get("suppression_share"),
+                "suppression_share_ci": (rec.get("reverse") or {}).get("suppression_share_ci"),
+                "thresholds": self.evidence.get("thresholds")}
 
 
 def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
@@ -222,6 +228,9 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
                         n_boot=n_boot, seed=s.seed)
 
     obs = rec(edited, s.n_boot)
+    reverse = reverse_recovery(hybrid_margins(edited, base, task, layers),
+                               hybrid_margins(edited, base, retain, layers) if retain is not None else None,
+                               n_boot=s.n_boot, seed=s.seed)
     benign: dict[str, Any] = {"kind": "matched random-sign", "n": s.n_benign, "edit": edit_stats(base, edited),
                               "erasure_scores": [], "basis": [], "own_forget_ratio": []}
     t0 = time.time()
@@ -243,7 +252,7 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
     pct = percentile(obs.erasure_score, null) if null else None
     ev = decide(obs.forget["own"], obs.forget["own_ci"], obs.basis if retain is not None else None,
                 obs.erasure_score, obs.erasure_score_ci, pct)
-    return obs.to_dict(), benign, ev.to_dict()
+    return {**obs.to_dict(), "reverse": reverse}, benign, ev.to_dict()
 
 
 def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit | None = None,

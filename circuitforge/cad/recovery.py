@@ -15,6 +15,14 @@ Definitions (``n`` = number of layers; margins from :mod:`.hybrids`, per example
   depth, where a fine-tuned M₁'s residual still resembles M₀'s): below the calibrated threshold the hybrids
   are not interpretable (M₁ does not speak M₀'s residual language). 1 without retain rows.
 
+**Reverse hybrids** (:func:`reverse_recovery`; the "both ways" half of the evidence): ``H'_L`` runs M₀'s
+embedding and blocks ``< L`` and M₁'s blocks ``≥ L`` and M₁'s readout; ``R'_L = Σ_i margin(H'_L)_i / Σ_i
+margin(M₀)_i``. Where M₁'s remaining blocks still block an answer handed to them intact, ``R'_L`` stays
+low: a late gate (suppression) keeps ``R'_L`` low up to its layer, an early erasure lets ``R'_L`` return to
+1 right after the edited blocks. **Suppression share** ``S = mean_L [clip(R'^r_L, 0, 1) − clip(R'^f_L, 0,
+1)]`` over all hybrid layers: the share of depth from which M₁'s own later computation removes the forget
+answer beyond what it removes on retain rows. Evidence only; the verdict (:mod:`.verdict`) does not read it.
+
 CIs: percentile bootstrap (``n_boot`` resamples, 95%) resampling forget and retain examples
 independently, paired across models (the same resampled rows for M₀, M₁ and every hybrid).
 """
@@ -104,3 +112,27 @@ def recovery(forget: HybridMargins, retain: HybridMargins | None, n_boot: int = 
     e, b = erasure_score(rf, rr, forget.layers)
     boot = torch.tensor([erasure_score(x, y, forget.layers) for x, y in zip(rf_b, rr_b, strict=True)])
     return Recovery(f_d, r_d, e, _ci(boot[:, 0]), b, _ci(boot[:, 1]))
+
+
+def reverse_recovery(forget: HybridMargins, retain: HybridMargins | None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Reverse recovery curves ``R'_L`` and the suppression share ``S`` with bootstrap 95% CIs (module doc).
+
+    ``forget``/``retain``: :func:`~circuitforge.cad.hybrids.hybrid_margins` called with the roles swapped
+    (``hybrid_margins(M₁, M₀, task)``), so that ``.hybrid`` holds ``H'_L``, ``.own`` M₀'s margins (the
+    denominator) and ``.base`` M₁'s."""
+    g = torch.Generator().manual_seed(seed)
+
+    def side(hm: HybridMargins) -> tuple[torch.Tensor, torch.Tensor]:
+        n = hm.own.shape[0]
+        r = _ratio(hm.hybrid, hm.own)
+        boots = torch.stack([_ratio(hm.hybrid[:, i], hm.own[i]) for i in (torch.randint(n, (n,), generator=g) for _ in range(n_boot))])
+        return r, boots
+
+    rf, bf = side(forget)
+    rr, br = side(retain) if retain is not None else (torch.ones_like(rf), torch.ones_like(bf))
+    share = float((rr.clamp(0, 1) - rf.clamp(0, 1)).mean())
+    bs = (br.clamp(0, 1) - bf.clamp(0, 1)).mean(1)
+    return {"layers": list(forget.layers), "forget": [float(x) for x in rf], "forget_ci": [_ci(bf[:, j]) for j in range(rf.shape[0])],
+            "retain": [float(x) for x in rr] if retain is not None else None,
+            "retain_ci": [_ci(br[:, j]) for j in range(rr.shape[0])] if retain is not None else None,
+            "suppression_share": share, "suppression_share_ci": _ci(bs)}

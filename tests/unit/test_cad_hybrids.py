@@ -120,3 +120,38 @@ def test_hybrid_recovery_figure_from_summary_and_full_result():
     assert [list(t.y) for t in plot_hybrid_recovery(full).data if t.mode == "lines+markers"] == [[1.0, 0.0]]
     many = plot_hybrid_recovery({"a": summary, "b": full})
     assert len([t for t in many.data if t.mode == "lines+markers"]) == 2
+
+
+def test_reverse_hybrids_equal_weight_copied_hybrids(tiny_facts, perturbed, forget_task):
+    """H'_L (M₀ below L, then M₁ and M₁'s readout) against M₁ with M₀'s embedding and blocks < L copied in."""
+    task = forget_task.head(8)
+    rev = hybrid_margins(perturbed, tiny_facts, task)
+    mb = margin_batch(tiny_facts, task)
+    with torch.no_grad():
+        for L in rev.layers:
+            ref = margins(_hand_built(perturbed, tiny_facts, L).bridge(mb.tokens), mb)
+            torch.testing.assert_close(rev.hybrid[L], ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rev.own, margins(tiny_facts.bridge(mb.tokens), mb))
+
+
+def test_reverse_hybrids_locate_the_edited_block(tiny_facts, forget_task):
+    """Known by construction: gradient ascent on the last block gates the answer *after* every L ≤ n − 1
+    (R'_L low there, back at L = n where only M₁'s unchanged readout is left); ascent on the first block
+    lets an answer handed over at L ≥ 1 through (R'_L high), but not one handed over at L = 0. The late
+    gate's suppression share is the larger (the late control also costs same-domain retain rows R'^r ≈ 0.35,
+    which the share subtracts)."""
+    from circuitforge.cad.controls import early_ascent, late_ascent
+    from circuitforge.cad.recovery import reverse_recovery
+
+    forget, retain = forget_task.subset(range(16)), forget_task.subset(range(32, 48))
+    n, share = tiny_facts.n_layers, {}
+    for where, ascent in (("late", late_ascent), ("early", early_ascent)):
+        m = ascent(tiny_facts, forget, 1, lr=5e-4, max_steps=300, retain=forget_task.subset(range(16, 32)))
+        r = reverse_recovery(hybrid_margins(m, tiny_facts, forget), hybrid_margins(m, tiny_facts, retain), n_boot=200)
+        f = r["forget"]
+        if where == "late":
+            assert max(f[:n]) < 0.5 and f[n] > 0.8
+        else:
+            assert f[0] < 0.5 and min(f[1:]) > 0.8
+        share[where] = r["suppression_share"]
+    assert share["late"] > share["early"] + 0.1
