@@ -186,6 +186,22 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
             xs.append(float(v))
             ys.append(float(np.mean(rec)))
     rho = spearman_ci(xs, ys)
+    # the validated verdict's score (erasure score E) against the floored relearning recovery, raw and with
+    # the forget drop partialled out (a method that forgets more may both erase more and relearn less)
+    es, rl, drop = [], [], []
+    for c in forgot:
+        e = c["scorecard"]["cad"].get("erasure_score")
+        if e is not None and c["relearn"]["recovery"] is not None:
+            es.append(float(e))
+            rl.append(float(c["relearn"]["recovery"]))
+            drop.append(float(c["scorecard"]["properties"]["forgetting"]["value"]))
+    r_e, r_ep = spearman_ci(es, rl), spearman_ci(es, rl, zs=drop)
+    out["verdict_score"] = {
+        "claim": "the verdict's erasure score E predicts relearning: Spearman ρ(E, relearning recovery) ≤ −0.6 over "
+                 "runs that forgot, its CI excluding 0, also with the forget drop partialled out",
+        "measured": {"spearman": r_e.to_dict(), "partial_spearman_forget_drop": r_ep.to_dict(), "n_runs": len(es)},
+        "holds": ("undecided" if None in (r_e.lo, r_e.hi, r_ep.lo, r_ep.hi) else
+                  _call(r_e.hi <= -0.6 and r_ep.hi < 0, (r_e.lo or 0) > -0.6 or (r_ep.lo or 0) >= 0))}
     out["e"] = {"claim": "CAD predicts recovery: negative rank correlation between CAD and normalised recovery "
                          f"(mean of {cfg.scheme} recovery ratio and floored relearning recovery) over runs that forgot",
                 "measured": {"spearman": rho.to_dict(), "n_runs": len(xs), "runs_that_forgot": len(forgot)},

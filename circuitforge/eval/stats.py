@@ -173,15 +173,26 @@ def judge(est: Estimate, threshold: float, direction: Literal[">=", "<="]) -> Ve
     raise ValueError(f"direction must be '>=' or '<=', not {direction!r}")
 
 
-def spearman_ci(xs: Outcomes, ys: Outcomes, *, n_boot: int = 2000, seed: int = 0,
+def spearman_ci(xs: Outcomes, ys: Outcomes, *, zs: Outcomes | None = None, n_boot: int = 2000, seed: int = 0,
                 level: float = 0.95) -> Estimate:
-    """Spearman's ρ of paired runs with a bootstrap CI over runs (replicates with a constant side dropped)."""
-    from scipy.stats import spearmanr
+    """Spearman's ρ of paired runs with a bootstrap CI over runs (replicates with a constant side dropped).
+
+    With ``zs``: the *partial* Spearman ρ of x and y controlling for z — the Pearson correlation of x's and
+    y's ranks after each is residualised (least squares with an intercept) on z's ranks, so that a shared
+    dependence on z (e.g. how much a run forgot) does not count as x predicting y."""
+    from scipy.stats import rankdata, spearmanr
 
     def rho(x: np.ndarray) -> float:
-        if len(x) < 3 or np.ptp(x[:, 0]) == 0 or np.ptp(x[:, 1]) == 0:
+        if len(x) < 3 + (zs is not None) or np.ptp(x[:, 0]) == 0 or np.ptp(x[:, 1]) == 0:
             return float("nan")
-        return float(spearmanr(x[:, 0], x[:, 1]).statistic)
+        if zs is None:
+            return float(spearmanr(x[:, 0], x[:, 1]).statistic)
+        r = np.stack([rankdata(x[:, j]) for j in range(3)], 1)
+        a = np.stack([np.ones(len(r)), r[:, 2]], 1)
+        res = [r[:, j] - a @ np.linalg.lstsq(a, r[:, j], rcond=None)[0] for j in (0, 1)]
+        den = float(np.linalg.norm(res[0]) * np.linalg.norm(res[1]))
+        return float(res[0] @ res[1]) / den if den > 1e-12 else float("nan")
 
-    pts = np.stack([np.asarray(xs, float), np.asarray(ys, float)], 1) if len(xs) else np.zeros((0, 2))
+    cols = [np.asarray(xs, float), np.asarray(ys, float)] + ([np.asarray(zs, float)] if zs is not None else [])
+    pts = np.stack(cols, 1) if len(xs) else np.zeros((0, len(cols)))
     return bootstrap([pts], rho, n_boot=n_boot, seed=seed, level=level)

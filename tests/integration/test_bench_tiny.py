@@ -36,7 +36,7 @@ def test_reduced_benchmark(tmp_path):
         assert c["scorecard"]["tasks"]["forget"]["sha256"] == c["split_identity"]["forget"]["sha256"]
         assert len(c["correct"]["paraphrase"]) == c["split_identity"]["paraphrase"]["n"]
         assert c["relearn"]["n_held"] + len(c["relearn"]["correct"]["before"]) > 0
-    assert set(res["claims"]) == {"a", "b", "c", "d", "e"}
+    assert set(res["claims"]) == {"a", "b", "c", "d", "e", "verdict_score"}
     assert all(cl["holds"] in ("holds", "does not hold", "undecided", None) for cl in res["claims"].values())
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     assert len(sweep["methods"]["ga"]["points"]) == 2 and sweep["methods"]["ga"]["chosen"]["lr"] in cfg.sweep["ga"]["lr"]

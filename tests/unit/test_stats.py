@@ -106,3 +106,18 @@ def test_spearman_ci():
     assert noisy.spans(0.0)  # ρ = 0.6 at n = 6 decides nothing
     assert not math.isnan(noisy.value or math.nan)
     assert spearman_ci([1, 2], [1, 2]).value is None
+
+
+def test_partial_spearman_removes_a_shared_cause_and_keeps_a_direct_link():
+    """By construction: x and y both follow z (no link given z) → raw ρ large, partial ρ near 0; y follows x
+    and z is unrelated noise → partial ρ stays as large as the raw one."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    z = g.normal(size=200)
+    x, y = z + 0.3 * g.normal(size=200), z + 0.3 * g.normal(size=200)
+    raw, part = spearman_ci(x, y, n_boot=300), spearman_ci(x, y, zs=z, n_boot=300)
+    assert (raw.lo or 0) > 0.7 and part.spans(0.0) and abs(part.value or 1) < 0.15
+    y2, z2 = -x + 0.3 * g.normal(size=200), g.normal(size=200)
+    raw2, part2 = spearman_ci(x, y2, n_boot=300), spearman_ci(x, y2, zs=z2, n_boot=300)
+    assert (part2.hi or 0) < -0.8 and part2.value == pytest.approx(raw2.value, abs=0.05)
