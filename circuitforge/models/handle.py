@@ -24,11 +24,14 @@ class ModelHandle:
     Attributes:
         bridge: the TransformerLens 4 ``TransformerBridge`` (eval mode after loading).
         spec: the spec string it was loaded from (``"smollm2-135m"``, a folder, a ``.gguf`` file...).
-        family: ``"llama"`` (gated MLP, RMSNorm, RoPE, possibly grouped-query attention) or ``"gpt2"``.
+        family: the parameter layout: ``"llama"`` (HF names ``model.layers.L.self_attn.{q,k,v,o}_proj`` and
+            ``mlp.{gate,up,down}_proj``; gated MLP, RMSNorm, RoPE, possibly grouped-query attention: Llama,
+            Qwen2, Gemma 3) or ``"gpt2"``.
         n_layers, n_heads, n_kv_heads, d_head, d_model, d_mlp, d_vocab: architecture facts. For models
             without grouped-query attention ``n_kv_heads == n_heads``. Query head ``h`` reads KV head
             ``h // (n_heads // n_kv_heads)`` (HuggingFace ``repeat_kv`` order).
         source_dir: the HF checkpoint folder the weights came from, when there is one.
+        model_type: the HF ``config.model_type`` (``"llama"``, ``"qwen2"``, ``"gemma3_text"``, ``"gpt2"``).
     """
 
     bridge: Any = field(repr=False, kw_only=False)
@@ -42,6 +45,7 @@ class ModelHandle:
     d_mlp: int
     d_vocab: int
     source_dir: str | None = None
+    model_type: str | None = None
     _sha256: str | None = field(default=None, repr=False)
     _canonical: list[str] | None = field(default=None, repr=False)
 
@@ -120,6 +124,7 @@ class ModelHandle:
     def architecture(self) -> dict[str, int | str]:
         return {
             "family": self.family,
+            "model_type": self.model_type or self.family,
             "n_layers": self.n_layers,
             "n_heads": self.n_heads,
             "n_kv_heads": self.n_kv_heads,
@@ -130,7 +135,12 @@ class ModelHandle:
         }
 
     # -- running ---------------------------------------------------------------------------------
-    def to_tokens(self, text: str | list[str], prepend_bos: bool = True) -> Int[torch.Tensor, "batch pos"]:
+    def to_tokens(self, text: str | list[str], prepend_bos: bool | None = None) -> Int[torch.Tensor, "batch pos"]:
+        """Token ids. ``prepend_bos=None`` follows the model's convention (the bridge's
+        ``cfg.default_prepend_bos``): a BOS for Llama, GPT-2 and Gemma 3, none for Qwen2, which has no BOS
+        token and degrades when given one (``<|endoftext|>``)."""
+        if prepend_bos is None:
+            prepend_bos = bool(getattr(self.bridge.cfg, "default_prepend_bos", True))
         return self.bridge.to_tokens(text, prepend_bos=prepend_bos)
 
     def logits(self, tokens: Int[torch.Tensor, "batch pos"]) -> Float[torch.Tensor, "batch pos vocab"]:

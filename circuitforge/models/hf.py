@@ -1,7 +1,7 @@
 """The HuggingFace layer under the loaders: wrap a transformers model in a bridge, read a GGUF, clone.
 
 Lowest module of :mod:`circuitforge.models` after :mod:`.handle` (it imports only the handle), so that the
-spec loaders (:mod:`.loading`, :mod:`.smollm2`, :mod:`.tiny`) and later stages can all use it without
+spec loaders (:mod:`.loading`, :mod:`.gguf_wheels`, :mod:`.tiny`) and later stages can all use it without
 importing each other in a circle.
 """
 
@@ -18,7 +18,21 @@ import torch
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import Family, ModelHandle
 
-SUPPORTED = {"llama": "llama", "gpt2": "gpt2"}
+# HF ``model_type`` → parameter-layout family. Qwen2 (q/k/v biases) and Gemma 3 text models (q/k norms,
+# norms before and after attention and MLP, embeddings scaled by sqrt(d_model)) keep Llama's parameter names
+# (``model.layers.L.self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj``), so they share its family.
+SUPPORTED = {"llama": "llama", "qwen2": "llama", "gemma3_text": "llama", "gpt2": "gpt2"}
+
+
+@contextlib.contextmanager
+def no_init_weights() -> Any:
+    """Skip the random initialisation of a model built from a config (its weights are loaded next)."""
+    try:
+        from transformers.initialization import no_init_weights as ctx
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights as ctx  # type: ignore[no-redef,attr-defined]
+    with ctx():
+        yield
 
 
 @contextlib.contextmanager
@@ -79,6 +93,7 @@ def from_hf(hf_model: Any, tokenizer: Any, spec: str, source_dir: str | None = N
         d_mlp=int(tc.d_mlp),
         d_vocab=int(tc.d_vocab),
         source_dir=source_dir,
+        model_type=str(cfg.model_type),
     )
 
 
@@ -111,11 +126,6 @@ def clone(handle: ModelHandle, spec: str | None = None) -> ModelHandle:
     import copy
 
     from transformers import AutoModelForCausalLM
-
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers < 5
-        from transformers.modeling_utils import no_init_weights  # type: ignore[no-redef,attr-defined]
 
     state = handle.state_dict()
     with no_init_weights():

@@ -1,6 +1,6 @@
-"""Tiny models for fast tests: seeded random tiny GPT-2 / Llama, and ``tiny-facts``, a tiny Llama with
-grouped-query attention trained on a synthetic fact world so end-to-end tests have knowledge to find and
-forget.
+"""Tiny models for fast tests: seeded random tiny GPT-2 / Llama / Gemma 3, and ``tiny-facts``, a tiny Llama
+with grouped-query attention trained on a synthetic fact world so end-to-end tests have knowledge to find
+and forget.
 
 The fact world has two domains of one-to-one facts over made-up words (so a word-level tokenizer makes
 every entity and answer one token):
@@ -24,6 +24,7 @@ import torch
 from circuitforge.models.cache import build_atomically, cache_dir
 
 N_FACTS = 48
+RANDOM = ("tiny-gpt2", "tiny-llama", "tiny-gemma3")
 SEED = 0
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]
 TEMPLATE_WORDS = "the symbol of is written as capital governed from".split()
@@ -56,7 +57,7 @@ def _save_tokenizer(folder: Path) -> None:
 
 
 def _config(kind: str) -> Any:
-    from transformers import GPT2Config, LlamaConfig
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig
 
     v = len(_vocab())
     if kind == "tiny-gpt2":
@@ -64,6 +65,12 @@ def _config(kind: str) -> Any:
             vocab_size=v, n_embd=64, n_layer=2, n_head=4, n_positions=64,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=2, eos_token_id=3,
         )
+    if kind == "tiny-gemma3":  # head_dim 32 != 64 / 4, one KV head, a sliding (window 4) then a global layer
+        return Gemma3TextConfig(vocab_size=v, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                                sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=2,
+                                eos_token_id=3, pad_token_id=0)
     layers = 4 if kind == "tiny-facts" else 2
     d = 128 if kind == "tiny-facts" else 64
     return LlamaConfig(
@@ -78,12 +85,12 @@ def _build_random(kind: str, out: Path) -> Any:
 
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(_config(kind), dtype=torch.float32)
-    if kind == "tiny-llama":
-        # random RMSNorm gains so norm weights are not trivially all-ones in tests
+    if kind in ("tiny-llama", "tiny-gemma3"):
+        # random RMSNorm gains so norm weights are not trivially all-ones in tests (Gemma stores offsets from 1)
         g = torch.Generator().manual_seed(SEED)
         for n, p in model.named_parameters():
             if "norm" in n:
-                p.data = 1.0 + 0.1 * torch.randn(p.shape, generator=g)
+                p.data = (0.0 if kind == "tiny-gemma3" else 1.0) + 0.1 * torch.randn(p.shape, generator=g)
     model.save_pretrained(out, safe_serialization=True)
     _save_tokenizer(out)
     return model
@@ -91,8 +98,10 @@ def _build_random(kind: str, out: Path) -> Any:
 
 def ensure_random(kind: str) -> Path:
     """A seeded random tiny model folder (``tiny-gpt2``: 2 layers, 4 heads, d 64; ``tiny-llama``:
-    2 layers, 4 query / 2 KV heads, d 64, gated MLP 128)."""
-    if kind not in ("tiny-gpt2", "tiny-llama"):
+    2 layers, 4 query / 2 KV heads, d 64, gated MLP 128; ``tiny-gemma3``: 2 layers, 4 query heads / 1 KV
+    head of d_head 32, norms before and after attention and MLP, q/k norms, scaled embeddings, one
+    sliding-window layer)."""
+    if kind not in RANDOM:
         raise ValueError(kind)
     return build_atomically(cache_dir() / kind, lambda out: _build_random(kind, out))
 

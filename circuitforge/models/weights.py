@@ -5,8 +5,11 @@ Node ids (``docs/design.md``): ``a{L}.h{H}`` (query head: its W_Q rows and W_O c
 ``G*g .. G*g+g-1`` with ``g = n_heads // n_kv_heads``; for GPT-2 G = H), ``m{L}`` (the whole MLP),
 ``m{L}.n{I}`` (neuron I: its gate/up rows and down column; GPT-2: c_fc column, bias entry, c_proj row).
 
-Llama weights are ``nn.Linear`` ``[out, in]``; GPT-2 weights are ``Conv1D`` ``[in, out]``. Shared biases
-(``o_proj``/``c_proj`` bias) belong to no single head and are not included in head slices.
+Llama-layout weights (Llama, Qwen2, Gemma 3) are ``nn.Linear`` ``[out, in]``; GPT-2 weights are ``Conv1D``
+``[in, out]``. Slices are ``d_head`` wide, which need not be ``d_model / n_heads`` (Gemma 3 270M: 256 vs 160).
+Per-head biases belong to their head (Qwen2: a head's rows of the q bias, a KV head's rows of the k and v
+biases). Shared parameters belong to no single component and are not included: the ``o_proj``/``c_proj``
+bias, and Gemma 3's q/k-norm gains (one ``d_head`` vector applied to every head) and its norms.
 """
 
 import re

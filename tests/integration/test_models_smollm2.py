@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_architecture_and_cached_load(smollm2):
-    assert smollm2.architecture() == {"family": "llama", "n_layers": 30, "n_heads": 9, "n_kv_heads": 3,
+    assert smollm2.architecture() == {"family": "llama", "model_type": "llama", "n_layers": 30, "n_heads": 9, "n_kv_heads": 3,
                                       "d_head": 64, "d_model": 576, "d_mlp": 1536, "d_vocab": 49152}
     t0 = time.time()
     again = load("smollm2-135m")

@@ -11,11 +11,15 @@ from circuitforge.models import clone, component_params, load, parse_node, save
 PROMPTS = ["the symbol of elem1 is", "the capital of land2 is sym3 city4"]
 
 
-def test_architecture_facts(tiny_gpt2, tiny_llama):
-    assert tiny_gpt2.architecture() == {"family": "gpt2", "n_layers": 2, "n_heads": 4, "n_kv_heads": 4,
+def test_architecture_facts(tiny_gpt2, tiny_llama, tiny_gemma3):
+    assert tiny_gpt2.architecture() == {"family": "gpt2", "model_type": "gpt2", "n_layers": 2, "n_heads": 4, "n_kv_heads": 4,
                                         "d_head": 16, "d_model": 64, "d_mlp": 256, "d_vocab": tiny_gpt2.d_vocab}
     assert (tiny_llama.family, tiny_llama.n_heads, tiny_llama.n_kv_heads, tiny_llama.group_size) == ("llama", 4, 2, 2)
     assert not tiny_llama.bridge.training
+    # Gemma 3 keeps Llama's parameter names; its head_dim is not d_model / n_heads
+    assert tiny_gemma3.architecture() == {"family": "llama", "model_type": "gemma3_text", "n_layers": 2, "n_heads": 4,
+                                          "n_kv_heads": 1, "d_head": 32, "d_model": 64, "d_mlp": 128,
+                                          "d_vocab": tiny_gemma3.d_vocab}
 
 
 def test_identity_is_stable_and_tracks_edits(fresh):
@@ -67,7 +71,7 @@ def test_unsupported_architecture_refused(tmp_path):
         load(str(tmp_path))
 
 
-@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
 def test_save_reload_identical_logits_and_manifest(spec, fresh, tmp_path):
     h = fresh(spec)
     with torch.no_grad():  # edit first, so the test sees edits travel
@@ -131,7 +135,7 @@ def _ablate_by_weights(fresh, spec, node, toks):
         return h.logits(toks)
 
 
-@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
 def test_head_weights_equal_hook_z_ablation(spec, fresh):
     h = fresh(spec)
     toks = h.to_tokens(PROMPTS)
@@ -148,7 +152,7 @@ def test_head_weights_equal_hook_z_ablation(spec, fresh):
         assert (by_hook - h.logits(toks)).abs().max() > 1e-4  # the ablation did something
 
 
-@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
 def test_neuron_weights_equal_hook_post_ablation(spec, fresh):
     h = fresh(spec)
     toks = h.to_tokens(PROMPTS)
@@ -157,19 +161,22 @@ def test_neuron_weights_equal_hook_post_ablation(spec, fresh):
     assert torch.allclose(by_hook, by_weight, atol=1e-5)
 
 
-def test_kv_group_weights_equal_hook_k_v_ablation(fresh):
-    h = fresh("tiny-llama")
+@pytest.mark.parametrize(("spec", "group"), [("tiny-llama", 1), ("tiny-gemma3", 0)])
+def test_kv_group_weights_equal_hook_k_v_ablation(spec, group, fresh):
+    h = fresh(spec)
     toks = h.to_tokens(PROMPTS)
 
     def zero_group(x, hook):
         x = x.clone()
-        x[:, :, 1] = 0.0
+        x[:, :, group] = 0.0
         return x
 
     with torch.no_grad(), h.bridge.hooks(fwd_hooks=[("blocks.1.attn.hook_k", zero_group), ("blocks.1.attn.hook_v", zero_group)]):
         by_hook = h.logits(toks)
-    by_weight = _ablate_by_weights(fresh, "tiny-llama", "a1.kv1", toks)
+    by_weight = _ablate_by_weights(fresh, spec, f"a1.kv{group}", toks)
     assert torch.allclose(by_hook, by_weight, atol=1e-5)
+    with torch.no_grad():
+        assert (by_hook - h.logits(toks)).abs().max() > 1e-4
 
 
 def test_llama_slices_follow_gqa_layout(tiny_llama):
