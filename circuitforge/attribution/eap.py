@@ -39,7 +39,7 @@ def compute(
     """EAP scores (module docstring) for ``batch``; ``level`` is ``"node"`` or ``"edge"``."""
     lay = layout_of(handle)
     acc = C.Accumulator()
-    if level == "node" and batch.corrupt is not None:
+    if level == "node" and batch.corrupt is not None and H.post_attention_norms(handle) is None:
         return _node_fast(handle, batch, metric, batch_size, per_row)
     with H.prepared(handle):
         ablation = C.ablation_values(handle, batch, batch_size)
@@ -108,7 +108,8 @@ def _node_fast(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, batch_
                per_row: bool) -> C.Scores:
     """Node-level EAP without the per-reader residual copies: gradients are taken directly at the
     writers (``hook_resid_pre`` of block 0, each head's ``hook_z``, ``hook_mlp_out``). A head's score
-    ``Δz·∂M/∂z`` equals ``Δresult·∂M/∂result`` because ``result = z·W_O`` is linear in z."""
+    ``Δz·∂M/∂z`` equals ``Δresult·∂M/∂result`` because ``result = z·W_O`` is linear in z. Not used for
+    models with a norm after attention (Gemma 3), whose head writers are residual shares (:mod:`.hooks`)."""
     L = handle.n_layers
     names = ["blocks.0.hook_resid_pre"]
     for layer in range(L):

@@ -8,6 +8,15 @@ attention stays native), ``blocks.L.hook_mlp_in`` and ``ln_final.hook_in`` (``lo
 inputs are per-reader forks of the residual (taken before the norm), so patching one changes only that
 reader, and their gradients sum to the residual's gradient.
 
+**Norms after attention and MLP (Gemma 3).** There ``blocks.L.hook_mlp_out`` already is the
+post-feedforward norm's output, i.e. what the MLP adds to the residual, but ``attn.hook_result`` is taken
+*before* the post-attention norm (``blocks.L.ln1_post``), so heads do not add to the residual directly. A
+head's writer is then its **residual share**: ``result_h · g`` with ``g = (1 + w) / sqrt(mean(x²) + eps)`` the
+norm's gain at this position, read from its ``hook_scale`` (``x = Σ_h result_h``) in the same pass. The
+shares sum to the norm's output exactly, so writers still add up to the residual stream; patching a head
+replaces its share (the other heads keep theirs, the norm's gain is not recomputed). This happens at
+``blocks.L.ln1_post.hook_out`` (:func:`post_attention_norms`), the same pass, no extra cost to speak of.
+
 Inside hooks every slot is handled as a stack ``[count, batch, pos, d_model]`` (``count`` = heads in the
 slot, or 1). Everything is undone on exit: hooks are removed in ``finally``, and the bridge's flags,
 train/eval mode and the parameters' ``requires_grad`` are restored.
@@ -58,6 +67,26 @@ def reader_slots(lay: Layout) -> list[Slot]:
         out.append(Slot(f"blocks.{L}.hook_mlp_in", "mlp", L, base + H + 2 * G, 1, True))
     out.append(Slot("ln_final.hook_in", "logits", lay.n_layers, lay.n_layers * lay.reader_block, 1, True))
     return out
+
+
+def post_attention_norms(handle: ModelHandle) -> list[Any] | None:
+    """The bridged norm between each layer's attention output and the residual stream (Gemma 3's
+    ``post_attention_layernorm``, ``blocks.L.ln1_post``), or None when heads write to the residual stream
+    directly (Llama, Qwen2, GPT-2)."""
+    b = handle.bridge
+    if "blocks.0.ln1_post.hook_scale" not in b.hook_dict:
+        return None
+    return [blk.ln1_post for blk in b.blocks]
+
+
+def norm_gain(norm: Any, scale: Float[torch.Tensor, "*batch 1"]) -> Float[torch.Tensor, "*batch d_model"]:
+    """A bridged RMSNorm ``y = x / scale · w`` (``1 + w`` for Gemma's offset weights) as a per-position
+    diagonal map of its input, ``y = x · norm_gain(norm, scale)``, where ``scale`` is the value its
+    ``hook_scale`` saw in this pass (``sqrt(mean(x²) + eps)``, or whatever a hook replaced it with)."""
+    w = norm.original_component.weight.float()
+    if getattr(norm, "uses_weight_offset", False):
+        w = 1.0 + w
+    return w / scale.float()
 
 
 def to_stack(x: torch.Tensor, slot: Slot) -> torch.Tensor:
@@ -173,11 +202,45 @@ def run(
 
         return fn
 
-    hooks = [(s.name, on_writer(s)) for s in wslots] + [(s.name, on_reader(s)) for s in rslots]
     b = handle.bridge
+    norms = post_attention_norms(handle)
+    pending: dict[tuple[int, str], torch.Tensor] = {}
+
+    def keep(layer: int, what: str) -> Callable[..., Any]:
+        def fn(x: torch.Tensor, hook: Any) -> None:
+            pending[(layer, what)] = x
+
+        return fn
+
+    def on_shares(slot: Slot, norm: Any) -> Callable[..., Any]:
+        """At the post-attention norm's output: the heads' residual shares are the writers."""
+        share_fn = on_writer(slot)
+
+        def fn(y: torch.Tensor, hook: Any) -> torch.Tensor | None:
+            result = pending.pop((slot.layer, "result"))  # [batch, pos, H, d]
+            gain = norm_gain(norm, pending.pop((slot.layer, "scale"))).to(result.dtype)
+            shares = result * gain.unsqueeze(2)
+            new = share_fn(shares, hook)
+            return None if new is None else y + (new - shares).sum(2)
+
+        return fn
+
+    hooks: list[tuple[str, Callable[..., Any]]] = []
+    for s in wslots:
+        if norms is not None and s.kind == "heads":
+            hooks += [(s.name, keep(s.layer, "result")), (f"blocks.{s.layer}.ln1_post.hook_scale", keep(s.layer, "scale")),
+                      (f"blocks.{s.layer}.ln1_post.hook_out", on_shares(s, norms[s.layer]))]
+        else:
+            hooks.append((s.name, on_writer(s)))
+    hooks += [(s.name, on_reader(s)) for s in rslots]
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    unembed_last = "unembed.hook_in" in b.hook_dict
+    if unembed_last:  # unembed only the positions the metric reads: with 262k-token vocabularies (Gemma 3)
+        # the logits at every position would be most of the cost of a pass
+        hooks.append(("unembed.hook_in", lambda x, hook: x[rows, last.to(x.device)].unsqueeze(1)))
     with installed(b, hooks), torch.set_grad_enabled(grads):
         logits = b(tokens)
-        ll = logits[torch.arange(tokens.shape[0], device=logits.device), last.to(logits.device)]
+        ll = logits[:, 0] if unembed_last else logits[rows, last.to(logits.device)]
         out = RunOut(ll.detach())
         if metric is not None:
             m = metric(ll)

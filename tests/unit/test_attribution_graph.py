@@ -38,7 +38,7 @@ def test_layout_ids_and_gqa_readers():
         lay.reader_index("a0.kv2<k>")
 
 
-@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama"])
+@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama", "tiny_gemma3"])
 def test_edge_scores_sum_to_node_scores(spec, task, request):
     h = request.getfixturevalue(spec)
     g = attribute(h, task, method="eap", level="edge")
@@ -79,7 +79,7 @@ def test_graph_json_round_trip(tiny_llama, task, tmp_path):
         Graph.from_json('{"format": "other/1"}')
 
 
-@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama"])
+@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama", "tiny_gemma3"])
 def test_fast_node_path_matches_edge_path(spec, task, request):
     h = request.getfixturevalue(spec)
     node = attribute(h, task, method="eap", level="node", per_row=True)

@@ -23,7 +23,7 @@ def task():
     return task_from_rows(ROWS, "mini")
 
 
-@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
 def test_eap_equals_exact_on_linear_model(spec, task, fresh):
     h = fresh(spec)
     undo = linearise(h)
@@ -41,7 +41,7 @@ def test_eap_equals_exact_on_linear_model(spec, task, fresh):
         undo()
 
 
-@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama"])
+@pytest.mark.parametrize("spec", ["tiny_gpt2", "tiny_llama", "tiny_gemma3"])
 def test_full_and_empty_graph_patching(spec, task, request):
     h = request.getfixturevalue(spec)
     lay = layout_of(h)
