@@ -200,8 +200,9 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
         "claim": "the verdict's erasure score E predicts relearning: Spearman ρ(E, relearning recovery) ≤ −0.6 over "
                  "runs that forgot, its CI excluding 0, also with the forget drop partialled out",
         "measured": {"spearman": r_e.to_dict(), "partial_spearman_forget_drop": r_ep.to_dict(), "n_runs": len(es)},
-        "holds": ("undecided" if None in (r_e.lo, r_e.hi, r_ep.lo, r_ep.hi) else
-                  _call(r_e.hi <= -0.6 and r_ep.hi < 0, (r_e.lo or 0) > -0.6 or (r_ep.lo or 0) >= 0))}
+        "holds": (_call(r_e.hi <= -0.6 and r_ep.hi < 0, r_e.lo > -0.6 or r_ep.lo >= 0)
+                  if r_e.lo is not None and r_e.hi is not None and r_ep.lo is not None and r_ep.hi is not None
+                  else "undecided")}
     out["e"] = {"claim": "CAD predicts recovery: negative rank correlation between CAD and normalised recovery "
                          f"(mean of {cfg.scheme} recovery ratio and floored relearning recovery) over runs that forgot",
                 "measured": {"spearman": rho.to_dict(), "n_runs": len(xs), "runs_that_forgot": len(forgot)},
