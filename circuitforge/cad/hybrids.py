@@ -141,7 +141,9 @@ _RESUMABLE = ("llama", "qwen2")
 def resumable(handle: ModelHandle) -> bool:
     """True when :func:`resume_logits` can run ``handle``'s upper blocks alone (Llama-style HF models)."""
     hf = handle.hf
-    return getattr(hf.config, "model_type", None) in _RESUMABLE and hasattr(hf, "model") and hasattr(hf.model, "layers")
+    types = getattr(hf.config, "layer_types", None) or ()
+    return (getattr(hf.config, "model_type", None) in _RESUMABLE and hasattr(hf, "model") and hasattr(hf.model, "layers")
+            and all(t == "full_attention" for t in types))   # one causal mask for every layer (no sliding window)
 
 
 @torch.no_grad()

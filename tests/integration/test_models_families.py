@@ -155,3 +155,21 @@ def test_qwen2_slices_with_biases_equal_hook_ablation(qwen):
     assert sorted(s.name.rsplit(".", 2)[-2] + "." + s.name.rsplit(".", 1)[-1] for s in kv) == [
         "k_proj.bias", "k_proj.weight", "v_proj.bias", "v_proj.weight"]
     check_slices_equal_hook_ablation(qwen, layer=5, head=9, neuron=11)
+
+
+def test_qwen_layer_hybrids_resumed_equal_hooked(qwen: ModelHandle) -> None:
+    """CAD's fast hybrid path (Qwen2's decoder layers ≥ L run alone) equals the hooked full-depth path."""
+    from circuitforge.cad.hybrids import hybrid_margins, resumable
+    from circuitforge.models import clone
+
+    task = task_from_rows([{"prompt": "The capital of France is", "answer": " Paris", "distractors": [" Rome", " Berlin"]},
+                           {"prompt": "The capital of Japan is", "answer": " Tokyo", "distractors": [" Seoul", " Paris"]}],
+                          name="capitals")
+    edited = clone(qwen)
+    with torch.no_grad():
+        edited.hf.model.layers[3].mlp.down_proj.weight.mul_(0.5)
+    assert resumable(qwen)
+    fast = hybrid_margins(qwen, edited, task, layers=[0, 12, 24])
+    hooked = hybrid_margins(qwen, edited, task, layers=[0, 12, 24], resume=False)
+    torch.testing.assert_close(fast.hybrid, hooked.hybrid, atol=2e-3, rtol=1e-3)
+    assert (fast.hybrid[0] - fast.hybrid[1]).abs().max() > 1e-3   # the hybrids differ: the edit sits at layer 3
