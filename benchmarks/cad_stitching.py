@@ -46,8 +46,9 @@ def main() -> None:
         ys: list[list[torch.Tensor]] = [[] for _ in layers]
         for text in anchors:
             tok = base.to_tokens(text)
-            r1, _ = residuals(m, tok)
-            r0, _ = residuals(base, tok)
+            at = torch.tensor([tok.shape[1] - 1])
+            r1, _ = residuals(m, tok, at)
+            r0, _ = residuals(base, tok, at)
             for L in layers:
                 xs[L].append(r1[L][0])
                 ys[L].append(r0[L][0])
@@ -63,9 +64,9 @@ def main() -> None:
         mb = margin_batch(base, task)
         with torch.no_grad():
             m0 = margins(base.bridge(mb.tokens), mb)
-            resid, own_logits = residuals(m, mb.tokens)
+            resid, own_logits = residuals(m, mb.tokens, mb.last)
             mapped = [torch.cat([r, torch.ones(*r.shape[:2], 1)], -1) @ maps[L] for L, r in enumerate(resid)]
-            lg = hybrid_logits(base, mapped, mb.tokens, layers)
+            lg = hybrid_logits(base, mapped, mb.tokens, layers, mb.last)
         return HybridMargins(m0, margins(own_logits, mb), torch.stack([margins(lg[j], mb) for j in range(len(layers))]), layers)
 
     ex = tuple(range(16))

@@ -33,7 +33,13 @@ from circuitforge._provenance import versions, write_json_atomic
 from circuitforge.cad.benign import edit_stats, matched_finetune, matched_random_sign, percentile
 from circuitforge.cad.controls import with_base_readout
 from circuitforge.cad.divergence import NullCalibrated, calibrated_cad
-from circuitforge.cad.hybrids import base_margins, hybrid_layers, hybrid_margins
+from circuitforge.cad.hybrids import (
+    HybridMargins,
+    differing_parts,
+    hybrid_layers,
+    hybrid_margins,
+    model_residuals,
+)
 from circuitforge.cad.recovery import recovery, reverse_recovery
 from circuitforge.cad.verdict import Verdict, decide
 from circuitforge.circuits import Circuit, CircuitSearch
@@ -166,6 +172,9 @@ class CADResult:
     benign: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)
     retain_task: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: ``hybrids`` (M₁'s forward and reverse hybrids, M₀'s residuals), ``benign_random_sign``,
+    ``benign_finetune`` (building the matched edits and their hybrids), ``attribution`` (the paper's CAD)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -215,22 +224,35 @@ def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
 
 
 def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain: Task | None,
-                      s: CADSettings, unrelated: Task | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(recovery, benign, evidence)`` dicts: hybrid recovery curves with CIs, the matched benign null and
-    the verdict with the numbers it was read from (see :mod:`.verdict`)."""
+                      s: CADSettings, unrelated: Task | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, float]]:
+    """``(recovery, benign, evidence, timings)``: hybrid recovery curves with CIs, the matched benign null,
+    the verdict with the numbers it was read from (see :mod:`.verdict`) and seconds per phase."""
     layers = hybrid_layers(base.n_layers, s.hybrid_points)
-    m0_f = base_margins(base, task)
-    m0_r = base_margins(base, retain) if retain is not None else None
+    t_start = time.time()
+    # M₀'s residuals and margins once per task: the denominators of every recovery, and the lower half of
+    # the reverse hybrids
+    r0_f = model_residuals(base, task)
+    r0_r = model_residuals(base, retain) if retain is not None else None
+
+    def margins_of(m: ModelHandle, parts: frozenset[int] | None) -> tuple[HybridMargins, HybridMargins | None]:
+        f = hybrid_margins(base, m, task, layers, base_margins=r0_f.margins, parts=parts)
+        r = (hybrid_margins(base, m, retain, layers, base_margins=r0_r.margins, parts=parts)
+             if retain is not None and r0_r is not None else None)
+        return f, r
 
     def rec(m: ModelHandle, n_boot: int) -> Any:
-        return recovery(hybrid_margins(base, m, task, layers, base_margins=m0_f),
-                        hybrid_margins(base, m, retain, layers, base_margins=m0_r) if retain is not None else None,
-                        n_boot=n_boot, seed=s.seed)
+        return recovery(*margins_of(m, differing_parts(base, m)), n_boot=n_boot, seed=s.seed)
 
-    obs = rec(edited, s.n_boot)
-    reverse = reverse_recovery(hybrid_margins(edited, base, task, layers),
-                               hybrid_margins(edited, base, retain, layers) if retain is not None else None,
-                               n_boot=s.n_boot, seed=s.seed)
+    parts = differing_parts(base, edited)
+    hf, hr = margins_of(edited, parts)
+    obs = recovery(hf, hr, n_boot=s.n_boot, seed=s.seed)
+    # reverse hybrids H'_L: M₁'s own margins (from the forward call) as the reverse "base", M₀'s residuals
+    reverse = reverse_recovery(
+        hybrid_margins(edited, base, task, layers, base_margins=hf.own, edited_residuals=r0_f, parts=parts),
+        hybrid_margins(edited, base, retain, layers, base_margins=hr.own, edited_residuals=r0_r, parts=parts)
+        if retain is not None and hr is not None else None,
+        n_boot=s.n_boot, seed=s.seed)
+    timings = {"hybrids": time.time() - t_start}
     benign: dict[str, Any] = {"kind": "matched random-sign", "n": s.n_benign, "edit": edit_stats(base, edited),
                               "erasure_scores": [], "basis": [], "own_forget_ratio": []}
     t0 = time.time()
@@ -239,6 +261,7 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
         benign["erasure_scores"].append(b.erasure_score)
         benign["basis"].append(b.basis)
         benign["own_forget_ratio"].append(b.forget["own"])
+    timings["benign_random_sign"] = time.time() - t0
     if unrelated is not None and s.n_benign_finetune:
         benign["kind"] = "matched random-sign and matched unrelated fine-tune"
         benign["finetune"] = {"n": s.n_benign_finetune, "task": unrelated.identity(), "erasure_scores": [],
@@ -248,11 +271,12 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
             for key, v in (("erasure_scores", b.erasure_score), ("basis", b.basis), ("own_forget_ratio", b.forget["own"])):
                 benign["finetune"][key].append(v)
     benign["seconds"] = time.time() - t0
+    timings["benign_finetune"] = benign["seconds"] - timings["benign_random_sign"]
     null = benign["erasure_scores"] + benign.get("finetune", {}).get("erasure_scores", [])
     pct = percentile(obs.erasure_score, null) if null else None
     ev = decide(obs.forget["own"], obs.forget["own_ci"], obs.basis if retain is not None else None,
                 obs.erasure_score, obs.erasure_score_ci, pct)
-    return {**obs.to_dict(), "reverse": reverse}, benign, ev.to_dict()
+    return {**obs.to_dict(), "reverse": reverse}, benign, ev.to_dict(), timings
 
 
 def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit | None = None,
@@ -270,31 +294,38 @@ def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit 
     check_compatible(base, edited)
     if len(task) < 4:
         raise CircuitForgeError("CAD needs at least 4 task rows (its null splits the prompts in halves)")
-    rec, benign, ev = recovery_evidence(base, edited, task, retain, s, unrelated)
+    rec, benign, ev, timings = recovery_evidence(base, edited, task, retain, s, unrelated)
     nan = float("nan")
     att: dict[str, Any] = {"value": nan, "z": nan, "behavioural": {}, "mechanistic": {}, "mechanistic_upstream": {},
                            "faithfulness_base": None, "faithfulness_edited": None, "edges": [], "layer_mass": {},
                            "circuit": {}}
+    t_att = time.time()
     if s.attribution:
         if circuit is None:
             circuit = (search or CircuitSearch(method=s.method, ig_steps=s.ig_steps, faithfulness=s.faithfulness,
                                                rows=None)).find(base, task)
-        att = _attribution_cad(base, edited, task, circuit, s)
+        att = _attribution_cad(base, edited, task, circuit, s, timings)
+    timings["attribution"] = time.time() - t_att
     return CADResult(verdict=ev["verdict"], **att, settings=asdict(s), base=base.identity(),
                      edited=edited.identity(), task=task.identity(), seconds=time.time() - t0, recovery=rec,
-                     benign=benign, evidence=ev, retain_task=retain.identity() if retain is not None else None)
+                     benign=benign, evidence=ev, retain_task=retain.identity() if retain is not None else None,
+                     timings=timings)
 
 
-def _attribution_cad(base: ModelHandle, edited: ModelHandle, task: Task, circuit: Circuit, s: CADSettings) -> dict[str, Any]:
-    """The paper's CAD and its per-edge evidence (module doc, item 4)."""
+def _attribution_cad(base: ModelHandle, edited: ModelHandle, task: Task, circuit: Circuit, s: CADSettings,
+                     timings: dict[str, float]) -> dict[str, Any]:
+    """The paper's CAD and its per-edge evidence (module doc, item 4); adds its phases to ``timings``."""
     from circuitforge.circuits import faithfulness
 
     edges = list(circuit.edges)
     if not edges:
         raise CircuitForgeError("the base circuit has no edges")
+    t0 = time.time()
     s0 = base_edge_scores(base, task, edges, s)
+    timings["attribution_base"] = time.time() - t0
     s_beh = per_example_edge_scores(edited, task, edges, s)
     s_mech = per_example_edge_scores(with_base_readout(edited, base), task, edges, s)
+    timings["attribution_edited"] = time.time() - t0 - timings["attribution_base"]
 
     late = s.late_layers if s.late_layers is not None else max(1, round(base.n_layers / 5))
     cut = base.n_layers - late

@@ -83,6 +83,17 @@ def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -
     return _matched(base, edited, f"{base.spec}+benign-random-sign-{seed}", change)
 
 
+def _touched(base: ModelHandle, edited: ModelHandle) -> set[str]:
+    """HF names of the floating tensors in which M₁ differs from M₀."""
+    sd0, sd1 = base.state_dict(), edited.state_dict()
+    out = set()
+    for k, v1 in sd1.items():
+        v0 = _base_tensor(base, sd0, k)
+        if v0 is not None and v0.shape == v1.shape and v1.is_floating_point() and not torch.equal(v0, v1):
+            out.add(k)
+    return out
+
+
 def percentile(observed: float, null: list[float]) -> float:
     """Share of the null strictly below ``observed`` plus half the ties, in [0, 1]."""
     if not null:
@@ -99,17 +110,25 @@ def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, st
     A copy of M₀ is fine-tuned (Adam, answer NLL, ``steps`` steps of ``batch_size`` rows drawn with
     ``seed``) on text unrelated to the forget facts; of its change ``Δ_ft`` every weight tensor keeps the
     ``k_t`` entries of largest ``|Δ_ft|`` (``k_t`` = entries the edit changed in that tensor), rescaled so
-    the tensor's L2 norm equals the edit's ``‖Δ_t‖``. Same size and spread as the edit, a direction that
+    the tensor's L2 norm equals the edit's ``‖Δ_t‖``. Only the tensors the edit changed are trained (the
+    others would be discarded; freezing them skips their gradients and optimiser state — for an edit of
+    the last blocks, the backward pass below them). Same size and spread as the edit, a direction that
     training on other data takes — a stricter null than random signs, whose directions no training
     produces. Neither input is modified."""
     from circuitforge.surgery.objectives import answer_batch, answer_nll
 
     ft = clone(base, spec=f"{base.spec}+benign-finetune-{seed}")
     params = ft.named_parameters()
+    touched = _touched(base, edited)
+    if "lm_head.weight" in touched:
+        touched.add("model.embed_tokens.weight")
+    trained = [p for name, p in params.items() if name in touched]
     g = torch.Generator().manual_seed(seed)
-    for p in params.values():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(list(params.values()), lr=lr)
+    for name, p in params.items():
+        p.requires_grad_(name in touched)
+    if not trained:
+        return _matched(base, edited, f"{base.spec}+benign-finetune-{seed}", lambda *a: None)
+    opt = torch.optim.Adam(trained, lr=lr)
     ft.bridge.eval()
     try:
         for _ in range(steps):

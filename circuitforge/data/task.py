@@ -7,7 +7,7 @@ Row formats (detected by keys):
   (``" Paris"``); a missing leading space is added for you.
 * multiple choice (WMDP format): ``{"question": str, "choices": [str, ...], "answer": int}``.
 
-Sources: a ``.jsonl``/``.json``, ``.parquet`` or ``.csv`` file; ``builtin:NAME`` (the shipped benchmark,
+Sources: a ``.jsonl``/``.json``, ``.parquet`` or ``.csv`` file; ``builtin:NAME`` or ``builtin:MODEL/NAME`` (the shipped benchmark,
 see :func:`builtin_names`); ``tiny-facts:NAME`` (the fact world of the tiny trained model); or a hub dataset
 name (``name`` or ``name:split``) when online.
 """
@@ -143,7 +143,10 @@ def task_from_rows(rows: list[dict[str, Any]], name: str, source: str = "") -> T
 
 
 def builtin_names() -> list[str]:
-    return sorted(p.stem for p in BUILTIN_DIR.glob("*.jsonl"))
+    """Built-in task names: ``NAME`` (selected on SmolLM2-135M) and ``MODEL/NAME`` (the slices of them
+    another model knows, ``benchmarks/build_slices.py``)."""
+    top = [p.stem for p in BUILTIN_DIR.glob("*.jsonl")]
+    return sorted(top) + sorted(f"{p.parent.name}/{p.stem}" for p in BUILTIN_DIR.glob("*/*.jsonl"))
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
@@ -188,7 +191,7 @@ def load_task(source: str | os.PathLike[str], name: str | None = None) -> Task:
     if s.startswith("builtin:"):
         key = s.split(":", 1)[1]
         path = BUILTIN_DIR / f"{key}.jsonl"
-        if not path.is_file():
+        if key not in builtin_names() or not path.is_file():
             raise CircuitForgeError(f"{s}: no such built-in task (have: {', '.join(builtin_names())})")
         return task_from_rows(_read_file(path), name or s, source=s)
     if s.startswith("tiny-facts:"):

@@ -155,3 +155,51 @@ def test_reverse_hybrids_locate_the_edited_block(tiny_facts, forget_task):
             assert f[0] < 0.5 and min(f[1:]) > 0.8
         share[where] = r["suppression_share"]
     assert share["late"] > share["early"] + 0.1
+
+
+def _edit_blocks(base, blocks, scale=0.05):
+    m = clone(base, spec=f"tiny-facts+blocks{blocks}")
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for b in blocks:
+            for p in m.hf.model.layers[b].parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    m.invalidate_identity()
+    return m
+
+
+def test_differing_parts_places_every_edit(tiny_facts):
+    from circuitforge.cad.hybrids import differing_parts
+
+    n = tiny_facts.n_layers
+    assert differing_parts(tiny_facts, clone(tiny_facts)) == frozenset()
+    assert differing_parts(tiny_facts, _edit_blocks(tiny_facts, [1])) == {1}
+    emb = clone(tiny_facts)
+    with torch.no_grad():
+        emb.hf.model.embed_tokens.weight[5] += 0.1
+    assert differing_parts(tiny_facts, emb) == {-1, n}   # tied: the readout changes too
+    norm = clone(tiny_facts)
+    with torch.no_grad():
+        norm.hf.model.norm.weight.mul_(1.1)
+    assert differing_parts(tiny_facts, norm) == {n}
+
+
+@pytest.mark.parametrize("blocks", [[0], [2], [1, 2]])
+def test_hybrids_of_unedited_parts_are_copied_not_recomputed(tiny_facts, forget_task, monkeypatch, blocks):
+    """Hybrids cut outside the edited blocks are M₀ or M₁ exactly: copying their margins gives the curve
+    computed at every layer, and only the cuts inside the edited range run."""
+    import circuitforge.cad.hybrids as hy
+
+    task = forget_task.head(8)
+    m = _edit_blocks(tiny_facts, blocks)
+    full = hybrid_margins(tiny_facts, m, task, parts=None)
+    calls: list[int] = []
+    real = hy.resume_logits
+    monkeypatch.setattr(hy, "resume_logits", lambda b, r, L, last=None: calls.append(L) or real(b, r, L, last))
+    fast = hybrid_margins(tiny_facts, m, task)
+    torch.testing.assert_close(fast.hybrid, full.hybrid, atol=1e-4, rtol=1e-4)
+    assert calls == [L for L in full.layers if min(blocks) < L <= max(blocks)]
+    assert (full.hybrid[-1] - full.base).abs().max() > 0.05   # the edit matters
+    rev_full = hybrid_margins(m, tiny_facts, task, parts=None)
+    rev_fast = hybrid_margins(m, tiny_facts, task)
+    torch.testing.assert_close(rev_fast.hybrid, rev_full.hybrid, atol=1e-4, rtol=1e-4)
