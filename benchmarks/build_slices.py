@@ -78,6 +78,12 @@ def build(spec: str) -> dict[str, object]:
                                  "mean_answer_logprob": acc.mean_answer_logprob}
         print(f"{spec} {name}: known {known}/{len(rows)} ({known / len(rows):.0%}), corrupt pair aligned "
               f"{aligned}, kept {len(kept)}, base accuracy {acc.accuracy:.3f} (n {acc.n})", flush=True)
+    report["table"] = {
+        "columns": ["task", "SmolLM2 rows", "known (margin ≥ 0.1 nats)", "corrupt pair aligned", "kept",
+                    "dropped on re-scoring", "base accuracy on the slice"],
+        "rows": [[f"builtin:{spec}/{k}", v["candidates"], f"{v['known']} ({v['known'] / v['candidates']:.0%})",
+                  v["aligned"], v["kept"], v["dropped_on_rescore"], f"{v['accuracy']:.3f}"]
+                 for k, v in report["tasks"].items()]}  # type: ignore[attr-defined]
     report["seconds"] = time.time() - t0
     report["run_info"] = run_info()
     report["command"] = "python benchmarks/build_slices.py --models " + spec

@@ -4,6 +4,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from circuitforge.attribution import eap, eap_ig, exact
 from circuitforge.attribution.corruption import encode_task
 from circuitforge.attribution.graph import Graph, layout_of
@@ -55,7 +57,10 @@ def attribute(
             ``ig_steps`` gradient points, ``ig_mode`` ``"inputs"`` or ``"activations"``) or ``"exact"``
             (activation patching, one forward per node; at edge level per edge of ``edges``).
         corruption: ``"counterfactual"`` (the rows' corrupt prompts), ``"mean"`` or ``"zero"`` ablation.
-        nodes, edges: for ``exact``: the subset to measure (others are NaN).
+        nodes, edges: for ``exact``: the subset to measure (others are NaN). ``edges`` with ``per_row``
+            (eap/eap-ig): only these edges get per-row scores (the others are 0 in ``row_edge_scores``;
+            the task-mean ``edge_scores`` stay complete) — per-row scores of every pair cost as much as
+            the attribution itself.
         batch_size: rows per forward pass (scores are exact task means whatever the chunking).
         per_row: also keep each row's own scores (``Graph.row_node_scores`` ``[rows, writers]`` and, at
             edge level, ``Graph.row_edge_scores`` ``[rows, writers, readers]``); eap/eap-ig only.
@@ -76,10 +81,12 @@ def attribute(
     batch = encode_task(handle, task, corruption)
     t0 = time.perf_counter()
     settings: dict[str, Any] = {"corruption": corruption, "metric": metric_name, "level": level}
+    row_pairs = _edge_pairs(handle, edges) if per_row and edges is not None and method != "exact" else None
     if method == "eap":
-        sc = eap.compute(handle, batch, fn, level, batch_size, per_row, progress)
+        sc = eap.compute(handle, batch, fn, level, batch_size, per_row, progress, row_pairs=row_pairs)
     elif method == "eap-ig":
-        sc = eap_ig.compute(handle, batch, fn, level, ig_steps, ig_mode, batch_size, per_row, progress)
+        sc = eap_ig.compute(handle, batch, fn, level, ig_steps, ig_mode, batch_size, per_row, progress,
+                            row_pairs=row_pairs)
         settings.update(ig_steps=ig_steps, ig_mode=ig_mode)
     else:
         sc = exact.compute(handle, batch, fn, level, nodes, edges, batch_size, progress)
@@ -95,3 +102,16 @@ def attribute(
     g.row_node_scores = sc.row_node
     g.row_edge_scores = sc.row_edge
     return g
+
+
+def _edge_pairs(handle: ModelHandle, edges: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(writer indices, reader indices) of ``edges`` in ``handle``'s layout; a bad name is a one-line error."""
+    from circuitforge.attribution.graph import split_edge
+
+    lay = layout_of(handle)
+    w, r = [], []
+    for e in edges:
+        src, dst = split_edge(e)
+        w.append(lay.writer_index(src))
+        r.append(lay.reader_index(dst))
+    return torch.tensor(w, dtype=torch.long), torch.tensor(r, dtype=torch.long)

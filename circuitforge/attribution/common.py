@@ -163,6 +163,22 @@ def edge_scores(lay: Layout, delta: torch.Tensor, grads: list[torch.Tensor], per
     return out
 
 
+def edge_scores_of(lay: Layout, delta: torch.Tensor, grads: list[torch.Tensor], w: torch.Tensor,
+                   r: torch.Tensor) -> Float[torch.Tensor, "batch writers readers"]:
+    """Per-row scores of the edges ``(w[k], r[k])`` only, as :func:`edge_scores` with ``per_row`` gives
+    them, in a ``[batch, writers, readers]`` tensor that is 0 elsewhere (and for non-upstream pairs). Costs
+    ``k`` dot products per row instead of every writer × reader pair."""
+    W, R, B = len(lay.writers), len(lay.readers), delta.shape[1]
+    out = torch.zeros(B, W, R, dtype=delta.dtype)
+    for slot, g in zip(H.reader_slots(lay), grads, strict=True):
+        inside = (r >= slot.start) & (r < slot.start + slot.count) & (w < lay.n_up(slot.start))
+        if not bool(inside.any()):
+            continue
+        ws, rs = w[inside], r[inside]
+        out[:, ws, rs] = torch.einsum("kbsd,kbsd->bk", delta[ws], g[rs - slot.start])
+    return out
+
+
 class Accumulator:
     """Sums chunk results weighted by the chunk's share of rows."""
 

@@ -35,8 +35,10 @@ def compute(
     batch_size: int | None = None,
     per_row: bool = False,
     progress: bool = False,
+    row_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> C.Scores:
-    """EAP scores (module docstring) for ``batch``; ``level`` is ``"node"`` or ``"edge"``."""
+    """EAP scores (module docstring) for ``batch``; ``level`` is ``"node"`` or ``"edge"``. ``row_pairs``
+    (writer, reader indices): with ``per_row`` at edge level, per-row scores of these edges only."""
     lay = layout_of(handle)
     acc = C.Accumulator()
     if level == "node" and batch.corrupt is not None and H.post_attention_norms(handle) is None:
@@ -63,7 +65,7 @@ def compute(
                 grads = clean.grads
                 clean_m, corr_m = clean.metric, C.ablated_metric(handle, ch, ablation, None)
             assert grads is not None
-            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
+            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
             acc.add("clean", clean_m, ch.weight)
             acc.add("corrupt", corr_m, ch.weight)
     return finish(acc, level, per_row)
@@ -78,13 +80,17 @@ def accumulate(
     per_row: bool,
     weight: float,
     rows: int,
+    row_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     rn = C.node_scores(lay, delta, grads)  # [W, B]
     acc.add("node", rn.sum(1), weight)
     if per_row:
         acc.add_rows("row_node", rn.T * rows)
     if level == "edge":
-        if per_row:
+        if per_row and row_pairs is not None:  # per-row scores of the requested edges only
+            acc.add("edge", C.edge_scores(lay, delta, grads, per_row=False), weight)
+            acc.add_rows("row_edge", C.edge_scores_of(lay, delta, grads, *row_pairs) * rows)
+        elif per_row:
             re = C.edge_scores(lay, delta, grads, per_row=True)
             acc.add("edge", re.sum(0), weight)
             acc.add_rows("row_edge", re * rows)

@@ -38,8 +38,9 @@ def compute(
     batch_size: int | None = None,
     per_row: bool = False,
     progress: bool = False,
+    row_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> C.Scores:
-    """EAP-IG scores (module docstring)."""
+    """EAP-IG scores (module docstring); ``row_pairs`` as in :func:`circuitforge.attribution.eap.compute`."""
     if ig_steps < 1:
         raise CircuitForgeError(f"ig_steps must be >= 1, not {ig_steps}")
     if ig_mode not in ("inputs", "activations"):
@@ -62,7 +63,7 @@ def compute(
                 total = out.grads if total is None else [t + g for t, g in zip(total, out.grads, strict=True)]
             assert total is not None
             grads = [t / ig_steps for t in total]
-            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub))
+            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
             acc.add("clean", st.clean_metric, ch.weight)
             acc.add("corrupt", st.corrupt_metric, ch.weight)
     return finish(acc, level, per_row)

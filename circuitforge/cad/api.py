@@ -132,7 +132,7 @@ def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], s
     from circuitforge.attribution.graph import split_edge
 
     g = attribute(handle, task, metric="logit_diff", method=settings.method, level="edge",
-                  ig_steps=settings.ig_steps, per_row=True)
+                  ig_steps=settings.ig_steps, per_row=True, edges=edges)
     rows = getattr(g, "row_edge_scores", None)
     if rows is None:
         raise CircuitForgeError("attribution did not return per-row edge scores")

@@ -74,9 +74,11 @@ def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -
     g = torch.Generator().manual_seed(seed)
 
     def change(name: str, w0: torch.Tensor, d: torch.Tensor, k: int) -> torch.Tensor:
+        sign = torch.randint(0, 2, (k,), generator=g).float() * 2 - 1
+        if k == d.numel():   # a dense edit: every entry moves, no positions to draw
+            return sign * (float(d.norm()) / k**0.5)
         step = torch.zeros_like(d)
         pos = torch.randperm(d.numel(), generator=g)[:k]
-        sign = torch.randint(0, 2, (k,), generator=g).float() * 2 - 1
         step[pos] += sign * float(d.norm()) / k**0.5
         return step
 
@@ -147,9 +149,12 @@ def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, st
         if vf is None or vf.numel() != d.numel():
             return None
         dft = vf.float().flatten() - w0
-        step = torch.zeros_like(dft)
-        keep = torch.topk(dft.abs(), min(k, dft.numel())).indices
-        step[keep] = dft[keep]
+        if k >= dft.numel():   # a dense edit keeps the whole fine-tune change
+            step = dft
+        else:
+            step = torch.zeros_like(dft)
+            keep = torch.topk(dft.abs(), k, sorted=False).indices
+            step[keep] = dft[keep]
         norm = float(step.norm())
         return step * (float(d.norm()) / norm) if norm > 0 else None
 

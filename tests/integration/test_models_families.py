@@ -169,7 +169,9 @@ def test_qwen_layer_hybrids_resumed_equal_hooked(qwen: ModelHandle) -> None:
     with torch.no_grad():
         edited.hf.model.layers[3].mlp.down_proj.weight.mul_(0.5)
     assert resumable(qwen)
-    fast = hybrid_margins(qwen, edited, task, layers=[0, 12, 24])
-    hooked = hybrid_margins(qwen, edited, task, layers=[0, 12, 24], resume=False)
+    # parts=None: compute every hybrid (the edit sits in block 3, so by default the cuts at 12 and 24 would be
+    # copied from M₁ and the one at 0 from M₀, and neither path would run)
+    fast = hybrid_margins(qwen, edited, task, layers=[0, 12, 24], parts=None)
+    hooked = hybrid_margins(qwen, edited, task, layers=[0, 12, 24], resume=False, parts=None)
     torch.testing.assert_close(fast.hybrid, hooked.hybrid, atol=2e-3, rtol=1e-3)
     assert (fast.hybrid[0] - fast.hybrid[1]).abs().max() > 1e-3   # the hybrids differ: the edit sits at layer 3

@@ -122,3 +122,23 @@ def test_state_is_restored(fresh, task):
     assert b.training and not params[0].requires_grad and params[1].requires_grad
     assert not b.cfg.use_attn_result and not b.cfg.use_split_qkv_input and not b.cfg.use_hook_mlp_in
     assert not any(hp.fwd_hooks or hp.bwd_hooks for hp in b.hook_dict.values())
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_per_row_scores_of_chosen_edges_equal_the_full_per_row_scores(tiny_llama, task, method):
+    """``edges=`` with ``per_row`` computes only those edges' per-row scores: equal to the full per-row
+    tensor on them, 0 elsewhere, and the task-mean edge scores unchanged."""
+    full = attribute(tiny_llama, task, method=method, level="edge", per_row=True, ig_steps=2, batch_size=2)
+    nz = full.edge_scores.abs().flatten().argsort(descending=True)[:25]
+    R = len(full.readers)
+    edges = [f"{full.writers[int(i) // R]}->{full.readers[int(i) % R]}" for i in nz]
+    sub = attribute(tiny_llama, task, method=method, level="edge", per_row=True, ig_steps=2, batch_size=2, edges=edges)
+    w, r = nz // R, nz % R
+    torch.testing.assert_close(sub.row_edge_scores[:, w, r], full.row_edge_scores[:, w, r], atol=1e-6, rtol=1e-5)
+    assert float(full.row_edge_scores[:, w, r].abs().min()) > 0   # the chosen edges carry scores
+    mask = torch.ones_like(full.edge_scores, dtype=torch.bool)
+    mask[w, r] = False
+    assert float(sub.row_edge_scores[:, mask].abs().max()) == 0.0
+    torch.testing.assert_close(sub.edge_scores, full.edge_scores, atol=1e-6, rtol=1e-5)
+    with pytest.raises(CircuitForgeError):
+        attribute(tiny_llama, task, method=method, level="edge", per_row=True, edges=["m0->nowhere"])
