@@ -228,40 +228,13 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
     return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    order = x.argsort()
-    r = torch.empty_like(x)
-    r[order] = torch.arange(len(x), dtype=x.dtype)
-    for v in x.unique():  # average ranks of ties
-        m = x == v
-        r[m] = r[m].mean()
-    return r
-
-
-def spearman(x: list[float], y: list[float], z: list[float] | None = None) -> float:
-    """Spearman ρ; with ``z``, the partial Spearman controlling for ``z`` (ranks residualised on z's ranks)."""
-    rx, ry = _ranks(torch.tensor(x, dtype=torch.float64)), _ranks(torch.tensor(y, dtype=torch.float64))
-    if z is not None:
-        rz = _ranks(torch.tensor(z, dtype=torch.float64))
-        a = torch.stack([torch.ones_like(rz), rz], 1)
-        rx = rx - a @ torch.linalg.lstsq(a, rx[:, None]).solution[:, 0]
-        ry = ry - a @ torch.linalg.lstsq(a, ry[:, None]).solution[:, 0]
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float(rx.norm() * ry.norm())
-    return float((rx * ry).sum()) / den if den > 0 else float("nan")
-
-
 def boot_spearman(x: list[float], y: list[float], z: list[float] | None = None, n: int = 2000) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(0)
-    k = len(x)
-    vals = []
-    for _ in range(n):
-        i = torch.randint(k, (k,), generator=g).tolist()
-        v = spearman([x[j] for j in i], [y[j] for j in i], None if z is None else [z[j] for j in i])
-        if v == v:
-            vals.append(v)
-    t = torch.tensor(vals)
-    return {"rho": spearman(x, y, z), "ci": [float(t.quantile(0.025)), float(t.quantile(0.975))], "n": k}
+    """Spearman ρ (partial on ``z`` when given) with its bootstrap 95% CI over models:
+    :func:`circuitforge.eval.stats.spearman_ci`, in this report's dict form."""
+    from circuitforge.eval.stats import spearman_ci
+
+    est = spearman_ci(x, y, zs=z, n_boot=n, seed=0)
+    return {"rho": est.value, "ci": [est.lo, est.hi], "n": len(x), "n_boot": est.n_boot}
 
 
 def calibrate(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -450,6 +423,13 @@ def report(out: Path, page: Path) -> None:
                  f"{_met(sp, lambda x: x['rho'] <= -0.6 and x['ci'][1] < 0)} |")
     if pp:
         L.append(f"| ... controlling for the forget drop | {_f(pp['rho'])} {_f(pp['ci'])} | {_met(pp, lambda x: x['ci'][1] < 0)} |")
+    cost = Path("docs/results/cad_cost_smollm2.json")
+    if cost.is_file():   # benchmarks/cad_cost.py: one CAD call in units of one EAP-IG attribution, side by side
+        calls = json.loads(cost.read_text())["calls"]
+        worst = max(calls, key=lambda c: c["ratio"])
+        L.append("| CAD ≤ 10× one EAP-IG attribution (SmolLM2, `benchmarks/cad_cost.py`) | "
+                 + ", ".join(f"{c['model']} {c['ratio']:.1f}×" for c in calls)
+                 + f" | {_met(worst['ratio'], lambda x: x <= 10)} |")
     page.write_text("\n".join(L) + "\n")
     curves = {c["name"]: c["summary"] for c in cells if c["label"] != "method" and c["split"] == "B"}
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
