@@ -1,6 +1,7 @@
 """Batched, padded scoring of tasks.
 
-* cloze with distractors: correct when the answer's summed log-prob beats every distractor's;
+* cloze with distractors: correct when the answer's summed log-prob beats every distractor's (an option
+  that encodes to the answer's own tokens is a tie, so wrong);
 * cloze without distractors: greedy first-token match (argmax at the prompt's last position equals the
   answer's first token);
 * multiple choice: lm-evaluation-harness style (WMDP template): the prompt is
@@ -69,21 +70,43 @@ def continuation_logprobs(
 ) -> tuple[list[float], list[bool]]:
     """Summed log-prob of each continuation given its context, and whether it is the greedy choice at
     every one of its tokens. ``logits_fn`` overrides the forward pass (e.g. a quantized model)."""
-    fn = logits_fn or handle.logits
     enc = [encode(handle, c, x) for c, x in pairs]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))  # batch similar lengths together
     lps, greedy = [0.0] * len(enc), [False] * len(enc)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         toks = pad_batch([enc[i][0] for i in idx])
-        logp = torch.log_softmax(fn(toks.to(handle.device)).float(), dim=-1).cpu()
+        # the positions that predict each continuation token: row j reads positions at[j, :n_j]
+        need = [list(range(enc[i][1] - 1, len(enc[i][0]) - 1)) for i in idx]
+        width = max(len(n) for n in need)
+        at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
+        logp = torch.log_softmax(_logits_at(handle, toks, at, logits_fn).float(), dim=-1).cpu()
         for row, i in enumerate(idx):
             ids, n_ctx = enc[i]
             tgt = torch.tensor(ids[n_ctx:])
-            pred = logp[row, n_ctx - 1 : len(ids) - 1]
+            pred = logp[row, : len(tgt)]
             lps[i] = pred.gather(1, tgt[:, None]).sum().item()
             greedy[i] = bool((pred.argmax(-1) == tgt).all())
     return lps, greedy
+
+
+def _logits_at(handle: ModelHandle, toks: Int[torch.Tensor, "batch pos"], at: Int[torch.Tensor, "batch k"],
+               logits_fn: LogitsFn | None) -> Float[torch.Tensor, "batch k vocab"]:
+    """Logits at positions ``at[j]`` of row ``j``. Without ``logits_fn`` only those positions are unembedded
+    (with a 262k-token vocabulary the unembedding is most of a forward pass); a ``logits_fn`` (e.g. a
+    quantized model) is run whole and read there."""
+    rows = torch.arange(toks.shape[0])[:, None]
+    b = handle.bridge
+    if logits_fn is None and "unembed.hook_in" in b.hook_dict:
+        dev_at = at.to(handle.device)
+
+        def pick(x: torch.Tensor, hook: object) -> torch.Tensor:
+            return x[rows.to(x.device), dev_at]
+
+        with b.hooks(fwd_hooks=[("unembed.hook_in", pick)]):
+            return b(toks.to(handle.device))   # not handle.logits: its shape contract is every position
+    fn = logits_fn or handle.logits
+    return fn(toks.to(handle.device))[rows.to(handle.device), at.to(handle.device)]
 
 
 def evaluate(handle: ModelHandle, task: Task, batch_size: int = 16, logits_fn: LogitsFn | None = None) -> EvalResult:
@@ -109,8 +132,10 @@ def evaluate(handle: ModelHandle, task: Task, batch_size: int = 16, logits_fn: L
         it = task.items[k]
         if isinstance(it, ClozeItem) and not it.distractors:
             ok = first_tok[k]
-        else:
-            ok = all(scores[a] > scores[j] for j in range(n) if j != a)
+        else:  # an option that encodes to the answer's own tokens is a tie (wrong), whatever the float noise
+            conts = [pairs[s + j][1] for j in range(n)]
+            ids = [handle.tokenizer(c, add_special_tokens=False)["input_ids"] for c in conts]
+            ok = all(scores[a] > scores[j] and ids[j] != ids[a] for j in range(n) if j != a)
         correct.append(bool(ok))
         ans_lp.append(scores[a])
     n = len(correct)

@@ -132,6 +132,9 @@ def test_batched_equals_unbatched(tiny_facts):
     lp3, _ = continuation_logprobs(tiny_facts, pairs, batch_size=3)
     assert lp1 == pytest.approx(lp3, rel=5e-6, abs=1e-5)  # padding changes fp32 summation order only
     assert lp1 == pytest.approx([_manual_logprob(tiny_facts, c, x) for c, x in pairs], abs=1e-4)
+    # a logits_fn runs the whole forward; without one only the read positions are unembedded: same numbers
+    lpf, _ = continuation_logprobs(tiny_facts, pairs, batch_size=3, logits_fn=tiny_facts.logits)
+    assert lpf == pytest.approx(lp3, rel=5e-6, abs=1e-5)
 
 
 def test_task_helpers(forget_task):
