@@ -174,3 +174,5 @@ def test_matched_unrelated_finetune_is_benign_and_matched(tiny_facts, late, cad_
                                   attribution=False))
     fin = r2.benign["finetune"]["erasure_scores"]
     assert len(fin) == 1 and len(r2.benign["erasure_scores"]) == 1 and r2.summary()["benign_finetune_erasure_scores"] == fin
+    assert set(r2.timings) == {"hybrids", "benign_random_sign", "benign_finetune", "attribution"}   # no attribution run
+    assert all(v >= 0 for v in r2.timings.values()) and sum(r2.timings.values()) <= r2.seconds + 1e-6
