@@ -37,8 +37,16 @@ def check_compatible(base: ModelHandle, edited: ModelHandle) -> None:
         raise CircuitForgeError(
             f"architectures differ: {base.spec} {base.architecture()} vs {edited.spec} {edited.architecture()}"
         )
-    pb, pe = base.named_parameters(), edited.named_parameters()
-    if {k: tuple(v.shape) for k, v in pb.items()} != {k: tuple(v.shape) for k, v in pe.items()}:
+    sb = {k: tuple(v.shape) for k, v in base.named_parameters().items()}
+    se = {k: tuple(v.shape) for k, v in edited.named_parameters().items()}
+    # an edit may untie the unembedding (its own lm_head where the base reads the embedding, or back):
+    # the same architecture, one more tensor on one side, shaped as the other side's tied embedding
+    for one, other, h in ((sb, se, edited), (se, sb, base)):
+        if "lm_head.weight" in other and "lm_head.weight" not in one:
+            emb = tuple(h.hf.get_input_embeddings().weight.shape)
+            if other["lm_head.weight"] == emb:
+                other.pop("lm_head.weight")
+    if sb != se:
         raise CircuitForgeError(f"parameter names or shapes differ between {base.spec} and {edited.spec}")
     if base.tokenizer.get_vocab() != edited.tokenizer.get_vocab():
         raise CircuitForgeError(f"tokenizers differ between {base.spec} and {edited.spec}")

@@ -149,3 +149,24 @@ def test_cli_quant_check_json(tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "s.json").read_text())
     assert set(rep["schemes"]) == {"nf4", "int8"} and rep["schemes"]["nf4"]["recovery_ratio"] is None
+
+
+def test_an_edit_that_unties_the_unembedding_is_compatible(tiny_facts):
+    """A readout edit unties the tied unembedding (one more tensor, the embedding's shape): still the same
+    architecture, so the diagnostics (and verify) accept it either way round; a real shape change is refused."""
+    from circuitforge.cad.controls import untie_unembedding
+    from circuitforge.errors import CircuitForgeError
+    from circuitforge.models import clone
+    from circuitforge.quant.diagnostics import check_compatible
+
+    untied = clone(tiny_facts)
+    untie_unembedding(untied)
+    assert "lm_head.weight" in untied.named_parameters() and "lm_head.weight" not in tiny_facts.named_parameters()
+    check_compatible(tiny_facts, untied)
+    check_compatible(untied, tiny_facts)
+    assert diff_report(tiny_facts, untied)["n_changed"] == 0
+    wider = clone(tiny_facts)
+    with torch.no_grad():
+        wider.hf.model.norm.weight = torch.nn.Parameter(torch.ones(wider.d_model + 1))
+    with pytest.raises(CircuitForgeError, match="differ"):
+        check_compatible(tiny_facts, wider)
