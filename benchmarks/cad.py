@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--circuit", default=None, help="reuse this base circuit JSON (same weights and rows)")
     ap.add_argument("--ig-steps", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--verify-only", action="store_true", help="skip the controls table: time verify only")
     a = ap.parse_args()
     torch.manual_seed(0)
 
@@ -74,7 +75,7 @@ def main() -> None:
     }
     rows = []
     results = {}
-    for name, build in controls.items():
+    for name, build in ({} if a.verify_only else controls).items():
         m = build()
         t0 = time.perf_counter()
         r = cad(base, m, task, circuit=circuit, settings=s, retain=same_domain)
@@ -87,9 +88,16 @@ def main() -> None:
     for n, v, sc, ci, b, p, cv, cz, sec in rows:
         print(f"| {n} | {v} | {sc:.3f} | [{ci[0]:.3f}, {ci[1]:.3f}] | {b:.2f} | {p:.2f} | {cv:.3f} | {cz:.1f} | {sec:.0f} |")
 
+    edited = controls["readout edit (suppression)"]()
     t0 = time.perf_counter()
-    verify(base, controls["readout edit (suppression)"](), forget, retain, cad_settings=s, cad_rows=a.rows, circuit=circuit)
+    _, cres = verify(base, edited, forget, retain, cad_settings=s, cad_rows=a.rows, circuit=circuit)
     t_verify = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    attribute(base, task, method="eap-ig", level="edge", ig_steps=a.ig_steps)
+    t_attr = (t_attr + time.perf_counter() - t0) / 2   # the unit: attributions just before and after
+    phases = {"cad": cres.seconds, **{f"cad_{k}": v for k, v in cres.timings.items()},
+              "accuracies_and_quantization": t_verify - cres.seconds}
+    print("verify phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     print(f"\none EAP-IG({a.ig_steps}) edge attribution on {a.rows} rows: {t_attr:.1f} s")
     print(f"full verify given the base circuit (suppression control): {t_verify:.1f} s = {t_verify / t_attr:.1f}x attribution")
     if t_circ is not None:
@@ -98,7 +106,9 @@ def main() -> None:
         with open(a.json, "w") as f:
             json.dump({"controls": {k: v.summary() for k, v in results.items()}, "command": "python " + " ".join(sys.argv),
                        "verify_seconds_given_circuit": t_verify, "circuit_seconds": t_circ,
-                       "attribution_seconds": t_attr, "circuit_edges": len(circuit.edges)}, f, indent=2)
+                       "attribution_seconds": t_attr, "circuit_edges": len(circuit.edges),
+                       "verify_over_attribution": t_verify / t_attr, "verify_timings": phases,
+                       "rows": {"forget": len(forget), "retain": len(retain), "cad": a.rows}}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -69,24 +69,32 @@ def continuation_logprobs(
     logits_fn: LogitsFn | None = None,
 ) -> tuple[list[float], list[bool]]:
     """Summed log-prob of each continuation given its context, and whether it is the greedy choice at
-    every one of its tokens. ``logits_fn`` overrides the forward pass (e.g. a quantized model)."""
+    every one of its tokens. ``logits_fn`` overrides the forward pass (e.g. a quantized model).
+
+    A continuation's log-probs are read from the forward of ``context + continuation[:-1]`` (the last token
+    is predicted, never read), so pairs with the same such input — every single-token option of one
+    prompt — share one forward pass: a 4-option cloze row of single-token options costs one sequence."""
     enc = [encode(handle, c, x) for c, x in pairs]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))  # batch similar lengths together
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, _) in enumerate(enc):
+        groups.setdefault(tuple(ids[:-1]), []).append(i)
+    inputs = sorted(groups, key=len)  # batch similar lengths together
     lps, greedy = [0.0] * len(enc), [False] * len(enc)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        toks = pad_batch([enc[i][0] for i in idx])
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        toks = pad_batch([list(x) for x in chunk])
         # the positions that predict each continuation token: row j reads positions at[j, :n_j]
-        need = [list(range(enc[i][1] - 1, len(enc[i][0]) - 1)) for i in idx]
+        need = [list(range(enc[groups[x][0]][1] - 1, len(x))) for x in chunk]
         width = max(len(n) for n in need)
         at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
         logp = torch.log_softmax(_logits_at(handle, toks, at, logits_fn).float(), dim=-1).cpu()
-        for row, i in enumerate(idx):
-            ids, n_ctx = enc[i]
-            tgt = torch.tensor(ids[n_ctx:])
-            pred = logp[row, : len(tgt)]
-            lps[i] = pred.gather(1, tgt[:, None]).sum().item()
-            greedy[i] = bool((pred.argmax(-1) == tgt).all())
+        for row, x in enumerate(chunk):
+            for i in groups[x]:
+                ids, n_ctx = enc[i]
+                tgt = torch.tensor(ids[n_ctx:])
+                pred = logp[row, : len(tgt)]
+                lps[i] = pred.gather(1, tgt[:, None]).sum().item()
+                greedy[i] = bool((pred.argmax(-1) == tgt).all())
     return lps, greedy
 
 

@@ -137,6 +137,21 @@ def test_batched_equals_unbatched(tiny_facts):
     assert lpf == pytest.approx(lp3, rel=5e-6, abs=1e-5)
 
 
+def test_single_token_options_of_one_prompt_share_a_forward(tiny_facts):
+    ctx = "the symbol of elem3 is"
+    opts = [" sym4", " sym1", " sym2"]
+    assert all(len(tiny_facts.tokenizer(o, add_special_tokens=False)["input_ids"]) == 1 for o in opts)
+    rows: list[int] = []
+
+    def counted(toks):
+        rows.append(toks.shape[0])
+        return tiny_facts.logits(toks)
+
+    lps, _ = continuation_logprobs(tiny_facts, [(ctx, o) for o in opts], logits_fn=counted)
+    assert rows == [1]   # one sequence (the prompt) for the three options
+    assert lps == pytest.approx([_manual_logprob(tiny_facts, ctx, o) for o in opts], abs=1e-4)
+
+
 def test_task_helpers(forget_task):
     a, b = forget_task.halves()
     assert len(a) + len(b) == len(forget_task) and not set(a.items) & set(b.items)
