@@ -12,7 +12,6 @@ not measured here (``demo.json`` records it under ``timings.circuit``).
 """
 
 import argparse
-import json
 import sys
 import time
 
@@ -103,13 +102,14 @@ def main() -> None:
     if t_circ is not None:
         print(f"finding the base circuit (once per base model and task): {t_circ:.1f} s = {t_circ / t_attr:.1f}x attribution")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"controls": {k: v.summary() for k, v in results.items()}, "command": "python " + " ".join(sys.argv),
-                       "verify_seconds_given_circuit": t_verify, "circuit_seconds": t_circ,
-                       "attribution_seconds": t_attr, "circuit_edges": len(circuit.edges),
-                       "verify_over_attribution": t_verify / t_attr, "verify_timings": phases,
-                       "rows": {"forget": len(forget), "retain": len(retain), "cad": a.rows}}, f, indent=2)
+        from circuitforge._provenance import run_info, write_json_atomic
 
+        write_json_atomic(a.json, {
+            "controls": {k: v.summary() for k, v in results.items()}, "command": "python " + " ".join(sys.argv),
+            "run_info": run_info(), "verify_seconds_given_circuit": t_verify, "circuit_seconds": t_circ,
+            "attribution_seconds": t_attr, "circuit_edges": len(circuit.edges),
+            "verify_over_attribution": t_verify / t_attr, "verify_timings": phases,
+            "rows": {"forget": len(forget), "retain": len(retain), "cad": a.rows}})
 
 if __name__ == "__main__":
     main()
