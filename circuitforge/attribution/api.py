@@ -4,8 +4,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from circuitforge.attribution import eap, eap_ig, exact
 from circuitforge.attribution.corruption import encode_task
 from circuitforge.attribution.graph import Graph, layout_of
@@ -81,7 +79,7 @@ def attribute(
     batch = encode_task(handle, task, corruption)
     t0 = time.perf_counter()
     settings: dict[str, Any] = {"corruption": corruption, "metric": metric_name, "level": level}
-    row_pairs = _edge_pairs(handle, edges) if per_row and edges is not None and method != "exact" else None
+    row_pairs = layout_of(handle).edge_index(edges) if per_row and edges is not None and method != "exact" else None
     if method == "eap":
         sc = eap.compute(handle, batch, fn, level, batch_size, per_row, progress, row_pairs=row_pairs)
     elif method == "eap-ig":
@@ -103,15 +101,3 @@ def attribute(
     g.row_edge_scores = sc.row_edge
     return g
 
-
-def _edge_pairs(handle: ModelHandle, edges: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(writer indices, reader indices) of ``edges`` in ``handle``'s layout; a bad name is a one-line error."""
-    from circuitforge.attribution.graph import split_edge
-
-    lay = layout_of(handle)
-    w, r = [], []
-    for e in edges:
-        src, dst = split_edge(e)
-        w.append(lay.writer_index(src))
-        r.append(lay.reader_index(dst))
-    return torch.tensor(w, dtype=torch.long), torch.tensor(r, dtype=torch.long)

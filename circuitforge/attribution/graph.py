@@ -23,12 +23,13 @@ score of the edge ``writers[w] -> readers[r]``; pairs that are not upstream are 
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 
 from circuitforge.errors import CircuitForgeError
 
@@ -75,6 +76,12 @@ class Layout:
             raise CircuitForgeError(
                 f"{node!r} is not a reader of this graph (a{{L}}.h{{H}}<q>, a{{L}}.kv{{G}}<k|v>, m{{L}}, logits)"
             ) from None
+
+    def edge_index(self, edges: Sequence[str]) -> tuple[Int[torch.Tensor, " edges"], Int[torch.Tensor, " edges"]]:
+        """(writer indices, reader indices) of ``edges`` (``"src->dst"``); a bad name is a one-line error."""
+        pairs = [(self.writer_index(s), self.reader_index(d)) for s, d in map(split_edge, edges)]
+        return (torch.tensor([w for w, _ in pairs], dtype=torch.long),
+                torch.tensor([r for _, r in pairs], dtype=torch.long))
 
     def n_up(self, reader: int) -> int:
         """Number of writers upstream of reader index ``reader`` (they are a prefix of the writers)."""

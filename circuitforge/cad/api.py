@@ -129,17 +129,13 @@ def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], s
     """Attribution of ``edges`` on each row of ``task`` (row i of the result = row i of the task), from one
     batched EAP / EAP-IG run with ``per_row=True``; metric: answer − corrupt answer logit difference."""
     from circuitforge.attribution import attribute
-    from circuitforge.attribution.graph import split_edge
 
     g = attribute(handle, task, metric="logit_diff", method=settings.method, level="edge",
                   ig_steps=settings.ig_steps, per_row=True, edges=edges)
     rows = getattr(g, "row_edge_scores", None)
     if rows is None:
         raise CircuitForgeError("attribution did not return per-row edge scores")
-    lay = g.layout
-    idx = [(lay.writer_index(src), lay.reader_index(dst)) for src, dst in map(split_edge, edges)]
-    w = torch.tensor([a for a, _ in idx], dtype=torch.long)
-    r = torch.tensor([b for _, b in idx], dtype=torch.long)
+    w, r = g.layout.edge_index(edges)
     return rows[:, w, r].float()
 
 
