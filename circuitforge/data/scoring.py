@@ -73,7 +73,8 @@ def continuation_logprobs(
 
     A continuation's log-probs are read from the forward of ``context + continuation[:-1]`` (the last token
     is predicted, never read), so pairs with the same such input — every single-token option of one
-    prompt — share one forward pass: a 4-option cloze row of single-token options costs one sequence."""
+    prompt — share one forward pass: a 4-option cloze row of single-token options costs one sequence, and
+    two options that encode to the same tokens get bitwise-equal log-probs (a tie, never float noise)."""
     enc = [encode(handle, c, x) for c, x in pairs]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ids, _) in enumerate(enc):
@@ -140,10 +141,8 @@ def evaluate(handle: ModelHandle, task: Task, batch_size: int = 16, logits_fn: L
         it = task.items[k]
         if isinstance(it, ClozeItem) and not it.distractors:
             ok = first_tok[k]
-        else:  # an option that encodes to the answer's own tokens is a tie (wrong), whatever the float noise
-            conts = [pairs[s + j][1] for j in range(n)]
-            ids = [handle.tokenizer(c, add_special_tokens=False)["input_ids"] for c in conts]
-            ok = all(scores[a] > scores[j] and ids[j] != ids[a] for j in range(n) if j != a)
+        else:  # options with the answer's own tokens share its forward (continuation_logprobs): an exact tie
+            ok = all(scores[a] > scores[j] for j in range(n) if j != a)
         correct.append(bool(ok))
         ans_lp.append(scores[a])
     n = len(correct)
