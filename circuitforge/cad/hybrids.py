@@ -104,18 +104,9 @@ def _hook_names(n_layers: int) -> list[str]:
 
 def _last_logits(handle: ModelHandle, tokens: Int[torch.Tensor, "batch pos"], last: Int[torch.Tensor, " batch"],
                  hooks: list[tuple[str, Any]]) -> Float[torch.Tensor, "batch vocab"]:
-    """``handle``'s forward on ``tokens`` with ``hooks``, unembedding only position ``last[i]`` of row
-    ``i`` (the margin reads nothing else; the unembedding at every position is a fifth of SmolLM2's
-    forward and most of Gemma 3's)."""
-    b = handle.bridge
-    rows = torch.arange(tokens.shape[0], device=handle.device)
-    at = last.to(handle.device)
-    if "unembed.hook_in" in b.hook_dict:
-        hooks = [*hooks, ("unembed.hook_in", lambda x, hook: x[rows, at].unsqueeze(1))]
-        with b.hooks(fwd_hooks=hooks):
-            return b(tokens.to(handle.device))[:, 0]
-    with b.hooks(fwd_hooks=hooks):
-        return b(tokens.to(handle.device))[rows, at]
+    """``handle``'s forward on ``tokens`` with ``hooks``, unembedding only position ``last[i]`` of row ``i``
+    (the margin reads nothing else)."""
+    return handle.logits_at(tokens, last[:, None], hooks)[:, 0]
 
 
 @torch.no_grad()

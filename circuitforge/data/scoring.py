@@ -101,21 +101,12 @@ def continuation_logprobs(
 
 def _logits_at(handle: ModelHandle, toks: Int[torch.Tensor, "batch pos"], at: Int[torch.Tensor, "batch k"],
                logits_fn: LogitsFn | None) -> Float[torch.Tensor, "batch k vocab"]:
-    """Logits at positions ``at[j]`` of row ``j``. Without ``logits_fn`` only those positions are unembedded
-    (with a 262k-token vocabulary the unembedding is most of a forward pass); a ``logits_fn`` (e.g. a
-    quantized model) is run whole and read there."""
-    rows = torch.arange(toks.shape[0])[:, None]
-    b = handle.bridge
-    if logits_fn is None and "unembed.hook_in" in b.hook_dict:
-        dev_at = at.to(handle.device)
-
-        def pick(x: torch.Tensor, hook: object) -> torch.Tensor:
-            return x[rows.to(x.device), dev_at]
-
-        with b.hooks(fwd_hooks=[("unembed.hook_in", pick)]):
-            return b(toks.to(handle.device))   # not handle.logits: its shape contract is every position
-    fn = logits_fn or handle.logits
-    return fn(toks.to(handle.device))[rows.to(handle.device), at.to(handle.device)]
+    """Logits at positions ``at[j]`` of row ``j``: :meth:`ModelHandle.logits_at` (only those positions
+    unembedded), or a ``logits_fn`` (e.g. a quantized model) run whole and read there."""
+    if logits_fn is None:
+        return handle.logits_at(toks, at)
+    rows = torch.arange(toks.shape[0], device=handle.device)[:, None]
+    return logits_fn(toks.to(handle.device))[rows, at.to(handle.device)]
 
 
 def evaluate(handle: ModelHandle, task: Task, batch_size: int = 16, logits_fn: LogitsFn | None = None) -> EvalResult:

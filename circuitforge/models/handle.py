@@ -147,6 +147,23 @@ class ModelHandle:
         """Plain forward pass (no hooks), in whatever grad mode the caller is in."""
         return self.bridge(tokens)
 
+    def logits_at(self, tokens: Int[torch.Tensor, "batch pos"], at: Int[torch.Tensor, "batch k"],
+                  hooks: list[tuple[str, Any]] | None = None) -> Float[torch.Tensor, "batch k vocab"]:
+        """Forward pass on ``tokens`` (with bridge ``hooks``) returning the logits at positions ``at[j]`` of
+        row ``j`` only. Only those positions are unembedded (with a 262k-token vocabulary the unembedding
+        is most of a forward pass; the final norm is per position, so the values equal the full logits
+        read there)."""
+        b = self.bridge
+        rows = torch.arange(tokens.shape[0], device=self.device)[:, None]
+        at = at.to(self.device)
+        hooks = list(hooks or [])
+        pick = "unembed.hook_in" in b.hook_dict
+        if pick:
+            hooks.append(("unembed.hook_in", lambda x, hook: x[rows, at]))
+        with b.hooks(fwd_hooks=hooks):
+            out = b(tokens.to(self.device))
+        return out if pick else out[rows, at]
+
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
