@@ -430,6 +430,15 @@ def report(out: Path, page: Path) -> None:
         L.append("| CAD ≤ 10× one EAP-IG attribution (SmolLM2, `benchmarks/cad_cost.py`) | "
                  + ", ".join(f"{c['model']} {c['ratio']:.1f}×" for c in calls)
                  + f" | {_met(worst['ratio'], lambda x: x <= 10)} |")
+    full = Path("docs/results/cad_verify_cost_smollm2.json")
+    if full.is_file():   # benchmarks/cad.py --verify-only: a whole verify given the circuit, same unit
+        v = json.loads(full.read_text())
+        warm = v.get("verify_with_base_reference_over_attribution")
+        L.append("| full `verify` given the base circuit ≤ 10× one EAP-IG attribution (`benchmarks/cad.py`) | "
+                 f"{v['verify_over_attribution']:.1f}× cold; "
+                 + (f"{warm:.1f}× with `--base-reference`" if warm is not None else "reference not measured")
+                 + f" | cold {_met(v['verify_over_attribution'], lambda x: x <= 10)}, with the reference "
+                 + (_met(warm, lambda x: x <= 10) if warm is not None else "–") + " |")
     page.write_text("\n".join(L) + "\n")
     curves = {c["name"]: c["summary"] for c in cells if c["label"] != "method" and c["split"] == "B"}
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}

@@ -114,14 +114,32 @@ _BASE_SCORES: dict[tuple[Any, ...], torch.Tensor] = {}
 compares many edited models against one base circuit, whose base attribution is the same every time."""
 
 
+def base_scores_key(base_sha256: str, task_sha256: str, edges: list[str], method: str, ig_steps: int) -> tuple[Any, ...]:
+    """The key of M₀'s per-example edge scores: weights, rows, edges and attribution settings."""
+    return (base_sha256, task_sha256, tuple(edges), method, int(ig_steps))
+
+
+def known_base_scores() -> dict[tuple[Any, ...], torch.Tensor]:
+    """M₀ per-example edge scores computed (or :func:`remember_base_scores`-ed) in this process, by key."""
+    return {k: v.clone() for k, v in _BASE_SCORES.items()}
+
+
+def remember_base_scores(key: tuple[Any, ...], scores: Float[torch.Tensor, "examples edges"]) -> None:
+    """Store M₀'s per-example edge scores under ``key`` (:func:`base_scores_key`), e.g. read back from a
+    :class:`circuitforge.eval.BaseReference` file, so :func:`base_edge_scores` does not recompute them."""
+    if scores.ndim != 2 or scores.shape[1] != len(key[2]):
+        raise CircuitForgeError(f"stored base edge scores have shape {tuple(scores.shape)}, expected (rows, {len(key[2])})")
+    if len(_BASE_SCORES) >= 4 and key not in _BASE_SCORES:
+        _BASE_SCORES.pop(next(iter(_BASE_SCORES)))
+    _BASE_SCORES[key] = scores.float().clone()
+
+
 def base_edge_scores(base: ModelHandle, task: Task, edges: list[str], settings: CADSettings) -> Float[torch.Tensor, "examples edges"]:
-    """:func:`per_example_edge_scores` of the base model, memoised in-process (at most 4 entries) by the
-    base's weight hash, the task's rows hash, the edges and the attribution settings."""
-    key = (base.sha256, task.sha256, tuple(edges), settings.method, settings.ig_steps)
+    """:func:`per_example_edge_scores` of the base model, memoised in-process (at most 4 entries) by
+    :func:`base_scores_key` (the base's weight hash, the task's rows hash, the edges, the attribution settings)."""
+    key = base_scores_key(base.sha256, task.sha256, edges, settings.method, settings.ig_steps)
     if key not in _BASE_SCORES:
-        if len(_BASE_SCORES) >= 4:
-            _BASE_SCORES.pop(next(iter(_BASE_SCORES)))
-        _BASE_SCORES[key] = per_example_edge_scores(base, task, edges, settings)
+        remember_base_scores(key, per_example_edge_scores(base, task, edges, settings))
     return _BASE_SCORES[key].clone()
 
 

@@ -1,5 +1,6 @@
 """``circuitforge verify``: the four-property scorecard of an unlearned checkpoint (exit 0 pass / 1 fail / 2 bad input)."""
 
+import os
 from typing import Annotated
 
 import typer
@@ -25,6 +26,10 @@ def verify_cmd(
     method: Annotated[str, typer.Option(help="attribution method for CAD: eap or eap-ig")] = "eap-ig",
     ig_steps: Annotated[int, typer.Option(help="EAP-IG steps")] = 5,
     circuit: Annotated[str | None, typer.Option(help="reuse a base circuit JSON instead of finding it")] = None,
+    base_reference: Annotated[str | None, typer.Option(
+        "--base-reference", help="cache file of the base model's own measurements (accuracies in fp and under "
+        "--scheme, CAD's base attributions): reused where the base weights, tasks and settings match (sha256), "
+        "rewritten after the run")] = None,
 ) -> None:
     """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD).
 
@@ -36,7 +41,7 @@ def verify_cmd(
     from circuitforge.circuits import Circuit, CircuitSearch
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
-    from circuitforge.eval import Thresholds, assess
+    from circuitforge.eval import BaseReference, Thresholds, assess
     from circuitforge.models import load
 
     try:
@@ -49,11 +54,17 @@ def verify_cmd(
         raise CircuitForgeError("--cad-rows must be at least 4 (CAD's null splits the rows in halves)")
     f, r = load_task(forget), load_task(retain)
     circ = Circuit.from_json(circuit) if circuit else None
+    ref = BaseReference.from_json(base_reference) if base_reference and os.path.exists(base_reference) else None
     with console.status("loading models"):
         mb, mu = load(base), load(unlearned)
     with console.status("verifying (accuracies, quantization, CAD)") as st:
         a = assess(mb, mu, f, r, circuit=circ, search=search, scheme=scheme, thresholds=th, cad_settings=settings,
-                   cad_rows=cad_rows, progress=lambda msg: st.update(f"verifying: {msg}"))
+                   cad_rows=cad_rows, base_reference=ref, progress=lambda msg: st.update(f"verifying: {msg}"))
+    if base_reference:
+        reused = ref is not None and ref.matches(mb)
+        a.reference().to_json(base_reference)
+        console.print(f"base reference {'read from and ' if reused else ''}written to {base_reference}"
+                      + ("" if reused or ref is None else " (the old one was measured on other base weights)"))
     card, c = a.scorecard, a.cad
     d = card.to_dict()
     t = Table(title=f"verify: {unlearned} against {base}")

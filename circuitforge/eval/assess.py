@@ -26,6 +26,7 @@ from circuitforge.circuits import Circuit, CircuitSearch
 from circuitforge.data import Task, evaluate
 from circuitforge.data.scoring import choice_prompt
 from circuitforge.errors import CircuitForgeError
+from circuitforge.eval.base_reference import BaseReference
 from circuitforge.eval.scorecard import Scorecard, Thresholds, judge
 from circuitforge.eval.stats import mean_diff
 from circuitforge.models import ModelHandle
@@ -48,6 +49,10 @@ class Assessment:
     @property
     def passed(self) -> bool:
         return self.scorecard.passed
+
+    def reference(self) -> BaseReference:
+        """What this assessment measured on the base model alone, for reuse (``verify --base-reference``)."""
+        return BaseReference.of(self.scorecard.base, self.survival, self.extra, self.cad)
 
 
 def context_length(handle: ModelHandle) -> int:
@@ -116,7 +121,7 @@ def assess(
     cad_rows: int = 32,
     extra_tasks: Mapping[str, Task] | None = None,
     seed: int = 0,
-    base_reference: "Assessment | None" = None,
+    base_reference: "Assessment | BaseReference | None" = None,
     progress: Progress | None = None,
 ) -> Assessment:
     """Score ``edited`` against ``base`` on the four properties (see module doc).
@@ -128,8 +133,10 @@ def assess(
         scheme: quantization scheme of the PTQ gap (``nf4``, ``fp4``, ``int8``, ``nf4-dq``…).
         extra_tasks: name → task, scored on both models in full precision (e.g. ``paraphrase``).
         seed: seeds the bootstrap CIs and CAD's null.
-        base_reference: an earlier assessment of the same base model on the same tasks: its base-model
-            accuracies (fp, quantized, extra tasks) are reused instead of recomputed (checked by sha256).
+        base_reference: an earlier assessment (or its :class:`BaseReference`, e.g. read from a file): the
+            base-model accuracies (fp, quantized, extra tasks) and M₀'s CAD edge attributions it holds are
+            reused instead of recomputed where their keys match (weights, rows, scheme, edges, settings:
+            sha256s compared); anything else is computed.
     Raises:
         CircuitForgeError: bad input (see :func:`check_inputs`, :meth:`Circuit.check_found_on`).
     """
@@ -147,15 +154,18 @@ def assess(
     if circuit is not None:
         circuit.check_found_on(base, cad_task, f"the {len(cad_task)} CAD rows of this run (--cad-rows)")
     say(f"accuracies in full precision and {sch.label}")
-    ref = base_reference
+    ref = base_reference.reference() if isinstance(base_reference, Assessment) else base_reference
+    if ref is not None and not ref.matches(base):
+        ref = None
+    if ref is not None:
+        ref.install_cad_scores()
     surv = survival(base, edited, forget, retain, schemes=(sch,), base_reference=ref.survival if ref else None)
     fp_b, fp_e = surv["fp"]["base"], surv["fp"]["edited"]
     q = surv["schemes"][sch.label]
     extra = {}
     for name, t in extra_tasks.items():
-        same = ref is not None and name in ref.extra and ref.extra[name].get("sha256") == t.sha256 \
-            and ref.scorecard.base.get("sha256") == base.sha256
-        b = ref.extra[name]["base"] if same and ref is not None else evaluate(base, t).accuracy
+        known = ref.extra_base(name, t.sha256) if ref is not None else None
+        b = known if known is not None else evaluate(base, t).accuracy
         extra[name] = {"base": b, "edited": evaluate(edited, t).accuracy, "n": len(t), "sha256": t.sha256}
     say("circuit attribution divergence")
     cs = cad_settings or CADSettings(seed=seed)

@@ -134,14 +134,30 @@ def test_custom_code_is_not_imported_and_long_prompts_refused(capsys, copy_dir, 
 
 def test_unchanged_copy_fails_with_exit_1(capsys, copy_dir, tmp_path):
     out = tmp_path / "v.json"
-    code, stdout, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--cad-rows", "8",
-                            "--ig-steps", "2", "--json", str(out))
+    ref = tmp_path / "base_reference.json"
+    args = ("verify", *BASE, "--unlearned", str(copy_dir), "--cad-rows", "8", "--ig-steps", "2",
+            "--base-reference", str(ref))
+    code, stdout, err = cli(capsys, *args, "--json", str(out))
     assert code == 1, err
     d = json.loads(out.read_text())
     f = d["properties"]["forgetting"]
     assert d["pass"] is False and f["pass"] is False and f["value"] == 0.0 and f["call"] == "fail"
     assert f["ci"] == [0.0, 0.0] and f["direction"] == ">=" and f["n"] == 48
     assert "FAIL" in stdout
+    # the base reference was written; a second run reads it and reports the same numbers
+    assert json.loads(ref.read_text())["format"] == "circuitforge.base_reference/1" and "written to" in err
+    code2, _, err2 = cli(capsys, *args, "--json", str(tmp_path / "v2.json"))
+    d2 = json.loads((tmp_path / "v2.json").read_text())
+    assert code2 == 1 and "read from and written to" in err2
+    assert d2["properties"] == d["properties"] and d2["accuracies"] == d["accuracies"]
+
+
+def test_malformed_base_reference(capsys, copy_dir, tmp_path):
+    bad = tmp_path / "ref.json"
+    bad.write_text('{"format": "circuitforge.circuit/1"}')
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--base-reference", str(bad))
+    assert code == 2 and "not a circuitforge.base_reference/1" in one_error_line(err)
+    assert bad.read_text() == '{"format": "circuitforge.circuit/1"}'
 
 
 def test_unlearn_refuses_a_circuit_from_other_weights_or_rows(capsys, tmp_path, tiny_facts, forget_task):
