@@ -41,6 +41,7 @@ def attribute(
     batch_size: int | None = 32,
     per_row: bool = False,
     progress: bool = False,
+    memory_budget: int | str | None = None,
 ) -> Graph:
     """Attribution scores of every writer (``level="node"``) or every edge (``level="edge"``).
 
@@ -60,6 +61,12 @@ def attribute(
             the task-mean ``edge_scores`` stay complete) — per-row scores of every pair cost as much as
             the attribution itself.
         batch_size: rows per forward pass (scores are exact task means whatever the chunking).
+        memory_budget: eap/eap-ig: a cap on the attribution's peak tensor memory (bytes, or ``"512MB"``,
+            ``"2GB"``; the model's weights not counted). Rows per pass are planned from two measured probe
+            passes (``batch_size`` is then ignored) and, at edge level without ``per_row``, reader gradients
+            are streamed into the edge scores instead of being kept (:mod:`.memory`). Same scores up to float
+            summation order; the plan is recorded in ``settings["memory"]``. A budget one row cannot fit is
+            refused.
         per_row: also keep each row's own scores (``Graph.row_node_scores`` ``[rows, writers]`` and, at
             edge level, ``Graph.row_edge_scores`` ``[rows, writers, readers]``); eap/eap-ig only.
 
@@ -75,20 +82,28 @@ def attribute(
         raise CircuitForgeError(f"level must be 'node' or 'edge', not {level!r}")
     if per_row and method == "exact":
         raise CircuitForgeError("per_row scores are available for eap and eap-ig only")
+    if memory_budget is not None and method == "exact":
+        raise CircuitForgeError("memory_budget applies to eap and eap-ig (exact patching keeps no gradients)")
+    from circuitforge.attribution.memory import parse_bytes
+
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
     metric_name, fn = resolve(metric)
     batch = encode_task(handle, task, corruption)
     t0 = time.perf_counter()
     settings: dict[str, Any] = {"corruption": corruption, "metric": metric_name, "level": level}
     row_pairs = layout_of(handle).edge_index(edges) if per_row and edges is not None and method != "exact" else None
     if method == "eap":
-        sc = eap.compute(handle, batch, fn, level, batch_size, per_row, progress, row_pairs=row_pairs)
+        sc = eap.compute(handle, batch, fn, level, batch_size, per_row, progress, row_pairs=row_pairs,
+                         memory_budget=budget)
     elif method == "eap-ig":
         sc = eap_ig.compute(handle, batch, fn, level, ig_steps, ig_mode, batch_size, per_row, progress,
-                            row_pairs=row_pairs)
+                            row_pairs=row_pairs, memory_budget=budget)
         settings.update(ig_steps=ig_steps, ig_mode=ig_mode)
     else:
         sc = exact.compute(handle, batch, fn, level, nodes, edges, batch_size, progress)
     settings["seconds"] = round(time.perf_counter() - t0, 4)
+    if sc.memory is not None:
+        settings["memory"] = sc.memory
     lay = layout_of(handle)
     from circuitforge._provenance import versions
 

@@ -87,6 +87,8 @@ class Scores:
     corrupt_metric: float
     row_node: torch.Tensor | None = None
     row_edge: torch.Tensor | None = None
+    memory: dict[str, Any] | None = None
+    """the rows-per-pass plan under a memory budget (:func:`circuitforge.attribution.memory.budgeted`)"""
 
 
 @dataclass

@@ -54,7 +54,7 @@ class PromptBatch:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
-    def rows(self, idx: slice) -> "PromptBatch":
+    def rows(self, idx: "slice | torch.Tensor") -> "PromptBatch":
         """The sub-batch of rows ``idx``."""
         return PromptBatch(
             self.clean[idx], None if self.corrupt is None else self.corrupt[idx], self.last[idx], self.valid[idx],

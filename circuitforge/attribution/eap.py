@@ -21,6 +21,7 @@ from jaxtyping import Float
 
 from circuitforge.attribution import common as C
 from circuitforge.attribution import hooks as H
+from circuitforge.attribution import memory as M
 from circuitforge.attribution.corruption import PromptBatch
 from circuitforge.attribution.graph import Layout, layout_of
 from circuitforge.attribution.metrics import MetricFn, NegKL, prime
@@ -36,9 +37,23 @@ def compute(
     per_row: bool = False,
     progress: bool = False,
     row_pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    memory_budget: int | None = None,
 ) -> C.Scores:
     """EAP scores (module docstring) for ``batch``; ``level`` is ``"node"`` or ``"edge"``. ``row_pairs``
-    (writer, reader indices): with ``per_row`` at edge level, per-row scores of these edges only."""
+    (writer, reader indices): with ``per_row`` at edge level, per-row scores of these edges only.
+    ``memory_budget`` (bytes): rows per pass planned to fit it, reader gradients streamed at edge level
+    (:mod:`circuitforge.attribution.memory`)."""
+    if memory_budget is not None:
+        stream = level == "edge" and not per_row
+
+        def run_rows(b: PromptBatch, bs: int | None) -> C.Scores:
+            if stream:
+                return _edges_streamed(handle, b, metric, bs)
+            return compute(handle, b, metric, level, bs, per_row, progress, row_pairs)
+
+        lay = layout_of(handle)
+        kept = 4 * len(lay.writers) * ((len(lay.readers) if level == "edge" else 0) + 1) if per_row else 0
+        return M.budgeted(run_rows, batch, memory_budget, handle.device, out_row_bytes=kept)
     lay = layout_of(handle)
     acc = C.Accumulator()
     if level == "node" and batch.corrupt is not None and H.post_attention_norms(handle) is None:
@@ -68,7 +83,45 @@ def compute(
             accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
             acc.add("clean", clean_m, ch.weight)
             acc.add("corrupt", corr_m, ch.weight)
+            del clean, delta, grads   # not alive during the next chunk's passes
+            if sub.corrupt is not None:
+                del corr
     return finish(acc, level, per_row)
+
+
+def _edges_streamed(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, batch_size: int | None) -> C.Scores:
+    """Edge-level EAP with streamed reader gradients (:class:`~circuitforge.attribution.memory.EdgeSink`);
+    node scores are the edge scores' row sums (a writer's outgoing edges sum to its node score)."""
+    lay = layout_of(handle)
+    acc = C.Accumulator()
+    with H.prepared(handle):
+        ablation = C.ablation_values(handle, batch, batch_size)
+        for ch in C.chunks(batch, metric, batch_size):
+            sub = ch.batch
+            edges = torch.zeros(len(lay.writers), len(lay.readers))
+            if sub.corrupt is not None:
+                clean = H.run(handle, sub.clean, sub.last, capture=True)
+                prime(metric, clean.last_logits)
+                clean_m = float(ch.metric(clean.last_logits))
+                sink = M.EdgeSink(lay, edges, clean=clean.writers)
+                del clean
+                corr = H.run(handle, sub.corrupt, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
+                assert corr.metric is not None
+                corr_m = corr.metric
+            else:
+                assert ablation is not None
+                if isinstance(metric, NegKL):
+                    prime(metric, H.run(handle, sub.clean, sub.last).last_logits)
+                sink = M.EdgeSink(lay, edges, ablation=ablation)
+                cl = H.run(handle, sub.clean, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
+                assert cl.metric is not None
+                clean_m, corr_m = cl.metric, C.ablated_metric(handle, ch, ablation, None)
+            del sink
+            acc.add("node", edges.sum(1), ch.weight)
+            acc.add("edge", edges, ch.weight)
+            acc.add("clean", clean_m, ch.weight)
+            acc.add("corrupt", corr_m, ch.weight)
+    return finish(acc, "edge", False)
 
 
 def accumulate(

@@ -25,7 +25,7 @@ train/eval mode and the parameters' ``requires_grad`` are restored.
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -145,6 +145,15 @@ def installed(bridge: Any, hooks: list[tuple[str, Callable[..., Any]]]) -> Itera
 SlotFn = Callable[[Slot, torch.Tensor], torch.Tensor | None]
 
 
+@runtime_checkable
+class GradSink(Protocol):
+    """Consumer of streamed reader gradients (:func:`run` with ``sink``)."""
+
+    def writers_ready(self, writers: Float[torch.Tensor, "writers batch pos d_model"] | None) -> None: ...
+
+    def grad(self, slot: Slot, g: Float[torch.Tensor, "count batch pos d_model"]) -> None: ...
+
+
 @dataclass
 class RunOut:
     """What :func:`run` returns. ``writers``: ``[W, batch, pos, d]`` when captured; ``grads``: per reader
@@ -166,6 +175,7 @@ def run(
     reader_fn: SlotFn | None = None,
     capture: bool = False,
     grads: bool = False,
+    sink: "GradSink | None" = None,
 ) -> RunOut:
     """One forward pass (call inside :func:`prepared`).
 
@@ -174,11 +184,18 @@ def run(
     replaced) writer outputs are returned; with ``grads`` the metric (``metric(last_logits) -> scalar``)
     is differentiated w.r.t. every reader input (a zero tensor added at each reader keeps the graph
     intact, so no backward hooks are needed and no parameter gradients are computed).
+
+    With a ``sink`` (and ``grads``) the reader gradients are not returned but streamed: after the forward
+    pass ``sink.writers_ready(writers)`` gets the captured writer stack (``capture`` must be on, or None),
+    then each reader slot's gradient ``[count, batch, pos, d]`` is handed to ``sink.grad(slot, g)`` the
+    moment the backward pass reaches it, and dropped — so at most one slot's gradient is alive, not all
+    of them (one zero scalar leaf shared by every reader keeps the graph intact).
     """
     lay = layout_of(handle)
     wslots, rslots = writer_slots(lay), reader_slots(lay)
     captured: list[torch.Tensor] = []
     leaves: list[torch.Tensor] = []
+    shared = torch.zeros((), requires_grad=True) if grads and sink is not None else None
 
     def on_writer(slot: Slot) -> Callable[..., Any]:
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
@@ -194,7 +211,10 @@ def run(
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
             s = to_stack(x, slot)
             new = reader_fn(slot, s) if reader_fn is not None else None
-            if grads:
+            if grads and shared is not None and sink is not None:
+                new = (s if new is None else new) + shared.to(s.device, s.dtype)
+                new.register_hook(lambda g, slot=slot: sink.grad(slot, g))
+            elif grads:
                 leaf = torch.zeros_like(s, requires_grad=True)
                 leaves.append(leaf)
                 new = (s if new is None else new) + leaf
@@ -245,10 +265,14 @@ def run(
         if metric is not None:
             m = metric(ll)
             out.metric = float(m.detach())
-            if grads:
+            if grads and shared is not None and sink is not None:
+                sink.writers_ready(torch.cat(captured, 0) if capture else None)
+                captured.clear()
+                torch.autograd.grad(m, [shared], allow_unused=True)
+            elif grads:
                 g = torch.autograd.grad(m, leaves, allow_unused=True)
                 out.grads = [torch.zeros_like(leaf) if gi is None else gi for gi, leaf in zip(g, leaves, strict=True)]
-    if capture:
+    if capture and captured:
         out.writers = torch.cat(captured, 0)
     return out
 

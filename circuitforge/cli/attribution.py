@@ -19,19 +19,30 @@ def attribute_cmd(
     metric: Annotated[str, typer.Option(help="logit_diff, logprob or kl")] = "logit_diff",
     ig_steps: Annotated[int, typer.Option(help="EAP-IG gradient points")] = 5,
     batch_size: Annotated[int, typer.Option(help="rows per forward pass")] = 32,
+    memory_budget: Annotated[str | None, typer.Option(
+        "--memory-budget", help="cap on the attribution's peak tensor memory, e.g. 512MB or 2GB (eap/eap-ig; "
+        "rows per pass planned from two measured probe passes, --batch-size ignored)")] = None,
 ) -> None:
     """Score every node (or edge) of the model's component graph on the task; positive = pushes the
     metric toward the clean answer."""
     from circuitforge.attribution import attribute
+    from circuitforge.attribution.memory import parse_bytes
     from circuitforge.data import load_task
     from circuitforge.models import load
 
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
     with console.status(f"loading {model} and {task}"):
         h, t = load(model), load_task(task)
     with console.status(f"{method} {level} attribution on {len(t)} rows"):
         g = attribute(h, t, metric=metric, method=method, level=level, corruption=corruption,
-                      ig_steps=ig_steps, batch_size=batch_size, progress=method == "exact")
+                      ig_steps=ig_steps, batch_size=batch_size, progress=method == "exact", memory_budget=budget)
     g.to_json(out_path)
+    if "memory" in g.settings:
+        from circuitforge.attribution.memory import fmt_bytes
+
+        mem = g.settings["memory"]
+        out.print(f"memory: budget {fmt_bytes(mem['budget'])}, {mem['rows']} rows per pass, measured peak "
+                  f"{fmt_bytes(mem['peak'])}" + ("" if mem["within_budget"] else " — OVER the budget (plan missed)"))
     top = sorted(zip(g.writers, g.node_scores.tolist(), strict=True), key=lambda x: -abs(x[1]) if x[1] == x[1] else 0)[:5]
     out.print(f"{method} {level}: clean {g.clean_metric:.3f}, corrupt {g.corrupt_metric:.3f}, "
               f"{g.settings['seconds']:.2f} s; top nodes " + ", ".join(f"{n} {s:+.3f}" for n, s in top))

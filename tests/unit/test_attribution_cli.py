@@ -1,6 +1,8 @@
 """`circuitforge attribute` and `circuitforge circuit` end to end on the tiny fact model."""
 
 import json
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -28,3 +30,20 @@ def test_attribute_then_circuit(tmp_path):
     assert res.exit_code == 0 and len(json.loads(c.read_text())["edges"]) <= 5
     res = r.invoke(app, ["circuit", "--graph", str(g), "--out", str(c)])
     assert res.exit_code != 0
+
+
+def test_attribute_with_memory_budget(tmp_path):
+    r = CliRunner()
+    g = tmp_path / "g.json"
+    res = r.invoke(app, ["attribute", "--model", "tiny-facts", "--task", "tiny-facts:forget", "--level", "edge",
+                         "--memory-budget", "4MB", "--out", str(g)])
+    assert res.exit_code == 0, res.output
+    mem = json.loads(g.read_text())["method"]["memory"]
+    assert mem["budget"] == 4 * 2**20 and mem["peak"] <= mem["budget"] and mem["rows"] < 48
+    assert "rows per pass, measured peak" in res.output
+    p = subprocess.run([sys.executable, "-m", "circuitforge", "attribute", "--model", "tiny-facts", "--task",
+                        "tiny-facts:forget", "--level", "edge", "--memory-budget", "1kB", "--out",
+                        str(tmp_path / "x.json")], capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and len(errors) == 1 and "1.0 kB is too small" in errors[0], p.stderr
+    assert not (tmp_path / "x.json").exists()
