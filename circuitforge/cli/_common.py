@@ -2,7 +2,7 @@
 
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,3 +32,23 @@ def write_json(path: str | os.PathLike[str] | None, obj: Any) -> None:
 
     write_json_atomic(path, obj)
     console.print(f"wrote {path}")
+
+
+Device = Annotated[str, typer.Option("--device", help="where the model runs: cpu, cuda, cuda:1, mps (refused "
+                                     "when not available here)")]
+Dtype = Annotated[str, typer.Option("--dtype", help="weights and activations: float32, bfloat16 or float16")]
+
+
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32", **kw: Any) -> Any:
+    """``circuitforge.models.load(spec, device=, dtype=)`` — the one model loader of every command."""
+    from circuitforge.models import load
+
+    return load(spec, device=device, dtype=dtype, **kw)
+
+
+def check_device_dtype(device: str, dtype: str) -> None:
+    """Refuse a bad ``--device``/``--dtype`` before anything slow starts (one line, exit 2)."""
+    from circuitforge.models.loading import parse_device, parse_dtype
+
+    parse_device(device)
+    parse_dtype(dtype)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from circuitforge.cli._common import app, console, out
+from circuitforge.cli._common import Device, Dtype, app, console, load_model, out
 
 
 @app.command("attribute")
@@ -22,17 +22,18 @@ def attribute_cmd(
     memory_budget: Annotated[str | None, typer.Option(
         "--memory-budget", help="cap on the attribution's peak tensor memory, e.g. 512MB or 2GB (eap/eap-ig; "
         "rows per pass planned from two measured probe passes, --batch-size ignored)")] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Score every node (or edge) of the model's component graph on the task; positive = pushes the
     metric toward the clean answer."""
     from circuitforge.attribution import attribute
     from circuitforge.attribution.memory import parse_bytes
     from circuitforge.data import load_task
-    from circuitforge.models import load
 
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     with console.status(f"loading {model} and {task}"):
-        h, t = load(model), load_task(task)
+        h, t = load_model(model, device, dtype), load_task(task)
     with console.status(f"{method} {level} attribution on {len(t)} rows"):
         g = attribute(h, t, metric=metric, method=method, level=level, corruption=corruption,
                       ig_steps=ig_steps, batch_size=batch_size, progress=method == "exact", memory_budget=budget)
@@ -59,6 +60,8 @@ def circuit_cmd(
     model: Annotated[str | None, typer.Option("--model", help="model spec (default: the one in the graph)")] = None,
     task: Annotated[str | None, typer.Option("--task", help="task (default: the one in the graph)")] = None,
     stability: Annotated[bool, typer.Option(help="also measure stability across task halves")] = False,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Choose a circuit from a graph: ``--top-n N`` or ``--faithfulness F`` (the smallest circuit whose
     real-ablation faithfulness reaches F; reloads the model and task recorded in the graph)."""
@@ -74,14 +77,13 @@ def circuit_cmd(
     else:
         assert faithfulness is not None
         from circuitforge.data import load_task
-        from circuitforge.models import load
 
         spec = model or g.model.get("spec")
         source = task or g.task.get("source")
         if not spec or not source:
             raise CircuitForgeError(f"{graph}: no model spec / task source recorded; pass --model and --task")
         with console.status(f"loading {spec} and {source}"):
-            h, t = load(spec), load_task(source)
+            h, t = load_model(spec, device, dtype), load_task(source)
         if h.sha256 != g.model.get("sha256"):
             console.print(f"warning: {spec} has different weights than the model the graph was computed on")
         if t.sha256 != g.task.get("sha256"):

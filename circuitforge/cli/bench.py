@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from circuitforge.cli._common import app, console, out
+from circuitforge.cli._common import app, check_device_dtype, console, out
 
 
 def report_html(doc: dict[str, Any]) -> str:
@@ -61,12 +61,21 @@ def bench_cmd(
     splits: Annotated[int | None, typer.Option(help="run only the first N resampled splits")] = None,
     seeds: Annotated[str | None, typer.Option(help="comma-separated seeds for the stochastic methods")] = None,
     max_cells: Annotated[int | None, typer.Option(help="stop after computing this many new cells")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="where the model runs: cpu, cuda, cuda:1, mps "
+                                               "(default: the config's, else cpu)")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: the "
+                                              "config's, else float32)")] = None,
 ) -> None:
     """Run or resume the unlearning benchmark; writes results.md, results.json and report.html."""
     from circuitforge._provenance import write_text_atomic
     from circuitforge.eval.bench import BenchConfig, run_bench, with_subset
 
     cfg = with_subset(BenchConfig.from_toml(config), methods, splits, seeds)
+    if device is not None or dtype is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, device=device or cfg.device, dtype=dtype or cfg.dtype)
+    check_device_dtype(cfg.device, cfg.dtype)
     with console.status("benchmark") as st:
         def say(msg: str) -> None:
             st.update(msg)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from circuitforge.cli._common import app, console, out
+from circuitforge.cli._common import Device, Dtype, app, check_device_dtype, console, out
 
 
 def _progress() -> Any:
@@ -37,6 +37,8 @@ def demo_cmd(
     baseline: Annotated[str, typer.Option(help="gradient baseline to compare with MANSU")] = "ga",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output folder's files")] = False,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """The main job: find the forget circuit, unlearn it with MANSU and a baseline, check NF4, run CAD, report.
 
@@ -47,7 +49,8 @@ def demo_cmd(
     from circuitforge.eval.demo import DemoConfig, run_demo
     from circuitforge.viz.demo_report import demo_report
 
-    res = run_demo(out_dir, DemoConfig.make(quick, baseline, seed), overwrite, progress=_progress())
+    check_device_dtype(device, dtype)
+    res = run_demo(out_dir, DemoConfig.make(quick, baseline, seed, device, dtype), overwrite, progress=_progress())
     s = res.summary
     write_text_atomic(out_dir / "report.html", demo_report(s, res.circuit, res.cad))
     t = Table(title=f"circuitforge demo on {s['model']} ({s['seconds']:.0f} s)",

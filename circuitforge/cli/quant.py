@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuitforge.cli._common import app, console, out, write_json
+from circuitforge.cli._common import Device, Dtype, app, console, load_model, out, write_json
 
 JSON_OPT = typer.Option("--json", help="write JSON here ('-' = stdout)")
 
@@ -23,18 +23,19 @@ def quant_check(
     scheme: Annotated[list[str] | None, typer.Option("--scheme", help="nf4, fp4, int8 (+ -b128, -dq); repeatable")] = None,
     route: Annotated[str, typer.Option(help="fast (bitsandbytes round trip on a copy) or deploy (BitsAndBytesConfig load)")] = "fast",
     json_path: Annotated[str | None, JSON_OPT] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Forget/retain accuracy of base and edited model in full precision and under each scheme; PTQ gap."""
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
-    from circuitforge.models import load
     from circuitforge.quant import Scheme, survival
 
     if route not in ("fast", "deploy"):
         raise CircuitForgeError(f"--route must be fast or deploy, not {route!r}")
     schemes = [Scheme.parse(s) for s in (scheme or ["nf4"])]
     ft, rt = load_task(forget), load_task(retain)
-    b, e = load(base), load(model)
+    b, e = load_model(base, device, dtype), load_model(model, device, dtype)
     rep = survival(b, e, ft, rt, schemes=schemes, route=route)  # type: ignore[arg-type]
     t = Table(title=f"{model} vs {base} ({route} route)")
     for c in ("model", "precision", "forget acc", "retain acc", "PTQ gap", "recovery"):
@@ -59,12 +60,13 @@ def quant_diff(
     model: Annotated[str, typer.Option("--model", help="edited model spec")],
     scheme: Annotated[str, typer.Option("--scheme", help="nf4 or fp4 (+ -b128)")] = "nf4",
     json_path: Annotated[str | None, JSON_OPT] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Bin width ÷ |update|, code-flip rate and changed share of an edit, over the quantized linear weights."""
-    from circuitforge.models import load
     from circuitforge.quant import diff_report
 
-    b, e = load(base), load(model)
+    b, e = load_model(base, device, dtype), load_model(model, device, dtype)
     rep = diff_report(b, e, scheme)
     q = rep["binwidth_to_update_ratio"]
     out.print(

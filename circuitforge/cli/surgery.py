@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from circuitforge.cli._common import app, console, out, write_json
+from circuitforge.cli._common import Device, Dtype, app, console, load_model, out, write_json
 
 
 @app.command("unlearn")
@@ -27,13 +27,14 @@ def unlearn_cmd(
     circuit: Annotated[str | None, typer.Option("--circuit", help="mansu: circuit JSON whose nodes to edit")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out folder")] = False,
     json_path: Annotated[str | None, typer.Option("--json", help="also write the manifest here ('-' = stdout)")] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Unlearn FORGET from MODEL while keeping RETAIN; save the edited checkpoint with a manifest."""
     from pathlib import Path
 
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
-    from circuitforge.models import load
     from circuitforge.surgery import METHODS, parse_settings, settings_class, unlearn
 
     if method not in METHODS:
@@ -49,7 +50,7 @@ def unlearn_cmd(
         kw["circuit"] = Circuit.from_json(circuit)
     ft, rt = load_task(forget), load_task(retain)
     with console.status(f"loading {model}"):
-        base = load(model)
+        base = load_model(model, device, dtype)
     if "circuit" in kw:  # a circuit found on other weights or other rows would edit the wrong components
         n = int(kw["circuit"].task.get("n") or len(ft))
         try:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from circuitforge.cli._common import app, console, out, write_json
+from circuitforge.cli._common import Device, Dtype, app, console, load_model, out, write_json
 
 
 @app.command("verify")
@@ -30,6 +30,8 @@ def verify_cmd(
         "--base-reference", help="cache file of the base model's own measurements (accuracies in fp and under "
         "--scheme, CAD's base attributions): reused where the base weights, tasks and settings match (sha256), "
         "rewritten after the run")] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD).
 
@@ -42,7 +44,6 @@ def verify_cmd(
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
     from circuitforge.eval import BaseReference, Thresholds, assess
-    from circuitforge.models import load
 
     try:
         th = Thresholds(min_forget_drop, max_retain_drop, max_ptq_gap, cad_z)
@@ -56,7 +57,7 @@ def verify_cmd(
     circ = Circuit.from_json(circuit) if circuit else None
     ref = BaseReference.from_json(base_reference) if base_reference and os.path.exists(base_reference) else None
     with console.status("loading models"):
-        mb, mu = load(base), load(unlearned)
+        mb, mu = load_model(base, device, dtype), load_model(unlearned, device, dtype)
     with console.status("verifying (accuracies, quantization, CAD)") as st:
         a = assess(mb, mu, f, r, circuit=circ, search=search, scheme=scheme, thresholds=th, cad_settings=settings,
                    cad_rows=cad_rows, base_reference=ref, progress=lambda msg: st.update(f"verifying: {msg}"))

@@ -74,6 +74,9 @@ class BenchConfig:
     sweep_target: float = 0.3
     """forget accuracy the sweep must reach on the calibration split (matched forgetting)"""
     calibration_share: float = 0.15
+    device: str = "cpu"
+    dtype: str = "float32"
+    """where and in which dtype the model runs (``circuitforge.models.load``)"""
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "BenchConfig":
@@ -280,7 +283,7 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
     say = progress or (lambda s: None)
     t_start = time.time()
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    base = load(cfg.model)
+    base = load(cfg.model, device=cfg.device, dtype=cfg.dtype)
     retain = load_task(cfg.retain).head(cfg.n_retain)
     cal, splits = make_splits(cfg)
     sweep = run_sweep(cfg, out_dir, base, cal, retain, say) if cfg.sweep else {}

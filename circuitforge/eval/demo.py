@@ -45,13 +45,18 @@ class DemoConfig:
 
     mansu_settings: dict[str, Any] = field(default_factory=dict)
     """MANSU's settings (empty: the library defaults)"""
+    device: str = "cpu"
+    dtype: str = "float32"
+    """where and in which dtype the model runs (``circuitforge.models.load``)"""
 
     @classmethod
-    def make(cls, quick: bool, baseline: str = "ga", seed: int = 0) -> "DemoConfig":
+    def make(cls, quick: bool, baseline: str = "ga", seed: int = 0, device: str = "cpu",
+             dtype: str = "float32") -> "DemoConfig":
         if quick:  # EAP neuron scores on 16 rows; the 4-layer model stores facts densely: a 10% edit budget
             return cls(True, baseline, seed, 48, 48, 16, 3, {}, 2, 3,
-                       {"circuit_method": "eap", "circuit_rows": 16, "circuit_budget": 0.1, "max_output_change": 0.1})
-        return cls(False, baseline, seed)
+                       {"circuit_method": "eap", "circuit_rows": 16, "circuit_budget": 0.1, "max_output_change": 0.1},
+                       device, dtype)
+        return cls(False, baseline, seed, device=device, dtype=dtype)
 
     @property
     def model(self) -> str:
@@ -106,7 +111,7 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         return v
 
     def _load() -> tuple[Any, ...]:
-        base = load(cfg.model)
+        base = load(cfg.model, device=cfg.device, dtype=cfg.dtype)
         p = cfg.task_prefix
         return (base, load_task(p + "forget").head(cfg.n_forget), load_task(p + "retain").head(cfg.n_retain),
                 load_task(p + "forget_paraphrase").head(cfg.n_forget))

