@@ -16,7 +16,10 @@ slice the model knows, written to ``circuitforge/data/builtin/<model>/<task>.jso
 
 So the slices are the intersection of what SmolLM2 and the model know — a subset of what the full build
 would give the model — and base accuracy on them is 1.0 by construction (the honest figure is the pass
-rate, printed and kept in ``slices.json``).
+rate, printed and kept in ``slices.json``). The benchmark's chemistry pool is filtered the same way
+(``chemistry_pool``; its paraphrases by rules 1 and 3 only, as they are never attributed), and its
+never-known rows the other way round (``chemistry_unknown``: kept when the model does *not* know them, and
+re-scored wrong), giving ``circuitforge bench`` the pool ``builtin:<model>``.
 """
 
 import argparse
@@ -29,7 +32,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MARGIN = 0.1  # nats, as in build_builtin.py
-TASKS = ("forget", "forget_paraphrase", "retain")
+# file → rule: "known" = rules 1–3 below; "known-any" = rules 1 and 3 (rows only ever scored, never
+# attributed); "unknown" = the model does not know the row (answer not ahead of every distractor by MARGIN,
+# and wrong when re-scored): the benchmark's never-known floor
+TASKS = {"forget": "known", "forget_paraphrase": "known", "retain": "known",
+         "chemistry_pool": "known", "chemistry_paraphrase": "known-any", "chemistry_unknown": "unknown"}
 OUT = Path(__file__).resolve().parents[1] / "circuitforge" / "data" / "builtin"
 
 
@@ -44,7 +51,7 @@ def build(spec: str) -> dict[str, object]:
     tok = m.tokenizer
     out_dir = OUT / spec
     report: dict[str, object] = {"model": spec, "margin": MARGIN, "tasks": {}}
-    for name in TASKS:
+    for name, rule in TASKS.items():
         rows = [json.loads(line) for line in (OUT / f"{name}.jsonl").read_text().splitlines() if line.strip()]
         pairs = [(r["prompt"], o) for r in rows for o in (r["answer"], *r["distractors"])]
         lps, _ = continuation_logprobs(m, pairs)
@@ -56,17 +63,20 @@ def build(spec: str) -> dict[str, object]:
             k += n_opt
             ok = all(la - d >= MARGIN for d in ld)
             known += ok
-            same_len = m.to_tokens(r["prompt"]).shape[1] == m.to_tokens(r["corrupt_prompt"]).shape[1]
-            first = tok(r["answer"], add_special_tokens=False)["input_ids"][:1]
-            first_c = tok(r["corrupt_answer"], add_special_tokens=False)["input_ids"][:1]
-            al = same_len and bool(first) and first != first_c
+            if rule == "known" and r.get("corrupt_prompt") is not None:
+                same_len = m.to_tokens(r["prompt"]).shape[1] == m.to_tokens(r["corrupt_prompt"]).shape[1]
+                first = tok(r["answer"], add_special_tokens=False)["input_ids"][:1]
+                first_c = tok(r["corrupt_answer"], add_special_tokens=False)["input_ids"][:1]
+                al = same_len and bool(first) and first != first_c
+            else:
+                al = True
             aligned += al
-            if ok and al:
+            if (ok and al) if rule != "unknown" else not ok:
                 kept.append(r)
         dropped = 0
         while kept:  # rule 3: re-score the slice as written, drop failures until stable
             res = evaluate(m, task_from_rows(kept, f"{spec}/{name}"))
-            bad = [i for i, c in enumerate(res.correct) if not c]
+            bad = [i for i, c in enumerate(res.correct) if bool(c) == (rule == "unknown")]
             if not bad:
                 break
             dropped += len(bad)
@@ -76,7 +86,8 @@ def build(spec: str) -> dict[str, object]:
         report["tasks"][name] = {"candidates": len(rows), "known": known, "aligned": aligned,  # type: ignore[index]
                                  "kept": len(kept), "dropped_on_rescore": dropped, "accuracy": acc.accuracy,
                                  "mean_answer_logprob": acc.mean_answer_logprob}
-        print(f"{spec} {name}: known {known}/{len(rows)} ({known / len(rows):.0%}), corrupt pair aligned "
+        report["tasks"][name]["rule"] = rule  # type: ignore[index]
+        print(f"{spec} {name} ({rule}): known {known}/{len(rows)} ({known / len(rows):.0%}), corrupt pair aligned "
               f"{aligned}, kept {len(kept)}, base accuracy {acc.accuracy:.3f} (n {acc.n})", flush=True)
     report["table"] = {
         "columns": ["task", "SmolLM2 rows", "known (margin ≥ 0.1 nats)", "corrupt pair aligned", "kept",

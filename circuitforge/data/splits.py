@@ -149,8 +149,10 @@ class Pool:
 
 
 def builtin_pool(directory: Path = BUILTIN_DIR) -> Pool:
-    """The shipped chemistry pool (``chemistry_pool``, ``chemistry_paraphrase``, ``chemistry_unknown``)."""
-    return Pool("builtin:chemistry", tuple(read_rows(POOL, directory)), tuple(read_rows(PARAPHRASE, directory)),
+    """The shipped chemistry pool (``chemistry_pool``, ``chemistry_paraphrase``, ``chemistry_unknown``), or a
+    model's filtered copy of it in ``directory`` (``BUILTIN_DIR / "gemma3-270m"``)."""
+    name = "builtin:chemistry" if directory == BUILTIN_DIR else f"builtin:{directory.name}/chemistry"
+    return Pool(name, tuple(read_rows(POOL, directory)), tuple(read_rows(PARAPHRASE, directory)),
                 tuple(read_rows(UNKNOWN, directory)))
 
 

@@ -49,7 +49,8 @@ class BenchConfig:
     version: int
     model: str
     pool: str = "builtin"
-    """``builtin`` (the chemistry pool) or ``tiny-facts`` (the tiny model's fact world, for tests)"""
+    """``builtin`` (the chemistry pool, filtered on SmolLM2), ``builtin:MODEL`` (that pool filtered on another
+    model: ``builtin:gemma3-270m``, ``builtin:qwen2.5-0.5b``) or ``tiny-facts`` (the tiny fact world, for tests)"""
     retain: str = "builtin:retain"
     """the general retain set (the retain property of the scorecard)"""
     n_splits: int = 5
@@ -112,10 +113,18 @@ def make_splits(cfg: BenchConfig) -> tuple[Any, list[Any]]:
 
     if cfg.pool == "builtin":
         pool = builtin_pool()
+    elif cfg.pool.startswith("builtin:"):   # a model's own filtered pool (benchmarks/build_slices.py)
+        from circuitforge.data.task import BUILTIN_DIR
+
+        d = BUILTIN_DIR / cfg.pool.split(":", 1)[1]
+        if not (d / "chemistry_pool.jsonl").is_file():
+            raise CircuitForgeError(f"pool {cfg.pool!r}: no {d.name}/chemistry_pool.jsonl among the built-in data "
+                                    "(python benchmarks/build_slices.py --models MODEL writes it)")
+        pool = builtin_pool(d)
     elif cfg.pool == "tiny-facts":
         pool = pool_from_tasks("tiny-facts", load_task("tiny-facts:forget"), load_task("tiny-facts:forget_paraphrase"))
     else:
-        raise CircuitForgeError(f"pool must be 'builtin' or 'tiny-facts', not {cfg.pool!r}")
+        raise CircuitForgeError(f"pool must be 'builtin', 'builtin:MODEL' or 'tiny-facts', not {cfg.pool!r}")
     return resample(cfg.n_splits, cfg.n_forget, cfg.n_retain_same, cfg.n_unknown, cfg.split_seed,
                     cfg.calibration_share, pool)
 

@@ -144,7 +144,8 @@ def compare(a: list[dict[str, Any]], b: list[dict[str, Any]], scheme: str) -> di
     return out
 
 
-def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any) -> dict[str, dict[str, Any]]:
+def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any,
+           bases: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The paper's claims (a)–(e), each with the estimates it rests on and holds / does not hold / undecided."""
     out: dict[str, dict[str, Any]] = {}
     grad = [m for m in GRADIENT if m in table]
@@ -196,10 +197,13 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
             rl.append(float(c["relearn"]["recovery"]))
             drop.append(float(c["scorecard"]["properties"]["forgetting"]["value"]))
     r_e, r_ep = spearman_ci(es, rl), spearman_ci(es, rl, zs=drop)
+    rel = relearn_reliability([c for c in forgot if c["scorecard"]["cad"].get("erasure_score") is not None
+                               and c["relearn"]["recovery"] is not None and c["split"] in (bases or {})], bases or {})
     out["verdict_score"] = {
         "claim": "the verdict's erasure score E predicts relearning: Spearman ρ(E, relearning recovery) ≤ −0.6 over "
                  "runs that forgot, its CI excluding 0, also with the forget drop partialled out",
-        "measured": {"spearman": r_e.to_dict(), "partial_spearman_forget_drop": r_ep.to_dict(), "n_runs": len(es)},
+        "measured": {"spearman": r_e.to_dict(), "partial_spearman_forget_drop": r_ep.to_dict(), "n_runs": len(es),
+                     "relearn_reliability": rel},
         "holds": (_call(r_e.hi <= -0.6 and r_ep.hi < 0, r_e.lo > -0.6 or r_ep.lo >= 0)
                   if r_e.lo is not None and r_e.hi is not None and r_ep.lo is not None and r_ep.hi is not None
                   else "undecided")}
@@ -208,6 +212,60 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
                 "measured": {"spearman": rho.to_dict(), "n_runs": len(xs), "runs_that_forgot": len(forgot)},
                 "holds": "undecided" if rho.lo is None or rho.hi is None else _call(rho.hi < 0, rho.lo > 0)}
     return out
+
+
+def cell_recovery(before: np.ndarray, attacked: dict[str, np.ndarray], base_attacked: dict[str, np.ndarray],
+                  floors: dict[str, float]) -> float | None:
+    """One cell's floored relearning recovery at the attacker's best budget (the per-cell figure the claims
+    use): max over budgets b of (mean attacked_b − mean before − floor_b) ÷ (mean base attacked_b − mean before)."""
+    vals = []
+    for b, att in attacked.items():
+        den = float(base_attacked[b].mean() - before.mean())
+        if den > 0:
+            vals.append((float(att.mean() - before.mean()) - floors[b]) / den)
+    return max(vals) if vals else None
+
+
+def relearn_reliability(cells: list[dict[str, Any]], bases: dict[str, Any], n_boot: int = 500,
+                        seed: int = 0) -> dict[str, Any]:
+    """How much of the spread of relearning recovery across runs is measurement noise of the held rows.
+
+    Per cell, the held rows are resampled (before, attacked at every budget and the base model's attacked
+    outcomes paired by row; the floor held fixed) and the best-budget recovery recomputed: its bootstrap
+    variance is that cell's sampling variance. ``reliability`` = 1 − mean sampling variance ÷ variance of
+    the observed recoveries across cells, and ``ceiling`` = √reliability: the largest correlation any score,
+    however good, can show with the measured recovery (the classical attenuation bound) — so a target such
+    as ρ ≤ −0.6 needs a true correlation of about −0.6 ÷ ceiling. The floor's own noise is not included, so
+    both are upper bounds."""
+    rng = np.random.default_rng(seed)
+    obs, var = [], []
+    for c in cells:
+        r = c["relearn"]
+        before = np.asarray(r["correct"]["before"], float)
+        att = {b: np.asarray(v, float) for b, v in r["correct"]["attacked"].items()}
+        base = {b: np.asarray(bases[c["split"]]["relearn_curve"][b], float) for b in att}
+        floors = {b: float(r["floor_by_budget"][b]) for b in att}
+        o = cell_recovery(before, att, base, floors)
+        if o is None or len(before) < 2:
+            continue
+        n = len(before)
+        draws = []
+        for _ in range(n_boot):
+            i = rng.integers(0, n, n)
+            v = cell_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
+            if v is not None:
+                draws.append(v)
+        if len(draws) >= 2:
+            obs.append(o)
+            var.append(float(np.var(draws, ddof=1)))
+    if len(obs) < 3:
+        return {"n_runs": len(obs), "reliability": None, "ceiling": None}
+    between = float(np.var(obs, ddof=1))
+    noise = float(np.mean(var))
+    rel = 1.0 - noise / between if between > 0 else None
+    return {"n_runs": len(obs), "between_run_variance": between, "mean_sampling_variance": noise,
+            "reliability": rel, "ceiling": math.sqrt(rel) if rel is not None and rel > 0 else 0.0 if rel is not None else None,
+            "n_boot": n_boot}
 
 
 def _q_recovery(c: dict[str, Any], scheme: str) -> float | None:
@@ -233,7 +291,7 @@ def summarise(cfg: Any, cells: list[dict[str, Any]], bases: dict[str, Any]) -> d
                          "verdicts": [c["scorecard"]["cad"].get("verdict") for c in cs]}
     base = {sp: {k: (sum(v) / len(v) if v else None) for k, v in b.items() if isinstance(v, list)}
             for sp, b in bases.items()}
-    return {"table": table, "claims": claims(cfg, table, cells, th), "base_accuracy": base,
+    return {"table": table, "claims": claims(cfg, table, cells, th, bases), "base_accuracy": base,
             "thresholds": th.__dict__}
 
 

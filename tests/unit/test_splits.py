@@ -107,3 +107,33 @@ def test_tiny_facts_pool():
     for s in sps:
         assert len(s.unknown) == 0 and not set(s.facts["forget"]) & set(s.facts["retain_same"])
         assert {r for r in s.facts["paraphrase"]} <= set(s.facts["forget"])
+
+
+@pytest.mark.parametrize("model", ["gemma3-270m", "qwen2.5-0.5b"])
+def test_per_model_pools_are_filtered_copies(model):
+    """``builtin:MODEL`` pools (benchmarks/build_slices.py): rows of the shipped pool only, known and never-known
+    rows kept apart, and resampled with the same hygiene as the SmolLM2 pool."""
+    from circuitforge.data.task import BUILTIN_DIR
+
+    d = BUILTIN_DIR / model
+    if not (d / "chemistry_pool.jsonl").is_file():
+        pytest.skip(f"{model}: pool not built (python benchmarks/build_slices.py --models {model})")
+    full, pool = builtin_pool(), builtin_pool(d)
+    assert pool.name == f"builtin:{model}/chemistry"
+    for part in ("rows", "paraphrase", "unknown"):
+        mine, shipped = getattr(pool, part), getattr(full, part)
+        assert mine and {r["prompt"] for r in mine} <= {r["prompt"] for r in shipped}, part
+    assert len(pool.rows) < len(full.rows)   # filtered, not copied
+    assert not {r["prompt"] for r in pool.rows} & {r["prompt"] for r in pool.unknown}
+    cal, sps = resample(2, 48, 48, 48, 0, 0.15, pool)
+    for s in sps:
+        assert len(s.forget) == 48 and len(s.retain_same) == 48 and len(s.unknown) > 0
+        assert not set(s.facts["forget"]) & set(s.facts["retain_same"])
+        assert not (set(cal.facts["forget"]) | set(cal.facts["retain_same"])) & set(s.facts["forget"])
+
+
+def test_bench_refuses_a_missing_model_pool():
+    from circuitforge.eval.bench import BenchConfig, make_splits
+
+    with pytest.raises(CircuitForgeError, match="no nosuch-model/chemistry_pool.jsonl"):
+        make_splits(BenchConfig(version=1, model="tiny-facts", pool="builtin:nosuch-model"))
