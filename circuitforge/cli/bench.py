@@ -60,7 +60,9 @@ def bench_cmd(
     methods: Annotated[str | None, typer.Option(help="comma-separated subset of the config's methods")] = None,
     splits: Annotated[int | None, typer.Option(help="run only the first N resampled splits")] = None,
     seeds: Annotated[str | None, typer.Option(help="comma-separated seeds for the stochastic methods")] = None,
-    max_cells: Annotated[int | None, typer.Option(help="stop after computing this many new cells")] = None,
+    max_cells: Annotated[int | None, typer.Option(help="stop after computing this many new cells (per worker)")] = None,
+    workers: Annotated[int, typer.Option(help="processes computing cells in parallel (splits dealt round-robin; "
+                                         "each uses cores ÷ workers torch threads)")] = 1,
     device: Annotated[str | None, typer.Option("--device", help="where the model runs: cpu, cuda, cuda:1, mps "
                                                "(default: the config's, else cpu)")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16 or float16 (default: the "
@@ -81,8 +83,12 @@ def bench_cmd(
             st.update(msg)
             console.print(msg)
 
+        if workers < 1:
+            from circuitforge.errors import CircuitForgeError
+
+            raise CircuitForgeError(f"--workers must be at least 1, not {workers}")
         res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]), progress=say,
-                        max_cells=max_cells)
+                        max_cells=max_cells, workers=workers)
     write_text_atomic(out_dir / "report.html", report_html(res))
     out.print((out_dir / "results.md").read_text())
     console.print(f"wrote {out_dir}/results.md, results.json, report.html ({res['seconds']:.0f} s)")

@@ -281,10 +281,17 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
 
 
 def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say | None = None,
-              max_cells: int | None = None) -> dict[str, Any]:
+              max_cells: int | None = None, workers: int = 1, only_splits: tuple[str, ...] | None = None,
+              write_results: bool = True) -> dict[str, Any]:
     """Run (or resume) the benchmark; write ``results.json`` and ``results.md`` in ``out_dir`` after every
     cell (so an interrupted run leaves a summary of what finished). ``max_cells``: stop after computing
-    that many new cells. Returns the results document."""
+    that many new cells (per worker). Returns the results document.
+
+    ``workers`` > 1: the sweep is run here first, then the splits with unfinished cells are dealt round-robin
+    to that many worker processes (each loads the model, uses ``cores ÷ workers`` torch threads and writes
+    its cells, circuits and base outcomes to ``out_dir`` as a single run would); the summary is written once
+    they are done. Every cell is computed from its own seed and split, so it is the same whichever process
+    computes it (tested). ``only_splits`` / ``write_results`` are how a worker is restricted."""
     from circuitforge.data import load_task
     from circuitforge.eval.bench_summary import markdown, summarise
     from circuitforge.models import load
@@ -296,20 +303,26 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
     retain = load_task(cfg.retain).head(cfg.n_retain)
     cal, splits = make_splits(cfg)
     sweep = run_sweep(cfg, out_dir, base, cal, retain, say) if cfg.sweep else {}
+    if workers > 1:
+        pending = [sp for sp in cfg.split_names()
+                   if any(_cell_or_none(cfg, out_dir, m, s, seed, sweep) is None for m, s, seed in cfg.cells() if s == sp)]
+        _run_workers(cfg, out_dir, pending, workers, max_cells, say)
+        done = [c for c in (_cell_or_none(cfg, out_dir, m, sp, seed, sweep) for m, sp, seed in cfg.cells()) if c]
+        return _write(cfg, out_dir, done, sweep, command, t_start, markdown, summarise)
     cells: list[dict[str, Any]] = []
     ctxs: dict[str, dict[str, Any]] = {}
     by_name = {s.name: s for s in splits}
     new = 0
     doc: dict[str, Any] = {}
     for method, sp, seed in cfg.cells():
-        path = out_dir / "cells" / f"{method}-{sp}-seed{seed}.json"
+        if only_splits is not None and sp not in only_splits:
+            continue
         settings = method_settings(cfg, method, sweep)
-        if path.exists():
-            cell = json.loads(path.read_text())
-            if cell.get("config_version") == cfg.version and cell.get("settings") == json.loads(json.dumps(settings)):
-                cells.append(cell)
-                say(f"{method} {sp} seed {seed}: done earlier, reused")
-                continue
+        cell = _cell_or_none(cfg, out_dir, method, sp, seed, sweep)
+        if cell is not None:
+            cells.append(cell)
+            say(f"{method} {sp} seed {seed}: done earlier, reused")
+            continue
         if max_cells is not None and new >= max_cells:
             continue
         if sp not in ctxs:
@@ -317,12 +330,62 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
         say(f"{method} {sp} seed {seed}: running")
         cell = {**run_cell(cfg, method, seed, by_name[sp], retain, base, ctxs[sp], settings),
                 "config_version": cfg.version}
-        write_json_atomic(path, cell)
+        write_json_atomic(out_dir / "cells" / f"{method}-{sp}-seed{seed}.json", cell)
         cells.append(cell)
         new += 1
         say(f"{method} {sp} seed {seed}: {cell['seconds']:.0f} s")
-        doc = _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+        if write_results:
+            doc = _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+    if not write_results:
+        return {}
     return doc or _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+
+
+def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: int,
+                  sweep: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished cell, when its file exists with this config version and these settings."""
+    path = out_dir / "cells" / f"{method}-{sp}-seed{seed}.json"
+    if not path.exists():
+        return None
+    cell = json.loads(path.read_text())
+    settings = json.loads(json.dumps(method_settings(cfg, method, sweep)))
+    ok = cell.get("config_version") == cfg.version and cell.get("settings") == settings
+    return cell if ok else None
+
+
+def _worker(cfg: BenchConfig, out_dir: str, splits: tuple[str, ...], max_cells: int | None, tag: str,
+            threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    run_bench(cfg, Path(out_dir), progress=lambda m: print(f"[{tag}] {m}", flush=True), max_cells=max_cells,
+              only_splits=splits, write_results=False)
+
+
+def _run_workers(cfg: BenchConfig, out_dir: Path, pending: list[str], workers: int, max_cells: int | None,
+                 say: Say) -> None:
+    """Deal ``pending`` splits round-robin to ``workers`` spawned processes and wait for all of them."""
+    import multiprocessing as mp
+
+    groups = [tuple(pending[i::workers]) for i in range(workers)]
+    groups = [g for g in groups if g]
+    if not groups:
+        return
+    threads = max(1, (os.cpu_count() or 1) // len(groups))
+    ctx = mp.get_context("spawn")
+    procs = []
+    for i, g in enumerate(groups):
+        say(f"worker {i + 1}: {', '.join(g)} ({threads} torch thread(s))")
+        p = ctx.Process(target=_worker, args=(cfg, str(out_dir), g, max_cells, f"w{i + 1}", threads))
+        p.start()
+        procs.append((p, g))
+    failed = []
+    for p, g in procs:
+        p.join()
+        if p.exitcode != 0:
+            failed.append(f"{', '.join(g)} (exit {p.exitcode})")
+    if failed:
+        raise CircuitForgeError("benchmark worker failed on " + "; ".join(failed) + " (finished cells are kept)")
 
 
 def _write(cfg: BenchConfig, out_dir: Path, cells: list[dict[str, Any]], sweep: dict[str, Any], command: str,

@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from circuitforge.eval.bench import BenchConfig, run_bench
 from circuitforge.eval.stats import Estimate, judge
 
@@ -15,9 +17,35 @@ CI_COLUMNS = ("forget_acc", "forget_q", "forgetting", "retain_drop", "retain_sam
               "paraphrase_drop", "ptq_gap", "cad_z", "erasure_share")
 
 
-def test_reduced_benchmark(tmp_path):
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
     cfg = BenchConfig.from_toml(CONFIG)
-    res = run_bench(cfg, tmp_path)
+    out = tmp_path_factory.mktemp("bench-seq")
+    return cfg, out, run_bench(cfg, out)
+
+
+def _key(c):
+    return (c["method"], c["split"], c["seed"])
+
+
+def test_workers_compute_the_same_cells(sequential, tmp_path):
+    """Two worker processes (splits dealt round-robin) give every cell the same edited weights and numbers."""
+    cfg, _, res = sequential
+    said: list[str] = []
+    par = run_bench(cfg, tmp_path, workers=2, progress=said.append)
+    assert any(m.startswith("worker 1: split0") for m in said) and any(m.startswith("worker 2: split1") for m in said)
+    a, b = {_key(c): c for c in res["cells"]}, {_key(c): c for c in par["cells"]}
+    assert set(a) == set(b) and len(a) == len(cfg.cells())
+    for k in a:
+        sa, sb = a[k]["scorecard"], b[k]["scorecard"]
+        assert sa["unlearned"]["sha256"] == sb["unlearned"]["sha256"], k
+        assert {n: p["value"] for n, p in sa["properties"].items()} == {n: p["value"] for n, p in sb["properties"].items()}, k
+        assert a[k]["relearn"]["recovery"] == b[k]["relearn"]["recovery"] and a[k]["correct"] == b[k]["correct"], k
+    assert par["table"].keys() == res["table"].keys()
+
+
+def test_reduced_benchmark(sequential):
+    cfg, tmp_path, res = sequential
     assert len(res["cells"]) == len(cfg.cells()) == len(cfg.methods) * cfg.n_splits
     assert set(res["table"]) == set(cfg.methods)
     for method, row in res["table"].items():
