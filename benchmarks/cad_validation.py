@@ -379,6 +379,21 @@ def report(out: Path, page: Path) -> None:
               "a token it has never been shown next to; the hybrids need a shared basis, i.e. M₁ fine-tuned from M₀.", "",
               "| " + " | ".join(st["table"]["columns"]) + " |", "|" + "---|" * len(st["table"]["columns"])]
         L += ["| " + " | ".join(r) + " |" for r in st["table"]["rows"]]
+    own = out / "own_lens.json"
+    if own.exists():
+        ol = json.loads(own.read_text())
+        L += ["", "**Tried: a tuned lens fitted on M₁ itself** (`python benchmarks/cad_own_lens.py --json "
+              f"{own}`). No M₀ basis needed: per layer an affine map from M₁'s residual to M₁'s final residual, "
+              "fitted on the retain, retain-paraphrase and same-domain rows, read through M₁'s own readout; R_L = "
+              "lens margin ÷ M₀'s final margin on the same rows. The oracles show nothing on the targeted rows while "
+              "the same-domain rows stay readable — what gold erasure should look like — but so does the "
+              "last-block ascent, a known suppression whose hybrids recover the answer fully before the edited "
+              "block: a lens fitted on M₁ learns M₁'s own suppression when that is linear. Own-lens evidence "
+              "cannot tell erasure from suppression, so the verdict does not use it and the oracle stays "
+              "`indeterminate`.", "",
+              "| model | label | targeted R_L, L = 0..n | same-domain R_L |", "|---|---|---|---|"]
+        L += [f"| {r['model']} | {r['label']} | " + ", ".join(f"{x:.2f}" for x in r["targeted"]) + " | "
+              + ", ".join(f"{x:.2f}" for x in r["same_domain"]) + " |" for r in ol["rows"]]
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():
