@@ -51,9 +51,7 @@ def compute(
                 return _edges_streamed(handle, b, metric, bs)
             return compute(handle, b, metric, level, bs, per_row, progress, row_pairs)
 
-        lay = layout_of(handle)
-        kept = 4 * len(lay.writers) * ((len(lay.readers) if level == "edge" else 0) + 1) if per_row else 0
-        return M.budgeted(run_rows, batch, memory_budget, handle.device, out_row_bytes=kept)
+        return M.budgeted(run_rows, batch, memory_budget, handle.device, M.kept_row_bytes(handle, level, per_row))
     lay = layout_of(handle)
     acc = C.Accumulator()
     if level == "node" and batch.corrupt is not None and H.post_attention_norms(handle) is None:

@@ -52,71 +52,59 @@ def compute(
         stream = level == "edge" and not per_row
 
         def run_rows(b: PromptBatch, bs: int | None) -> C.Scores:
+            return _compute(handle, b, metric, level, ig_steps, ig_mode, bs, per_row, row_pairs, stream)
+
+        return M.budgeted(run_rows, batch, memory_budget, handle.device, M.kept_row_bytes(handle, level, per_row))
+    return _compute(handle, batch, metric, level, ig_steps, ig_mode, batch_size, per_row, row_pairs, stream=False)
+
+
+def _compute(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, level: str, ig_steps: int, ig_mode: str,
+             batch_size: int | None, per_row: bool, row_pairs: tuple[torch.Tensor, torch.Tensor] | None,
+             stream: bool) -> C.Scores:
+    """The EAP-IG loop. ``stream`` (edge level, no per-row scores): each path point's reader gradients are
+    folded into the edge scores with weight 1/m as the backward pass reaches them
+    (:class:`~circuitforge.attribution.memory.EdgeSink`), node scores are the edge scores' row sums, and under
+    ``ig_mode="inputs"`` only the input embedding's clean and corrupt values are kept besides Δa."""
+    lay = layout_of(handle)
+    acc = C.Accumulator()
+    alphas = [(k + 0.5) / ig_steps for k in range(ig_steps)]
+    with H.prepared(handle):
+        ablation = C.ablation_values(handle, batch, batch_size)
+        for ch in C.chunks(batch, metric, batch_size):
+            sub = ch.batch
+            st = C.clean_and_corrupt(handle, ch, metric, ablation)
+            clean_w, corr_w = st.clean_writers, st.corr_writers
+            delta = clean_w - corr_w
             if stream:
-                return _edges_streamed(handle, b, metric, ig_steps, ig_mode, bs)
-            return compute(handle, b, metric, level, ig_steps, ig_mode, bs, per_row, progress, row_pairs)
-
-        lay = layout_of(handle)
-        kept = 4 * len(lay.writers) * ((len(lay.readers) if level == "edge" else 0) + 1) if per_row else 0
-        return M.budgeted(run_rows, batch, memory_budget, handle.device, out_row_bytes=kept)
-    lay = layout_of(handle)
-    acc = C.Accumulator()
-    alphas = [(k + 0.5) / ig_steps for k in range(ig_steps)]
-    with H.prepared(handle):
-        ablation = C.ablation_values(handle, batch, batch_size)
-        for ch in C.chunks(batch, metric, batch_size):
-            sub = ch.batch
-            st = C.clean_and_corrupt(handle, ch, metric, ablation)
-            clean_w, corr_w = st.clean_writers, st.corr_writers
-            delta = clean_w - corr_w
-            total: list[torch.Tensor] | None = None
-            for a in alphas:
-                fn = _interp(clean_w, corr_w, a, ig_mode)
-                out = H.run(handle, sub.clean, sub.last, metric=ch.metric, writer_fn=fn, grads=True)
-                assert out.grads is not None
-                total = out.grads if total is None else [t + g for t, g in zip(total, out.grads, strict=True)]
-                del out, fn
-            assert total is not None
-            grads = [t / ig_steps for t in total]
-            del total
-            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
-            acc.add("clean", st.clean_metric, ch.weight)
-            acc.add("corrupt", st.corrupt_metric, ch.weight)
-            del st, clean_w, corr_w, delta, grads   # not alive during the next chunk's passes
-    return finish(acc, level, per_row)
-
-
-def _edges_streamed(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, ig_steps: int, ig_mode: str,
-                    batch_size: int | None) -> C.Scores:
-    """Edge-level EAP-IG with streamed reader gradients (each path point's gradients folded into the edge
-    scores with weight 1/m); under ``ig_mode="inputs"`` only the input embedding's clean and corrupt
-    values are kept besides Δa."""
-    lay = layout_of(handle)
-    acc = C.Accumulator()
-    alphas = [(k + 0.5) / ig_steps for k in range(ig_steps)]
-    with H.prepared(handle):
-        ablation = C.ablation_values(handle, batch, batch_size)
-        for ch in C.chunks(batch, metric, batch_size):
-            sub = ch.batch
-            st = C.clean_and_corrupt(handle, ch, metric, ablation)
-            clean_w, corr_w = st.clean_writers, st.corr_writers
-            delta = clean_w - corr_w
-            if ig_mode == "inputs":  # the other writers run free: only the input slot is interpolated
-                clean_w, corr_w = clean_w[:1].clone(), corr_w[:1].clone()
-                st.clean_writers = st.corr_writers = clean_w
-            edges = torch.zeros(len(lay.writers), len(lay.readers))
-            sink = M.EdgeSink(lay, edges, 1.0 / ig_steps, delta=delta)
-            del delta
-            for a in alphas:
-                H.run(handle, sub.clean, sub.last, metric=ch.metric, writer_fn=_interp(clean_w, corr_w, a, ig_mode),
-                      grads=True, sink=sink)
-            del sink
-            acc.add("node", edges.sum(1), ch.weight)
-            acc.add("edge", edges, ch.weight)
+                if ig_mode == "inputs":  # the other writers run free: only the input slot is interpolated
+                    clean_w, corr_w = clean_w[:1].clone(), corr_w[:1].clone()
+                    st.clean_writers = st.corr_writers = clean_w
+                edges = torch.zeros(len(lay.writers), len(lay.readers))
+                sink = M.EdgeSink(lay, edges, 1.0 / ig_steps, delta=delta)
+                del delta
+                for a in alphas:
+                    H.run(handle, sub.clean, sub.last, metric=ch.metric,
+                          writer_fn=_interp(clean_w, corr_w, a, ig_mode), grads=True, sink=sink)
+                del sink
+                acc.add("node", edges.sum(1), ch.weight)
+                acc.add("edge", edges, ch.weight)
+            else:
+                total: list[torch.Tensor] | None = None
+                for a in alphas:
+                    out = H.run(handle, sub.clean, sub.last, metric=ch.metric,
+                                writer_fn=_interp(clean_w, corr_w, a, ig_mode), grads=True)
+                    assert out.grads is not None
+                    total = out.grads if total is None else [t + g for t, g in zip(total, out.grads, strict=True)]
+                    del out
+                assert total is not None
+                grads = [t / ig_steps for t in total]
+                del total
+                accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
+                del delta, grads
             acc.add("clean", st.clean_metric, ch.weight)
             acc.add("corrupt", st.corrupt_metric, ch.weight)
             del st, clean_w, corr_w   # not alive during the next chunk's passes
-    return finish(acc, "edge", False)
+    return finish(acc, level, per_row)
 
 
 def _interp(clean_w: torch.Tensor, corr_w: torch.Tensor, a: float, mode: str) -> Callable[[H.Slot, torch.Tensor], torch.Tensor | None]:

@@ -109,6 +109,16 @@ def plan_rows(measure: Callable[[int], int], n_rows: int, budget: int, out_row_b
     return {"rows": rows, "fixed": fixed, "per_row": per_row, "probe": [p1, p2], "outputs": outputs}
 
 
+def kept_row_bytes(handle: Any, level: str, per_row: bool) -> int:
+    """Bytes of per-row scores kept across passes per row: float32 node scores, and edge scores at edge level."""
+    if not per_row:
+        return 0
+    from circuitforge.attribution.graph import layout_of
+
+    lay = layout_of(handle)
+    return 4 * len(lay.writers) * ((len(lay.readers) if level == "edge" else 0) + 1)
+
+
 def budgeted(run_rows: Callable[[PromptBatch, int | None], Scores], batch: PromptBatch, budget: int,
              device: torch.device | str = "cpu", out_row_bytes: int = 0) -> Scores:
     """``run_rows(batch, rows_per_pass)`` with the rows per pass planned by :func:`plan_rows` from two probe

@@ -3,10 +3,10 @@ answers as float32 on the tiny trained model (its weights hash differs, so float
 for it); an unavailable device or an unknown dtype is one line and exit 2, before anything is loaded."""
 
 import json
-import sys
 
 import pytest
 import typer.main
+from _cli import run_cli as cli
 
 from circuitforge.cli import app
 
@@ -14,20 +14,6 @@ LOADING = {"attribute", "circuit", "eval", "quant-check", "quant-diff", "unlearn
            "models fetch", "models info"}
 
 
-def cli(capsys, *args):
-    from circuitforge.cli import main
-
-    old = sys.argv
-    sys.argv = ["circuitforge", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def _commands() -> dict[str, set[str]]:

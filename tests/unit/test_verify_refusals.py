@@ -3,10 +3,11 @@ exit 1 (not 0, not 2) on an unlearned model that forgot nothing. Tiny trained mo
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
+from _cli import one_error_line
+from _cli import run_cli as cli
 
 from circuitforge.circuits import Circuit
 from circuitforge.models import save
@@ -14,27 +15,8 @@ from circuitforge.models import save
 BASE = ["--base", "tiny-facts", "--forget", "tiny-facts:forget", "--retain", "tiny-facts:retain"]
 
 
-def cli(capsys, *args):
-    from circuitforge.cli import main
-
-    old = sys.argv
-    sys.argv = ["circuitforge", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
