@@ -8,12 +8,13 @@ from typer.testing import CliRunner
 
 from circuitforge.cli import app
 
+ATTRIBUTE = ["attribute", "--model", "tiny-facts", "--task", "tiny-facts:forget", "--level", "edge"]
+
 
 def test_attribute_then_circuit(tmp_path):
     r = CliRunner()
     g = tmp_path / "g.json"
-    res = r.invoke(app, ["attribute", "--model", "tiny-facts", "--task", "tiny-facts:forget", "--method", "eap",
-                         "--level", "edge", "--out", str(g)])
+    res = r.invoke(app, [*ATTRIBUTE, "--method", "eap", "--out", str(g)])
     assert res.exit_code == 0, res.output
     d = json.loads(g.read_text())
     assert d["format"] == "circuitforge.graph/1" and d["model"]["spec"] == "tiny-facts"
@@ -35,14 +36,12 @@ def test_attribute_then_circuit(tmp_path):
 def test_attribute_with_memory_budget(tmp_path):
     r = CliRunner()
     g = tmp_path / "g.json"
-    res = r.invoke(app, ["attribute", "--model", "tiny-facts", "--task", "tiny-facts:forget", "--level", "edge",
-                         "--memory-budget", "4MB", "--out", str(g)])
+    res = r.invoke(app, [*ATTRIBUTE, "--memory-budget", "4MB", "--out", str(g)])
     assert res.exit_code == 0, res.output
     mem = json.loads(g.read_text())["method"]["memory"]
     assert mem["budget"] == 4 * 2**20 and mem["peak"] <= mem["budget"] and mem["rows"] < 48
     assert "rows per pass, measured peak" in res.output
-    p = subprocess.run([sys.executable, "-m", "circuitforge", "attribute", "--model", "tiny-facts", "--task",
-                        "tiny-facts:forget", "--level", "edge", "--memory-budget", "1kB", "--out",
+    p = subprocess.run([sys.executable, "-m", "circuitforge", *ATTRIBUTE, "--memory-budget", "1kB", "--out",
                         str(tmp_path / "x.json")], capture_output=True, text=True, timeout=300)
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert p.returncode == 2 and len(errors) == 1 and "1.0 kB is too small" in errors[0], p.stderr
