@@ -30,6 +30,11 @@ def verify_cmd(
         "--base-reference", help="cache file of the base model's own measurements (accuracies in fp and under "
         "--scheme, CAD's base attributions): reused where the base weights, tasks and settings match (sha256), "
         "rewritten after the run")] = None,
+    relearn: Annotated[bool, typer.Option("--relearn", help="also run the relearning attack: fine-tune on half the "
+                                          "forget facts, measure how much of the other half comes back")] = False,
+    relearn_unknown: Annotated[str | None, typer.Option(help="rows the base model never knew: the relearning "
+                                                        "attack's floor")] = None,
+    relearn_lr: Annotated[float, typer.Option(help="the attacker's Adam step size")] = 1e-4,
     device: Device = "cpu",
     dtype: Dtype = "float32",
 ) -> None:
@@ -54,13 +59,21 @@ def verify_cmd(
     if cad_rows < 4:
         raise CircuitForgeError("--cad-rows must be at least 4 (CAD's null splits the rows in halves)")
     f, r = load_task(forget), load_task(retain)
+    from circuitforge.eval.relearn import RelearnSettings
+
+    try:
+        rl_settings = RelearnSettings(lr=relearn_lr) if relearn else None
+    except ValueError as e:
+        raise CircuitForgeError(f"--relearn-lr: {e}") from e
+    unknown = load_task(relearn_unknown) if relearn_unknown else None
     circ = Circuit.from_json(circuit) if circuit else None
     ref = BaseReference.from_json(base_reference) if base_reference and os.path.exists(base_reference) else None
     with console.status("loading models"):
         mb, mu = load_model(base, device, dtype), load_model(unlearned, device, dtype)
     with console.status("verifying (accuracies, quantization, CAD)") as st:
         a = assess(mb, mu, f, r, circuit=circ, search=search, scheme=scheme, thresholds=th, cad_settings=settings,
-                   cad_rows=cad_rows, base_reference=ref, progress=lambda msg: st.update(f"verifying: {msg}"))
+                   cad_rows=cad_rows, base_reference=ref, relearn=rl_settings, relearn_unknown=unknown,
+                   progress=lambda msg: st.update(f"verifying: {msg}"))
     if base_reference:
         reused = ref is not None and ref.matches(mb)
         a.reference().to_json(base_reference)
@@ -79,7 +92,16 @@ def verify_cmd(
     rule = d["cad"].get("rule")
     out.print(f"CAD verdict: {c.verdict}" + (f" ({rule})" if rule else "") + f"; paper's CAD {c.value:.3f} (z {c.z:.1f}); "
               f"overall: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
-    write_json(json_path, {**d, "cad_detail": c.to_dict()} if json_path else None)
+    if a.relearn is not None:
+        rl = a.relearn
+        ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""
+        rec = "undefined (nothing to recover)" if rl["recovery"] is None else f"{rl['recovery']:.2f}{ci}"
+        out.print(f"relearning: recovery {rec} of the held-out targeted facts after {rl['best_budget']} steps on the "
+                  f"other half ({rl['n_held']} held rows; floor: {rl['floor']})")
+        if c.verdict == "erasure" and rl["recovery"] is not None and rl.get("ci") and rl["ci"][0] > 0:
+            out.print("[yellow]note: CAD's `erasure` says the answer is no longer readable from the residual stream; "
+                      "the relearning attack brings part of it back, so the knowledge is not gone from the weights")
+    write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": a.relearn} if json_path else None)
     if html_path:
         from circuitforge._provenance import write_text_atomic
         from circuitforge.viz.report import verify_report

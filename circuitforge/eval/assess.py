@@ -27,6 +27,7 @@ from circuitforge.data import Task, evaluate
 from circuitforge.data.scoring import choice_prompt
 from circuitforge.errors import CircuitForgeError
 from circuitforge.eval.base_reference import BaseReference
+from circuitforge.eval.relearn import RelearnSettings
 from circuitforge.eval.scorecard import Scorecard, Thresholds, judge
 from circuitforge.eval.stats import mean_diff
 from circuitforge.models import ModelHandle
@@ -45,6 +46,9 @@ class Assessment:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     """extra task name → ``{"base", "edited", "n", "sha256"}`` full-precision accuracies"""
     circuit: Circuit | None = None
+    relearn: dict[str, Any] | None = None
+    """the relearning attack when asked for (:func:`assess` ``relearn=``): :meth:`RelearnResult.to_dict` plus
+    ``ci`` (95% bootstrap over held rows), the train/held task identities and what floors it"""
 
     @property
     def passed(self) -> bool:
@@ -52,7 +56,7 @@ class Assessment:
 
     def reference(self) -> BaseReference:
         """What this assessment measured on the base model alone, for reuse (``verify --base-reference``)."""
-        return BaseReference.of(self.scorecard.base, self.survival, self.extra, self.cad)
+        return BaseReference.of(self.scorecard.base, self.survival, self.extra, self.cad, self.relearn)
 
 
 def context_length(handle: ModelHandle) -> int:
@@ -122,6 +126,8 @@ def assess(
     extra_tasks: Mapping[str, Task] | None = None,
     seed: int = 0,
     base_reference: "Assessment | BaseReference | None" = None,
+    relearn: "RelearnSettings | None" = None,
+    relearn_unknown: Task | None = None,
     progress: Progress | None = None,
 ) -> Assessment:
     """Score ``edited`` against ``base`` on the four properties (see module doc).
@@ -137,6 +143,12 @@ def assess(
             base-model accuracies (fp, quantized, extra tasks) and M₀'s CAD edge attributions it holds are
             reused instead of recomputed where their keys match (weights, rows, scheme, edges, settings:
             sha256s compared); anything else is computed.
+        relearn: also run the relearning attack (Deeb & Roger 2024; :mod:`circuitforge.eval.relearn`) with
+            these settings: the forget rows split by fact (:func:`~circuitforge.eval.relearn.split_by_fact`),
+            fine-tune on one half, recovery of the other half relative to the base model under the same
+            attack, with a bootstrap CI — the direct test of whether the knowledge comes back, which CAD's
+            verdict does not answer. ``relearn_unknown``: rows the base model never knew, the attack's floor
+            (without them, gains from learning the format count as recovery).
     Raises:
         CircuitForgeError: bad input (see :func:`check_inputs`, :meth:`Circuit.check_found_on`).
     """
@@ -178,6 +190,10 @@ def assess(
     rest = list(range(cad_rows, len(retain)))
     unrelated = retain.subset(rest, name=f"{retain.name}[{cad_rows}:]") if len(rest) >= 8 else retain
     c = cad(base, edited, cad_task, circuit=circuit, settings=cs, retain=cad_retain, unrelated=unrelated)
+    rl_doc = None
+    if relearn is not None:
+        say("relearning attack")
+        rl_doc = relearn_evidence(base, edited, forget, relearn, relearn_unknown, ref)
     values = {
         "forgetting": fp_b["forget_acc"] - fp_e["forget_acc"],
         "retain": fp_b["retain_acc"] - fp_e["retain_acc"],
@@ -205,4 +221,22 @@ def assess(
                **{k: t.identity() for k, t in extra_tasks.items()}},
         seconds=time.time() - t0,
     )
-    return Assessment(scorecard=card, cad=c, survival=surv, extra=extra, circuit=circuit)
+    return Assessment(scorecard=card, cad=c, survival=surv, extra=extra, circuit=circuit, relearn=rl_doc)
+
+
+def relearn_evidence(base: ModelHandle, edited: ModelHandle, forget: Task, settings: "RelearnSettings",
+                     unknown: Task | None, ref: BaseReference | None) -> dict[str, Any]:
+    """The relearning attack of :func:`assess` (``relearn=``): the base model's curve from ``ref`` when it
+    holds one for these weights, halves and settings."""
+    from circuitforge.eval.relearn import base_curve, recovery_ci, relearning_attack, split_by_fact
+
+    train, held = split_by_fact(forget)
+    curve = ref.relearn_curve(base.sha256, train.sha256, held.sha256, settings) if ref is not None else None
+    if curve is None:
+        curve = base_curve(base, train, held, settings)
+    res = relearning_attack(None, edited, train, held, settings, unknown=unknown, base_attacked=curve)
+    ci = recovery_ci(res, seed=settings.seed)
+    return {**res.to_dict(), "ci": list(ci) if ci else None, "train": train.identity(), "held": held.identity(),
+            "unknown": unknown.identity() if unknown is not None else None,
+            "floor": "never-known rows" if unknown is not None else
+            "none: no never-known rows were given, so gains from learning the format count as recovery"}

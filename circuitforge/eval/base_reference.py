@@ -2,8 +2,8 @@
 same base reuse it (``circuitforge verify --base-reference FILE``, the demo, benchmark cells).
 
 A safety team verifying many checkpoints of one base model pays the base-side work once: M₀'s accuracies in
-full precision and under the quantization scheme (per row), on extra tasks, and M₀'s per-example attribution
-of the base circuit's edges (CAD's ``attribution_base`` phase). Nothing is reused unless its key matches
+full precision and under the quantization scheme (per row), on extra tasks, M₀'s per-example attribution
+of the base circuit's edges (CAD's ``attribution_base`` phase) and M₀'s relearning-attack curve. Nothing is reused unless its key matches
 exactly: the base weights' sha256, each task's rows sha256, the scheme, the quantization route, the circuit's
 edges and the attribution method and steps. A stale or foreign file is ignored (and rewritten by the CLI),
 never trusted. The file is plain JSON (``circuitforge.base_reference/1``), written atomically.
@@ -38,6 +38,9 @@ class BaseReference:
     survival: dict[str, Any] | None = None
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     cad_scores: list[dict[str, Any]] = field(default_factory=list)
+    relearn_curves: list[dict[str, Any]] = field(default_factory=list)
+    """the base model's relearning-attack curves: ``{"base_sha256", "train_sha256", "held_sha256",
+    "settings", "curve": {budget: per-row correct on the held rows}}``"""
 
     def matches(self, base: "ModelHandle") -> bool:
         """Whether this reference was measured on ``base``'s weights (sha256)."""
@@ -47,6 +50,18 @@ class BaseReference:
         """M₀'s stored accuracy on extra task ``name`` when its rows hash is ``sha256``, else None."""
         e = self.extra.get(name)
         return float(e["base"]) if e is not None and e.get("sha256") == sha256 else None
+
+    def relearn_curve(self, base_sha256: str, train_sha256: str, held_sha256: str,
+                      settings: Any) -> dict[int, tuple[bool, ...]] | None:
+        """The stored base-model attack curve for these weights, halves and attacker settings, if any."""
+        from dataclasses import asdict
+
+        want = json.loads(json.dumps(asdict(settings)))
+        for c in self.relearn_curves:
+            if (c["base_sha256"], c["train_sha256"], c["held_sha256"]) == (base_sha256, train_sha256, held_sha256) \
+                    and c["settings"] == want:
+                return {int(b): tuple(bool(x) for x in v) for b, v in c["curve"].items()}
+        return None
 
     def install_cad_scores(self) -> int:
         """Hand the stored M₀ edge scores to CAD's in-process memo; returns how many entries were installed."""
@@ -59,7 +74,7 @@ class BaseReference:
 
     @classmethod
     def of(cls, base: dict[str, Any], survival: dict[str, Any], extra: dict[str, dict[str, Any]],
-           c: "CADResult") -> "BaseReference":
+           c: "CADResult", relearn: dict[str, Any] | None = None) -> "BaseReference":
         """The base-side part of an assessment (``Assessment.reference()``): the base identity, its survival
         table, extra-task results and CAD result; M₀'s CAD scores from this process's memo, if present."""
         from circuitforge.cad.api import base_scores_key, known_base_scores
@@ -72,12 +87,18 @@ class BaseReference:
             if t is not None:
                 scores.append({"base_sha256": key[0], "task_sha256": key[1], "edges": edges, "method": key[3],
                                "ig_steps": key[4], "scores": t.tolist()})
+        curves = []
+        if relearn is not None:
+            curves.append({"base_sha256": base["sha256"], "train_sha256": relearn["train"]["sha256"],
+                           "held_sha256": relearn["held"]["sha256"], "settings": relearn["settings"],
+                           "curve": relearn["correct"]["base_attacked"]})
         return cls(base=dict(base), survival=survival,
-                   extra={k: {"base": v["base"], "sha256": v["sha256"]} for k, v in extra.items()}, cad_scores=scores)
+                   extra={k: {"base": v["base"], "sha256": v["sha256"]} for k, v in extra.items()}, cad_scores=scores,
+                   relearn_curves=curves)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "base": self.base, "survival": self.survival, "extra": self.extra,
-                "cad_scores": self.cad_scores}
+                "cad_scores": self.cad_scores, "relearn_curves": self.relearn_curves}
 
     def to_json(self, path: str) -> None:
         write_json_atomic(path, self.to_dict())
@@ -88,7 +109,7 @@ class BaseReference:
             raise CircuitForgeError(f"not a {FORMAT} document")
         try:
             return cls(base=dict(d["base"]), survival=d.get("survival"), extra=dict(d.get("extra") or {}),
-                       cad_scores=list(d.get("cad_scores") or []))
+                       cad_scores=list(d.get("cad_scores") or []), relearn_curves=list(d.get("relearn_curves") or []))
         except (KeyError, TypeError) as e:
             raise CircuitForgeError(f"malformed {FORMAT} document: {e}") from e
 

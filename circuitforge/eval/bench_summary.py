@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from circuitforge.eval.relearn import best_recovery
 from circuitforge.eval.stats import (
     Estimate,
     judge,
@@ -214,18 +215,6 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
     return out
 
 
-def cell_recovery(before: np.ndarray, attacked: dict[str, np.ndarray], base_attacked: dict[str, np.ndarray],
-                  floors: dict[str, float]) -> float | None:
-    """One cell's floored relearning recovery at the attacker's best budget (the per-cell figure the claims
-    use): max over budgets b of (mean attacked_b − mean before − floor_b) ÷ (mean base attacked_b − mean before)."""
-    vals = []
-    for b, att in attacked.items():
-        den = float(base_attacked[b].mean() - before.mean())
-        if den > 0:
-            vals.append((float(att.mean() - before.mean()) - floors[b]) / den)
-    return max(vals) if vals else None
-
-
 def relearn_reliability(cells: list[dict[str, Any]], bases: dict[str, Any], n_boot: int = 500,
                         seed: int = 0) -> dict[str, Any]:
     """How much of the spread of relearning recovery across runs is measurement noise of the held rows.
@@ -245,14 +234,14 @@ def relearn_reliability(cells: list[dict[str, Any]], bases: dict[str, Any], n_bo
         att = {b: np.asarray(v, float) for b, v in r["correct"]["attacked"].items()}
         base = {b: np.asarray(bases[c["split"]]["relearn_curve"][b], float) for b in att}
         floors = {b: float(r["floor_by_budget"][b]) for b in att}
-        o = cell_recovery(before, att, base, floors)
+        o = best_recovery(before, att, base, floors)
         if o is None or len(before) < 2:
             continue
         n = len(before)
         draws = []
         for _ in range(n_boot):
             i = rng.integers(0, n, n)
-            v = cell_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
+            v = best_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
             if v is not None:
                 draws.append(v)
         if len(draws) >= 2:

@@ -26,12 +26,16 @@ the benchmark can put bootstrap CIs on them (:mod:`circuitforge.eval.stats`).
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from circuitforge.data import Task, evaluate
 from circuitforge.data.scoring import encode, pad_batch
 from circuitforge.models import ModelHandle, clone
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -185,10 +189,88 @@ class RelearnResult:
         }
 
 
+def split_by_fact(task: Task) -> tuple[Task, Task]:
+    """Halves of ``task`` for a relearning attack on a task without fact keys (``verify --relearn``): rows
+    are linked when they share an answer or one row's answer appears as a word in the other's prompt (a
+    fact and its reversal, symbol ↔ element), linked rows stay on one side, and the groups are dealt in
+    order to the smaller half. Returns ``(train, held)``; raises when the rows form a single group."""
+    import re
+
+    from circuitforge.errors import CircuitForgeError
+
+    items = task.items
+    parent = list(range(len(items)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def mentions(text: str, word: str) -> bool:
+        w = word.strip()
+        return bool(w) and re.search(rf"(?<![\w]){re.escape(w)}(?![\w])", text) is not None
+
+    for i, a in enumerate(items):
+        for j in range(i + 1, len(items)):
+            b = items[j]
+            if a.answer.strip() == b.answer.strip() or mentions(b.prompt, a.answer) or mentions(a.prompt, b.answer):  # type: ignore[union-attr,arg-type]
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(items)):
+        groups.setdefault(find(i), []).append(i)
+    if len(groups) < 2:
+        raise CircuitForgeError(f"{task.name}: every row is linked to every other (shared answers or reversals); "
+                                "no held-out facts are left for a relearning attack")
+    train: list[int] = []
+    held: list[int] = []
+    for g in sorted(groups.values(), key=lambda g: g[0]):
+        (held if len(held) < len(train) else train).extend(g)
+    return task.subset(sorted(train), name=f"{task.name}[relearn train]"), \
+        task.subset(sorted(held), name=f"{task.name}[relearn held]")
+
+
 def recovery(before: float, attacked: float, base_attacked: float, floor: float = 0.0) -> float | None:
     """(attacked − before − floor) ÷ (base_attacked − before); None when base_attacked ≤ before."""
     den = base_attacked - before
     return None if den <= 0 else (attacked - before - floor) / den
+
+
+def best_recovery(before: "np.ndarray", attacked: Mapping[str, "np.ndarray"], base_attacked: Mapping[str, "np.ndarray"],
+                  floors: Mapping[str, float]) -> float | None:
+    """Floored recovery at the attacker's best budget from per-row outcomes (0/1 arrays over the held rows;
+    budgets as string keys): max over budgets b of (mean attacked_b − mean before − floor_b) ÷ (mean base
+    attacked_b − mean before), None when no budget has anything to recover."""
+    vals = []
+    for b, att in attacked.items():
+        den = float(base_attacked[b].mean() - before.mean())
+        if den > 0:
+            vals.append((float(att.mean() - before.mean()) - floors[b]) / den)
+    return max(vals) if vals else None
+
+
+def recovery_ci(result: "RelearnResult", n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap CI of the best-budget recovery over the held rows (before, attacked and the base
+    model's attacked outcomes resampled together, the floor held fixed; the best budget re-chosen in each
+    resample). None when recovery is undefined."""
+    import numpy as np
+
+    before = np.asarray(result.before, float)
+    att = {str(b): np.asarray(v, float) for b, v in result.attacked.items()}
+    base = {str(b): np.asarray(v, float) for b, v in result.base_attacked.items()}
+    floors = {str(b): result.floor(b) for b in result.settings.budgets}
+    if result.recovery is None or len(before) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(before), len(before))
+        v = best_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
+        if v is not None:
+            draws.append(v)
+    if len(draws) < n_boot // 2:
+        return None
+    return float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
 
 
 def base_curve(base: ModelHandle, train: Task, held: Task, settings: RelearnSettings) -> dict[int, tuple[bool, ...]]:

@@ -116,3 +116,31 @@ def test_bad_files_are_one_line_errors(tmp_path):
         from circuitforge.cad.api import base_scores_key, remember_base_scores
 
         remember_base_scores(base_scores_key("a", "b", ["x->y", "y->z"], "eap", 0), torch.zeros(3, 5))
+
+
+def test_relearning_attack_in_assess_reuses_the_base_curve(cold, tiny_facts, edited, forget_task, retain_task,
+                                                          monkeypatch, tmp_path):
+    import importlib
+
+    from circuitforge.eval.relearn import RelearnSettings, split_by_fact
+
+    rs = RelearnSettings(budgets=(2, 4), lr=1e-3, batch_size=8)
+    a = assess(tiny_facts, edited, forget_task, retain_task, cad_rows=8, cad_settings=SETTINGS, relearn=rs)
+    rl = a.relearn
+    train, held = split_by_fact(forget_task)
+    assert rl["held"]["sha256"] == held.sha256 and rl["n_held"] == len(held) and rl["train"]["n"] == len(train)
+    assert rl["recovery"] is not None and rl["ci"] is not None and rl["ci"][0] <= rl["recovery"] <= rl["ci"][1]
+    assert rl["floor"].startswith("none")
+    path = tmp_path / "ref.json"
+    a.reference().to_json(str(path))
+    ref = BaseReference.from_json(str(path))
+    assert ref.relearn_curve(tiny_facts.sha256, train.sha256, held.sha256, rs) is not None
+    assert ref.relearn_curve(tiny_facts.sha256, train.sha256, held.sha256, RelearnSettings(budgets=(2, 4))) is None
+    calls = []
+    mod = importlib.import_module("circuitforge.eval.relearn")
+    real = mod.base_curve
+    monkeypatch.setattr(mod, "base_curve", lambda *x, **k: calls.append(1) or real(*x, **k))
+    again = assess(tiny_facts, edited, forget_task, retain_task, cad_rows=8, cad_settings=SETTINGS,
+                   relearn=rs, base_reference=ref)
+    assert calls == [] and again.relearn["recovery"] == rl["recovery"]
+    assert again.relearn["correct"] == rl["correct"]

@@ -111,7 +111,7 @@ def test_cell_recovery_matches_the_stored_cells():
 
     import numpy as np
 
-    from circuitforge.eval.bench_summary import cell_recovery
+    from circuitforge.eval.relearn import best_recovery
 
     files = sorted(glob.glob("docs/results/unlearning/cells/*.json"))
     assert files
@@ -120,7 +120,7 @@ def test_cell_recovery_matches_the_stored_cells():
         base = json.load(open(f"docs/results/unlearning/splits/{c['split']}.json"))["base"]
         r = c["relearn"]
         att = {b: np.asarray(v, float) for b, v in r["correct"]["attacked"].items()}
-        got = cell_recovery(np.asarray(r["correct"]["before"], float), att,
+        got = best_recovery(np.asarray(r["correct"]["before"], float), att,
                             {b: np.asarray(base["relearn_curve"][b], float) for b in att},
                             {b: float(r["floor_by_budget"][b]) for b in att})
         assert got == pytest.approx(r["recovery"], abs=1e-9), f

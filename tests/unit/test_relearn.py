@@ -82,3 +82,27 @@ def test_unedited_model_has_no_recovery(tiny_facts, forget_task):
     train, held = forget_task.halves()
     r = relearning_attack(tiny_facts, tiny_facts, train, held, RelearnSettings(budgets=(2,), lr=1e-3))
     assert r.before_accuracy == 1.0 and r.recovery is None and r.best_budget is None
+
+
+def test_split_by_fact_keeps_reversals_and_shared_answers_together():
+    from circuitforge.data import task_from_rows
+    from circuitforge.errors import CircuitForgeError
+    from circuitforge.eval.relearn import split_by_fact
+
+    rows = [
+        {"prompt": "The chemical symbol for gold is", "answer": " Au", "distractors": [" Ag"]},
+        {"prompt": "The element with the chemical symbol Au is", "answer": " gold", "distractors": [" silver"]},
+        {"prompt": "The chemical symbol for iron is", "answer": " Fe", "distractors": [" Au"]},
+        {"prompt": "Iron is written as", "answer": " Fe", "distractors": [" Ag"]},
+        {"prompt": "The chemical symbol for neon is", "answer": " Ne", "distractors": [" Na"]},
+        {"prompt": "The chemical symbol for argon is", "answer": " Ar", "distractors": [" Ne"]},
+    ]
+    train, held = split_by_fact(task_from_rows(rows, "t"))
+    sides = {it.prompt: "train" for it in train.items} | {it.prompt: "held" for it in held.items}
+    assert len(sides) == 6 and len(train) + len(held) == 6 and len(held) >= 2
+    assert sides[rows[0]["prompt"]] == sides[rows[1]["prompt"]]   # symbol ↔ element reversal
+    assert sides[rows[2]["prompt"]] == sides[rows[3]["prompt"]]   # same answer
+    one = [{"prompt": "The chemical symbol for gold is", "answer": " Au", "distractors": [" Ag"]},
+           {"prompt": "Au stands for", "answer": " gold", "distractors": [" silver"]}]
+    with pytest.raises(CircuitForgeError, match="no held-out facts"):
+        split_by_fact(task_from_rows(one, "one"))

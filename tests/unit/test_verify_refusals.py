@@ -152,3 +152,16 @@ def test_unlearn_refuses_a_circuit_from_other_weights_or_rows(capsys, tmp_path, 
         code, _, err = cli(capsys, "unlearn", "--model", "tiny-facts", "--forget", "tiny-facts:forget", "--retain",
                            "tiny-facts:retain", "--method", "mansu", "--circuit", str(path), "--out", str(tmp_path / "o"))
         assert code == 2 and needle in one_error_line(err), err
+
+
+def test_verify_relearn_reports_the_attack(capsys, copy_dir, tmp_path):
+    out = tmp_path / "v.json"
+    code, stdout, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--cad-rows", "8", "--ig-steps", "2",
+                            "--relearn", "--relearn-lr", "1e-3", "--json", str(out))
+    assert code == 1, err
+    rl = json.loads(out.read_text())["relearn"]
+    assert rl["n_held"] > 0 and rl["train"]["n"] + rl["n_held"] == 48 and rl["settings"]["lr"] == 1e-3
+    # an unchanged copy forgot nothing: the base model's curve is its own, so there may be nothing to recover
+    assert "relearning: recovery" in stdout and "held rows" in stdout
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--relearn", "--relearn-lr", "-1")
+    assert code == 2 and "--relearn-lr" in one_error_line(err)
