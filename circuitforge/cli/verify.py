@@ -35,6 +35,9 @@ def verify_cmd(
     relearn_unknown: Annotated[str | None, typer.Option(help="rows the base model never knew: the relearning "
                                                         "attack's floor")] = None,
     relearn_lr: Annotated[float, typer.Option(help="the attacker's Adam step size")] = 1e-4,
+    max_relearn: Annotated[float | None, typer.Option(help="with --relearn: fail (exit 1) when the relearning "
+                                                      "recovery exceeds this (e.g. 0.5); without it the attack "
+                                                      "is evidence only")] = None,
     device: Device = "cpu",
     dtype: Dtype = "float32",
 ) -> None:
@@ -66,6 +69,8 @@ def verify_cmd(
     except ValueError as e:
         raise CircuitForgeError(f"--relearn-lr: {e}") from e
     unknown = load_task(relearn_unknown) if relearn_unknown else None
+    if max_relearn is not None and not relearn:
+        raise CircuitForgeError("--max-relearn needs --relearn")
     circ = Circuit.from_json(circuit) if circuit else None
     ref = BaseReference.from_json(base_reference) if base_reference and os.path.exists(base_reference) else None
     with console.status("loading models"):
@@ -91,9 +96,15 @@ def verify_cmd(
     out.print(t)
     rule = d["cad"].get("rule")
     out.print(f"CAD verdict: {c.verdict}" + (f" ({rule})" if rule else "") + f"; paper's CAD {c.value:.3f} (z {c.z:.1f}); "
-              f"overall: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
+              f"four properties: {'PASS' if card.passed else 'FAIL'} ({card.seconds:.0f} s)")
+    passed = card.passed
     if a.relearn is not None:
         rl = a.relearn
+        if max_relearn is not None:   # recovery undefined = nothing was forgotten: forgetting already fails
+            rl["threshold"] = max_relearn
+            rl["pass"] = relearn_gate(rl, max_relearn)
+            passed = passed and rl["pass"]
+            d["pass"] = passed
         ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""
         rec = "undefined (nothing to recover)" if rl["recovery"] is None else f"{rl['recovery']:.2f}{ci}"
         out.print(f"relearning: recovery {rec} of the held-out targeted facts after {rl['best_budget']} steps on the "
@@ -101,6 +112,9 @@ def verify_cmd(
         if c.verdict == "erasure" and rl["recovery"] is not None and rl.get("ci") and rl["ci"][0] > 0:
             out.print("[yellow]note: CAD's `erasure` says the answer is no longer readable from the residual stream; "
                       "the relearning attack brings part of it back, so the knowledge is not gone from the weights")
+        if max_relearn is not None:
+            out.print(f"relearning recovery ≤ {max_relearn:.2f}: {'pass' if rl['pass'] else '[red]FAIL'}; "
+                      f"overall: {'PASS' if passed else 'FAIL'}")
     write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": a.relearn} if json_path else None)
     if html_path:
         from circuitforge._provenance import write_text_atomic
@@ -108,4 +122,10 @@ def verify_cmd(
 
         write_text_atomic(html_path, verify_report(d, c.to_dict()))
         console.print(f"wrote {html_path}")
-    raise typer.Exit(0 if card.passed else 1)
+    raise typer.Exit(0 if passed else 1)
+
+
+def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]
+    """``--max-relearn``: pass when the relearning recovery is at most ``threshold`` (undefined recovery —
+    nothing was forgotten — passes here; the forgetting property fails such a model)."""
+    return relearn["recovery"] is None or relearn["recovery"] <= threshold

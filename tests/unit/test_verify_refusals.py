@@ -165,3 +165,14 @@ def test_verify_relearn_reports_the_attack(capsys, copy_dir, tmp_path):
     assert "relearning: recovery" in stdout and "held rows" in stdout
     code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--relearn", "--relearn-lr", "-1")
     assert code == 2 and "--relearn-lr" in one_error_line(err)
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--max-relearn", "0.5")
+    assert code == 2 and "--max-relearn needs --relearn" in one_error_line(err)
+
+
+def test_max_relearn_turns_the_attack_into_a_gate():
+    """The gate's rule on hand-made attack results (the CLI sets ``pass`` and ANDs it into the exit code)."""
+    from circuitforge.cli.verify import relearn_gate
+
+    assert relearn_gate({"recovery": 0.95}, 0.5) is False
+    assert relearn_gate({"recovery": 0.2}, 0.5) is True
+    assert relearn_gate({"recovery": None}, 0.5) is True   # nothing forgotten: forgetting fails instead
