@@ -369,20 +369,19 @@ def report(out: Path, page: Path) -> None:
     stitch = out / "stitching.json"
     if stitch.exists():
         st = json.loads(stitch.read_text())
-        L += ["", "**Tried: a linear stitch** (`python benchmarks/cad_stitching.py`, "
+        L += _tried("**Tried: a linear stitch** (`python benchmarks/cad_stitching.py`, "
               f"{st['n_anchor_sentences']} anchor sentences). Per hybrid layer an affine map from M₁'s residual to "
               "M₀'s, fitted by ridge least squares on other-domain and other-split sentences, then M₀'s blocks ≥ L "
               "on the mapped residual. It fits the anchors themselves (in-sample recovery R_0 ≈ 0.8) but does not "
               "carry to held-out same-domain rows, whose subject tokens no anchor contains: the basis stays far "
               "below the threshold for every separately trained model, so the retrain oracle stays "
               "`indeterminate`. A map learned from other tokens cannot say where a separately trained model keeps "
-              "a token it has never been shown next to; the hybrids need a shared basis, i.e. M₁ fine-tuned from M₀.", "",
-              "| " + " | ".join(st["table"]["columns"]) + " |", "|" + "---|" * len(st["table"]["columns"])]
-        L += ["| " + " | ".join(r) + " |" for r in st["table"]["rows"]]
+              "a token it has never been shown next to; the hybrids need a shared basis, i.e. M₁ fine-tuned from M₀.",
+                    st["table"]["columns"], st["table"]["rows"])
     own = out / "own_lens.json"
     if own.exists():
         ol = json.loads(own.read_text())
-        L += ["", "**Tried: a tuned lens fitted on M₁ itself** (`python benchmarks/cad_own_lens.py --json "
+        L += _tried("**Tried: a tuned lens fitted on M₁ itself** (`python benchmarks/cad_own_lens.py --json "
               f"{own}`). No M₀ basis needed: per layer an affine map from M₁'s residual to M₁'s final residual, "
               "fitted on the retain, retain-paraphrase and same-domain rows, read through M₁'s own readout; R_L = "
               "lens margin ÷ M₀'s final margin on the same rows. The oracles show nothing on the targeted rows while "
@@ -390,10 +389,9 @@ def report(out: Path, page: Path) -> None:
               "last-block ascent, a known suppression whose hybrids recover the answer fully before the edited "
               "block: a lens fitted on M₁ learns M₁'s own suppression when that is linear. Own-lens evidence "
               "cannot tell erasure from suppression, so the verdict does not use it and the oracle stays "
-              "`indeterminate`.", "",
-              "| model | label | targeted R_L, L = 0..n | same-domain R_L |", "|---|---|---|---|"]
-        L += [f"| {r['model']} | {r['label']} | " + ", ".join(f"{x:.2f}" for x in r["targeted"]) + " | "
-              + ", ".join(f"{x:.2f}" for x in r["same_domain"]) + " |" for r in ol["rows"]]
+              "`indeterminate`.", ["model", "label", "targeted R_L, L = 0..n", "same-domain R_L"],
+                    [[r["model"], r["label"], ", ".join(f"{x:.2f}" for x in r["targeted"]),
+                      ", ".join(f"{x:.2f}" for x in r["same_domain"])] for r in ol["rows"]])
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():
@@ -459,6 +457,12 @@ def report(out: Path, page: Path) -> None:
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
     save_html_many([plot_roc(rocs), plot_hybrid_recovery(curves)], out / "figures.html")
     print(json.dumps(summ, indent=1))
+
+
+def _tried(text: str, columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A "Tried: …" paragraph of the report and its table."""
+    return ["", text, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _met(x: Any, ok: Any) -> str:
