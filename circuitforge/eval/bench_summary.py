@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from circuitforge.eval.relearn import best_recovery
+from circuitforge.eval.relearn import best_recovery, recovery_draws
 from circuitforge.eval.stats import (
     Estimate,
     judge,
@@ -237,13 +237,7 @@ def relearn_reliability(cells: list[dict[str, Any]], bases: dict[str, Any], n_bo
         o = best_recovery(before, att, base, floors)
         if o is None or len(before) < 2:
             continue
-        n = len(before)
-        draws = []
-        for _ in range(n_boot):
-            i = rng.integers(0, n, n)
-            v = best_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
-            if v is not None:
-                draws.append(v)
+        draws = recovery_draws(before, att, base, floors, n_boot, rng)
         if len(draws) >= 2:
             obs.append(o)
             var.append(float(np.var(draws, ddof=1)))

@@ -249,10 +249,25 @@ def best_recovery(before: "np.ndarray", attacked: Mapping[str, "np.ndarray"], ba
     return max(vals) if vals else None
 
 
+def recovery_draws(before: "np.ndarray", attacked: Mapping[str, "np.ndarray"], base_attacked: Mapping[str, "np.ndarray"],
+                   floors: Mapping[str, float], n_boot: int, rng: "np.random.Generator") -> list[float]:
+    """Bootstrap draws of :func:`best_recovery` over the held rows: before, attacked and the base model's
+    attacked outcomes resampled together (row indices drawn from ``rng``), the floor held fixed, the best
+    budget re-chosen in each resample; resamples with nothing to recover are left out."""
+    n = len(before)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        v = best_recovery(before[i], {b: a[i] for b, a in attacked.items()}, {b: a[i] for b, a in base_attacked.items()},
+                          floors)
+        if v is not None:
+            draws.append(v)
+    return draws
+
+
 def recovery_ci(result: "RelearnResult", n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """95% bootstrap CI of the best-budget recovery over the held rows (before, attacked and the base
-    model's attacked outcomes resampled together, the floor held fixed; the best budget re-chosen in each
-    resample). None when recovery is undefined."""
+    """95% bootstrap CI of the best-budget recovery over the held rows (:func:`recovery_draws`). None when
+    recovery is undefined."""
     import numpy as np
 
     before = np.asarray(result.before, float)
@@ -261,13 +276,7 @@ def recovery_ci(result: "RelearnResult", n_boot: int = 1000, seed: int = 0) -> t
     floors = {str(b): result.floor(b) for b in result.settings.budgets}
     if result.recovery is None or len(before) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(before), len(before))
-        v = best_recovery(before[i], {b: a[i] for b, a in att.items()}, {b: a[i] for b, a in base.items()}, floors)
-        if v is not None:
-            draws.append(v)
+    draws = recovery_draws(before, att, base, floors, n_boot, np.random.default_rng(seed))
     if len(draws) < n_boot // 2:
         return None
     return float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))
