@@ -48,78 +48,63 @@ def compute(
 
         def run_rows(b: PromptBatch, bs: int | None) -> C.Scores:
             if stream:
-                return _edges_streamed(handle, b, metric, bs)
+                return _compute(handle, b, metric, level, bs, per_row, row_pairs, stream=True)
             return compute(handle, b, metric, level, bs, per_row, progress, row_pairs)
 
         return M.budgeted(run_rows, batch, memory_budget, handle.device, M.kept_row_bytes(handle, level, per_row))
-    lay = layout_of(handle)
-    acc = C.Accumulator()
     if level == "node" and batch.corrupt is not None and H.post_attention_norms(handle) is None:
         return _node_fast(handle, batch, metric, batch_size, per_row)
-    with H.prepared(handle):
-        ablation = C.ablation_values(handle, batch, batch_size)
-        for ch in C.chunks(batch, metric, batch_size):
-            sub = ch.batch
-            if sub.corrupt is not None:
-                clean = H.run(handle, sub.clean, sub.last, capture=True)
-                prime(metric, clean.last_logits)
-                corr = H.run(handle, sub.corrupt, sub.last, metric=ch.metric, capture=True, grads=True)
-                assert clean.writers is not None and corr.writers is not None and corr.metric is not None
-                delta = clean.writers - corr.writers
-                grads = corr.grads
-                clean_m, corr_m = float(ch.metric(clean.last_logits)), corr.metric
-            else:
-                assert ablation is not None
-                if isinstance(metric, NegKL):
-                    prime(metric, H.run(handle, sub.clean, sub.last).last_logits)
-                clean = H.run(handle, sub.clean, sub.last, metric=ch.metric, capture=True, grads=True)
-                assert clean.writers is not None and clean.metric is not None
-                delta = clean.writers - ablation
-                grads = clean.grads
-                clean_m, corr_m = clean.metric, C.ablated_metric(handle, ch, ablation, None)
-            assert grads is not None
-            accumulate(acc, lay, delta, grads, level, per_row, ch.weight, len(sub), row_pairs)
-            acc.add("clean", clean_m, ch.weight)
-            acc.add("corrupt", corr_m, ch.weight)
-            del clean, delta, grads   # not alive during the next chunk's passes
-            if sub.corrupt is not None:
-                del corr
-    return finish(acc, level, per_row)
+    return _compute(handle, batch, metric, level, batch_size, per_row, row_pairs, stream=False)
 
 
-def _edges_streamed(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, batch_size: int | None) -> C.Scores:
-    """Edge-level EAP with streamed reader gradients (:class:`~circuitforge.attribution.memory.EdgeSink`);
-    node scores are the edge scores' row sums (a writer's outgoing edges sum to its node score)."""
+def _compute(handle: ModelHandle, batch: PromptBatch, metric: MetricFn, level: str, batch_size: int | None,
+             per_row: bool, row_pairs: tuple[torch.Tensor, torch.Tensor] | None, stream: bool) -> C.Scores:
+    """The EAP loop. ``stream`` (edge level, no per-row scores): reader gradients are folded into the edge
+    scores as the backward pass reaches them (:class:`~circuitforge.attribution.memory.EdgeSink`; Δa formed
+    in the captured buffer, the clean writers released before the gradient pass), and node scores are the
+    edge scores' row sums (a writer's outgoing edges sum to its node score)."""
     lay = layout_of(handle)
     acc = C.Accumulator()
     with H.prepared(handle):
         ablation = C.ablation_values(handle, batch, batch_size)
         for ch in C.chunks(batch, metric, batch_size):
             sub = ch.batch
-            edges = torch.zeros(len(lay.writers), len(lay.readers))
+            edges = torch.zeros(len(lay.writers), len(lay.readers)) if stream else None
+            sink: M.EdgeSink | None = None
             if sub.corrupt is not None:
                 clean = H.run(handle, sub.clean, sub.last, capture=True)
                 prime(metric, clean.last_logits)
                 clean_m = float(ch.metric(clean.last_logits))
-                sink = M.EdgeSink(lay, edges, clean=clean.writers)
+                clean_w = clean.writers
+                assert clean_w is not None
                 del clean
-                corr = H.run(handle, sub.corrupt, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
-                assert corr.metric is not None
-                corr_m = corr.metric
+                if edges is not None:   # the sink holds the only reference: released once Δa is formed
+                    sink, clean_w = M.EdgeSink(lay, edges, clean=clean_w), None
+                run = H.run(handle, sub.corrupt, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
+                assert run.metric is not None
+                corr_m = run.metric
+                delta = None if clean_w is None or run.writers is None else clean_w - run.writers
             else:
                 assert ablation is not None
                 if isinstance(metric, NegKL):
                     prime(metric, H.run(handle, sub.clean, sub.last).last_logits)
-                sink = M.EdgeSink(lay, edges, ablation=ablation)
-                cl = H.run(handle, sub.clean, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
-                assert cl.metric is not None
-                clean_m, corr_m = cl.metric, C.ablated_metric(handle, ch, ablation, None)
-            del sink
-            acc.add("node", edges.sum(1), ch.weight)
-            acc.add("edge", edges, ch.weight)
+                if edges is not None:
+                    sink = M.EdgeSink(lay, edges, ablation=ablation)
+                run = H.run(handle, sub.clean, sub.last, metric=ch.metric, capture=True, grads=True, sink=sink)
+                assert run.metric is not None
+                clean_m, corr_m = run.metric, C.ablated_metric(handle, ch, ablation, None)
+                delta = None if sink is not None or run.writers is None else run.writers - ablation
+            if edges is not None:
+                del sink
+                acc.add("node", edges.sum(1), ch.weight)
+                acc.add("edge", edges, ch.weight)
+            else:
+                assert delta is not None and run.grads is not None
+                accumulate(acc, lay, delta, run.grads, level, per_row, ch.weight, len(sub), row_pairs)
             acc.add("clean", clean_m, ch.weight)
             acc.add("corrupt", corr_m, ch.weight)
-    return finish(acc, "edge", False)
+            del run, delta   # not alive during the next chunk's passes
+    return finish(acc, level, per_row)
 
 
 def accumulate(

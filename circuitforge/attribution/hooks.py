@@ -211,7 +211,8 @@ def run(
         def fn(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
             s = to_stack(x, slot)
             new = reader_fn(slot, s) if reader_fn is not None else None
-            if grads and shared is not None and sink is not None:
+            if shared is not None:   # streamed: one shared zero leaf, the gradient handed on at this tensor
+                assert sink is not None
                 new = (s if new is None else new) + shared.to(s.device, s.dtype)
                 new.register_hook(lambda g, slot=slot: sink.grad(slot, g))
             elif grads:
@@ -265,7 +266,8 @@ def run(
         if metric is not None:
             m = metric(ll)
             out.metric = float(m.detach())
-            if grads and shared is not None and sink is not None:
+            if shared is not None:
+                assert sink is not None
                 sink.writers_ready(torch.cat(captured, 0) if capture else None)
                 captured.clear()
                 torch.autograd.grad(m, [shared], allow_unused=True)
