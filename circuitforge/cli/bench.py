@@ -72,6 +72,10 @@ def bench_cmd(
     from circuitforge._provenance import write_text_atomic
     from circuitforge.eval.bench import BenchConfig, run_bench, with_subset
 
+    if workers < 1:
+        from circuitforge.errors import CircuitForgeError
+
+        raise CircuitForgeError(f"--workers must be at least 1, not {workers}")
     cfg = with_subset(BenchConfig.from_toml(config), methods, splits, seeds)
     if device is not None or dtype is not None:
         import dataclasses
@@ -83,10 +87,6 @@ def bench_cmd(
             st.update(msg)
             console.print(msg)
 
-        if workers < 1:
-            from circuitforge.errors import CircuitForgeError
-
-            raise CircuitForgeError(f"--workers must be at least 1, not {workers}")
         res = run_bench(cfg, out_dir, command="circuitforge " + " ".join(sys.argv[1:]), progress=say,
                         max_cells=max_cells, workers=workers)
     write_text_atomic(out_dir / "report.html", report_html(res))
