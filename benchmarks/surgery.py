@@ -24,7 +24,7 @@ import time
 import torch
 
 
-def splits(targets: int, same: int, general: int):  # type: ignore[no-untyped-def]
+def splits(targets: int, same: int, general: int, heldout: int = 0):  # type: ignore[no-untyped-def]
     from circuitforge.data import load_task
 
     forget, para, gen = load_task("builtin:forget"), load_task("builtin:forget_paraphrase"), load_task("builtin:retain_general")
@@ -37,11 +37,16 @@ def splits(targets: int, same: int, general: int):  # type: ignore[no-untyped-de
     s_idx = [rest[int(k * len(rest) / same)] for k in range(min(same, len(rest)))]
     g_idx = [int(k * len(gen) / general) for k in range(min(general, len(gen)))]
     p_idx = [i for i, it in enumerate(para.items) if it.answer in t_ans]
+    # same-domain facts no method sees (not in the retain set): does sparing the retain rows generalise?
+    left = [i for i in rest if i not in s_idx]
+    h_idx = [left[int(k * len(left) / heldout)] for k in range(min(heldout, len(left)))] if heldout else []
+    held = {"same_heldout": forget.subset(h_idx, name=f"forget[same-domain held out {len(h_idx)}]")} if h_idx else {}
     return {
         "targets": forget.subset(t_idx, name=f"forget[targets {len(t_idx)}]"),
         "same_domain": forget.subset(s_idx, name=f"forget[same-domain retain {len(s_idx)}]"),
         "general": gen.subset(g_idx, name=f"retain_general[{len(g_idx)}]"),
         "paraphrase": para.subset(p_idx, name=f"forget_paraphrase[of targets {len(p_idx)}]"),
+        **held,
     }
 
 
@@ -51,6 +56,8 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=32)
     ap.add_argument("--same", type=int, default=32)
     ap.add_argument("--general", type=int, default=32)
+    ap.add_argument("--heldout", type=int, default=0,
+                    help="same-domain rows kept out of every method's retain set, evaluated as same_heldout")
     ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--out", default=None)
@@ -69,7 +76,7 @@ def main() -> None:
     from circuitforge.surgery import parse_settings, settings_class, unlearn
 
     base = load(args.model)
-    sets = splits(args.targets, args.same, args.general)
+    sets = splits(args.targets, args.same, args.general, args.heldout)
     retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
     forget = sets["targets"]
 
@@ -78,7 +85,7 @@ def main() -> None:
 
     out: dict = {"model": args.model, "command": "python benchmarks/surgery.py " + " ".join(
         f"--{k} {v}" for k, v in (("targets", args.targets), ("same", args.same), ("general", args.general),
-                                  ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
+                                  ("heldout", args.heldout), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
         "sets": {k: {"rows": len(t), "sha256": t.sha256} for k, t in sets.items()}, "results": []}
     q = quantized_copy(base, "nf4")
     row0 = {"method": "base", **accs(base, "fp"), **accs(q, "nf4")}
@@ -113,7 +120,7 @@ def main() -> None:
         if method == "mansu":
             c = res.diagnostics["circuit"]
             row["circuit"] = {k: c.get(k) for k in ("level", "faithfulness", "reached", "message", "n_heads", "n_neurons",
-                                                  "neurons_per_layer", "curve")}
+                                                  "neurons_per_layer", "curve", "contrast")}
             row["circuit"]["n_components"] = len(c["nodes"])
             row["retain_output_change_max"] = res.diagnostics["retain_output_change_max"]
             row["retain_output_bound"] = res.diagnostics["retain_output_bound"]
@@ -133,8 +140,9 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
     lines = [f"model {out['model']}; " + ", ".join(f"{k} {v['rows']} rows" for k, v in out["sets"].items())
              + "; NF4 = bitsandbytes round trip", "",
              "| method | targets fp / NF4 | paraphrases fp / NF4 | same-domain retain fp / NF4 | general retain fp / NF4 "
-             "| mask / edited (share of linear) | code-flip rate | retain-output change (max / bound) | stop | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             + ("| same-domain held out fp / NF4 " if "same_heldout" in out["sets"] else "")
+             + "| mask / edited (share of linear) | code-flip rate | retain-output change (max / bound) | stop | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "same_heldout" in out["sets"] else "")]
     for r in out["results"]:
         def pair(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
             return f"{r[k + '_fp']:.3f} / {r[k + '_nf4']:.3f}"
@@ -143,8 +151,9 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
         flip = "—" if r.get("code_flip_rate") is None else f"{r['code_flip_rate']:.3f}"
         oc = "—" if "retain_output_change_max" not in r else f"{r['retain_output_change_max']:.4f} / {r['retain_output_bound']}"
         wall = "—" if "wall_s" not in r else f"{r['wall_s']:.0f}"
+        held = f"| {pair('same_heldout')} " if "same_heldout" in out["sets"] else ""
         lines.append(f"| {r['method']} | {pair('targets')} | {pair('paraphrase')} | {pair('same_domain')} | {pair('general')} "
-                     f"| {share} | {flip} | {oc} | {r.get('stop_reason', '—')} | {wall} |")
+                     f"{held}| {share} | {flip} | {oc} | {r.get('stop_reason', '—')} | {wall} |")
     return "\n".join(lines)
 
 

@@ -151,19 +151,55 @@ def budget_units(graph: NeuronGraph, head_weights: int, neuron_weights: int, bud
     return sel[:nh].view(graph.head_scores.shape), sel[nh:].view(graph.neuron_scores.shape)
 
 
+def contrast_graph(forget: NeuronGraph, retain: NeuronGraph, weight: float) -> NeuronGraph:
+    """Selection scores specific to the forget task: ``s_u = |f_u| / Σ|f| − weight · |r_u| / Σ|r|`` (each
+    unit's share of the forget attribution minus ``weight`` times its share of the retain attribution,
+    both graphs of the same model and units); units with ``s_u ≤ 0`` — at least as important to the retain
+    rows, relative to the rest, as to the forget rows — become NaN (never selected). The returned graph's
+    scores are these non-negative selection scores, not attributions (``method`` says so)."""
+    if forget.head_scores.shape != retain.head_scores.shape or forget.neuron_scores.shape != retain.neuron_scores.shape:
+        raise CircuitForgeError("forget and retain neuron graphs must score the same units")
+    if weight < 0:
+        raise CircuitForgeError(f"the contrast weight must be >= 0, not {weight}")
+
+    def share(g: NeuronGraph) -> torch.Tensor:
+        a = torch.nan_to_num(g.flat(), nan=0.0).abs()
+        total = float(a.sum())
+        if total <= 0:
+            raise CircuitForgeError("a neuron graph with no nonzero score cannot be contrasted")
+        return a / total
+
+    s = share(forget) - weight * share(retain)
+    s = torch.where(forget.flat().isnan() | (s <= 0), torch.tensor(float("nan")), s)
+    nh = forget.head_scores.numel()
+    return NeuronGraph(s[:nh].view(forget.head_scores.shape), s[nh:].view(forget.neuron_scores.shape),
+                       method=f"contrast({forget.method})",
+                       settings={**forget.settings, "contrast_weight": weight, "contrast_task": retain.task},
+                       model=forget.model, task=forget.task, clean_metric=forget.clean_metric,
+                       corrupt_metric=forget.corrupt_metric)
+
+
 def budget_neuron_circuit(handle: ModelHandle, task: Task, max_weight_share: float, faithfulness: float = 0.8,
                           method: str = "eap-ig", ig_steps: int = 3, baselines: bool = True, seed: int = 0,
-                          batch_size: int | None = 32) -> Circuit:
+                          batch_size: int | None = 32, contrast: Task | None = None,
+                          contrast_weight: float = 1.0) -> Circuit:
     """The heads and neurons with the largest ``|score|`` per weight within ``max_weight_share`` of the
     linear weights (:func:`budget_units`), with its measured node-ablation faithfulness (``reached`` is
     whether it meets ``faithfulness``; the message says which) and same-size baselines.
 
     This is the *edit set* for surgery when the minimal faithful circuit is most of the model: on
     SmolLM2-135M the circuit at faithfulness 0.8 holds 224 of 270 heads and 18,238 of 46,080 neurons
-    (50% of the linear weights); fact recall there is not sparse under node ablation."""
+    (50% of the linear weights); fact recall there is not sparse under node ablation.
+
+    With ``contrast`` (rows the edit must spare, e.g. untargeted facts of the same domain; counterfactual
+    corrupt prompts needed) units are ranked by :func:`contrast_graph` of the two attributions instead of
+    the forget |score|, so units that carry the contrast rows as much as the forget rows are left out."""
     from circuitforge.models.weights import linear_weight_count
 
     graph = attribute_neurons(handle, task, method=method, ig_steps=ig_steps, batch_size=batch_size)
+    if contrast is not None:
+        other = attribute_neurons(handle, contrast, method=method, ig_steps=ig_steps, batch_size=batch_size)
+        graph = contrast_graph(graph, other, contrast_weight)
     hw, nw = unit_weights(handle)
     n_linear = linear_weight_count(handle)
     keep = budget_units(graph, hw, nw, int(max_weight_share * n_linear))
@@ -172,9 +208,12 @@ def budget_neuron_circuit(handle: ModelHandle, task: Task, max_weight_share: flo
         raise CircuitForgeError(f"no head or neuron fits in {max_weight_share:.2%} of the linear weights")
     ev = NeuronEvaluator(handle, task, graph.settings.get("metric"), batch_size)
     f = ev.faithfulness(keep)
-    circ = to_circuit(handle, graph, keep, {"kind": "budget", "target": faithfulness,
-                                            "max_weight_share": max_weight_share,
-                                            "weight_share_bound": (nh * hw + nn_ * nw) / n_linear})
+    sel: dict[str, Any] = {"kind": "budget", "target": faithfulness, "max_weight_share": max_weight_share,
+                           "weight_share_bound": (nh * hw + nn_ * nw) / n_linear}
+    if contrast is not None:
+        sel["contrast"] = {"weight": contrast_weight, "task": contrast.identity(),
+                           "excluded_units": int(graph.flat().isnan().sum())}
+    circ = to_circuit(handle, graph, keep, sel)
     circ.faithfulness, circ.reached = f, f >= faithfulness
     circ.curve = [{"n": nh + nn_, "n_heads": nh, "n_neurons": nn_, "faithfulness": f}]
     circ.message = (f"{nh} heads + {nn_} neurons within {max_weight_share:.1%} of the linear weights: "

@@ -71,6 +71,13 @@ class MANSUSettings:
             weights, so the default edits a budgeted part of it).
         circuit_faithfulness, circuit_method, circuit_ig_steps, circuit_rows: the circuit search on the
             first ``circuit_rows`` forget rows.
+        circuit_contrast: λ ≥ 0. With λ > 0 (neuron level, budgeted edit set) units are ranked by their share
+            of the forget |attribution| minus λ × their share of the retain |attribution| (``circuit_rows``
+            retain rows evenly spaced over the retain set, which need counterfactual corrupt prompts), and units with a
+            non-positive difference are never edited
+            (:func:`~circuitforge.circuits.neurons.contrast_graph`): the edit set leaves out what the retain
+            rows — e.g. untargeted facts of the forget domain — rely on as much as the forget rows. 0: the
+            forget attribution alone.
         forget_loss: forget objective: ``margin`` (push the answer below its best distractor by
             ``margin`` nats), ``npo`` (β = ``beta``) or ``ga``.
         max_output_change: bound on every edited matrix's relative retain-output change
@@ -99,6 +106,7 @@ class MANSUSettings:
     circuit_method: Literal["eap-ig", "eap"] = "eap-ig"
     circuit_ig_steps: int = 3
     circuit_rows: int = 32
+    circuit_contrast: float = 0.0
     forget_loss: Literal["margin", "npo", "ga"] = "margin"
     margin: float = 1.0
     beta: float = 0.1
@@ -120,6 +128,9 @@ class MANSUSettings:
         check(0 < self.circuit_faithfulness <= 1, "circuit_faithfulness must be in (0, 1]")
         check(self.circuit_budget is None or 0 < self.circuit_budget <= 1, "circuit_budget must be in (0, 1] or None")
         check(self.circuit_ig_steps >= 1 and self.circuit_rows >= 1, "circuit_ig_steps and circuit_rows must be ≥ 1")
+        check(self.circuit_contrast >= 0, "circuit_contrast must be ≥ 0")
+        check(self.circuit_contrast == 0 or (self.circuit_level == "neuron" and self.circuit_budget is not None),
+              "circuit_contrast needs circuit_level='neuron' and a circuit_budget")
         check(self.margin >= 0 and self.beta > 0, "margin must be ≥ 0 and beta > 0")
         check(self.max_output_change > 0, "max_output_change must be > 0")
         check(self.max_retain_nll_increase is None or self.max_retain_nll_increase > 0, "max_retain_nll_increase must be > 0")
@@ -136,16 +147,34 @@ class MANSUSettings:
 Settings = MANSUSettings
 
 
-def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """The forget circuit's (budgeted or minimal faithful) finest-resolution component ids and a summary of it."""
+def spread(task: Task, n: int) -> Task:
+    """``n`` rows of ``task`` evenly spaced over it (all rows when it has at most ``n``): a retain set made
+    of parts — same-domain facts, then general ones — is sampled from every part."""
+    if len(task) <= n:
+        return task
+    return task.subset([k * len(task) // n for k in range(n)])
+
+
+def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings,
+                 retain: Task | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The forget circuit's (budgeted or minimal faithful) finest-resolution component ids and a summary of it
+    (with ``s.circuit_contrast > 0``: contrasted against ``circuit_rows`` rows spread over ``retain``)."""
     from circuitforge.circuits import CircuitSearch
-    from circuitforge.circuits.neurons import NeuronCircuitSearch, edit_nodes
+    from circuitforge.circuits.neurons import NeuronCircuitSearch, budget_neuron_circuit, edit_nodes
 
     kw: dict[str, Any] = dict(method=s.circuit_method, ig_steps=s.circuit_ig_steps,
                               faithfulness=s.circuit_faithfulness, rows=s.circuit_rows)
     spec: Any = (NeuronCircuitSearch(**kw, max_weight_share=s.circuit_budget) if s.circuit_level == "neuron"
                  else CircuitSearch(**kw))
-    c = spec.find(handle, forget)
+    if s.circuit_contrast > 0:
+        if retain is None or len(retain) == 0:
+            raise CircuitForgeError("circuit_contrast needs retain rows")
+        assert s.circuit_budget is not None
+        c = budget_neuron_circuit(handle, spec.task(forget), s.circuit_budget, faithfulness=s.circuit_faithfulness,
+                                  method=s.circuit_method, ig_steps=s.circuit_ig_steps,
+                                  contrast=spread(retain, s.circuit_rows), contrast_weight=s.circuit_contrast)
+    else:
+        c = spec.find(handle, forget)
     nodes = tuple(edit_nodes(c))
     if not nodes:
         raise CircuitForgeError("the minimal circuit has no components to edit")
@@ -155,10 +184,12 @@ def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings) -> tuple[t
     if s.circuit_level == "neuron":
         info.update(n_heads=c.selection["n_heads"], n_neurons=c.selection["n_neurons"],
                     neurons_per_layer=c.selection["neurons_per_layer"])
+    if "contrast" in c.selection:
+        info["contrast"] = c.selection["contrast"]
     return nodes, info
 
 
-def _circuit(handle: ModelHandle, forget: Task, s: MANSUSettings, circuit: "Circuit | None",
+def _circuit(handle: ModelHandle, forget: Task, retain: Task, s: MANSUSettings, circuit: "Circuit | None",
              ) -> tuple[tuple[str, ...], dict[str, Any]]:
     if circuit is not None:
         from circuitforge.circuits.neurons import edit_nodes, is_neuron_circuit
@@ -168,7 +199,7 @@ def _circuit(handle: ModelHandle, forget: Task, s: MANSUSettings, circuit: "Circ
                        "faithfulness": circuit.faithfulness, "message": circuit.message, "n_edges": circuit.n_edges}
     if s.circuit_nodes is not None:
         return tuple(s.circuit_nodes), {"source": "circuit_nodes setting"}
-    return find_circuit(handle, forget, s)
+    return find_circuit(handle, forget, s, retain)
 
 
 def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor],
@@ -219,7 +250,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     s = make_settings(MANSUSettings, **settings)
     r = Run.start(handle)
     e = r.edited
-    nodes, circ_info = _circuit(e, forget, s, circuit)
+    nodes, circ_info = _circuit(e, forget, retain, s, circuit)
     if circuit is not None:
         s = make_settings(MANSUSettings, **{**settings, "circuit_nodes": nodes})
     mask, units = circuit_mask(e, nodes)

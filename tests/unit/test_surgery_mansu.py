@@ -220,3 +220,23 @@ def test_quantized_stop_rule_records_and_meets_the_nf4_target(mansu):
     assert all("forget_acc_nf4" in x for x in h if "forget_acc" in x)
     assert mansu.stop_reason == "forget_target_reached", h
     assert h[-1]["forget_acc_nf4"] <= 0.25 and h[-1]["forget_acc"] <= 0.25
+
+
+def test_contrast_edit_set_leaves_out_excluded_units(tiny_facts, forget_task, retain_task):
+    """``circuit_contrast``: the edit set is ranked against the retain attribution; no unit that the retain
+    rows rely on as much as the forget rows is in it, nothing outside its mask moves, and it still forgets."""
+    from circuitforge.attribution.neurons import attribute_neurons
+    from circuitforge.circuits.neurons import contrast_graph
+    from circuitforge.surgery.mansu import spread
+
+    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", circuit_contrast=1.0, **FAST)
+    info = r.diagnostics["circuit"]["contrast"]
+    assert info["weight"] == 1.0 and info["excluded_units"] > 0 and info["task"]["n"] == 16
+    assert r.stop_reason == "forget_target_reached" and r.diagnostics["final"]["retain_acc"] >= 0.9
+    assert r.mask_stats["n_changed_outside_mask"] == 0 and r.mask_stats["n_changed"] > 0
+    g = contrast_graph(attribute_neurons(tiny_facts, forget_task.head(16), method="eap"),
+                       attribute_neurons(tiny_facts, spread(retain_task, 16), method="eap"), 1.0)
+    excluded = {u for u, v in zip(g.units(), g.flat().tolist(), strict=True) if v != v}
+    assert excluded and not excluded & set(r.diagnostics["circuit"]["nodes"])
+    with pytest.raises(CircuitForgeError, match="circuit_contrast"):
+        unlearn(tiny_facts, forget_task, retain_task, method="mansu", circuit_contrast=1.0, circuit_level="node")
