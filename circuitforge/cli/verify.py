@@ -103,6 +103,7 @@ def verify_cmd(
         if max_relearn is not None:   # recovery undefined = nothing was forgotten: forgetting already fails
             rl["threshold"] = max_relearn
             rl["pass"] = relearn_gate(rl, max_relearn)
+            rl["call"] = relearn_call(rl, max_relearn)
             passed = passed and rl["pass"]
             d["pass"] = passed
         ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""
@@ -113,7 +114,8 @@ def verify_cmd(
             out.print("[yellow]note: CAD's `erasure` says the answer is no longer readable from the residual stream; "
                       "the relearning attack brings part of it back, so the knowledge is not gone from the weights")
         if max_relearn is not None:
-            out.print(f"relearning recovery ≤ {max_relearn:.2f}: {'pass' if rl['pass'] else '[red]FAIL'}; "
+            out.print(f"relearning recovery ≤ {max_relearn:.2f}: {'pass' if rl['pass'] else '[red]FAIL'} "
+                      f"(from the CI: {rl['call']}); "
                       f"overall: {'PASS' if passed else 'FAIL'}")
     write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": a.relearn} if json_path else None)
     if html_path:
@@ -129,3 +131,16 @@ def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-
     """``--max-relearn``: pass when the relearning recovery is at most ``threshold`` (undefined recovery —
     nothing was forgotten — passes here; the forgetting property fails such a model)."""
     return relearn["recovery"] is None or relearn["recovery"] <= threshold
+
+
+def relearn_call(relearn: dict, threshold: float) -> str:  # type: ignore[type-arg]
+    """The ``--max-relearn`` property judged from the recovery's bootstrap CI like the four properties
+    (:func:`circuitforge.eval.stats.judge`): ``pass`` when the whole CI is ≤ ``threshold``, ``fail`` when
+    it is all above, else ``undecided`` (also without a CI; an undefined recovery — nothing forgotten —
+    is ``pass`` here as in :func:`relearn_gate`)."""
+    from circuitforge.eval.stats import Estimate, judge
+
+    if relearn["recovery"] is None:
+        return "pass"
+    lo, hi = relearn.get("ci") or (None, None)
+    return judge(Estimate(relearn["recovery"], lo, hi, int(relearn.get("n_held", 0)), 1), threshold, "<=")

@@ -176,3 +176,17 @@ def test_max_relearn_turns_the_attack_into_a_gate():
     assert relearn_gate({"recovery": 0.95}, 0.5) is False
     assert relearn_gate({"recovery": 0.2}, 0.5) is True
     assert relearn_gate({"recovery": None}, 0.5) is True   # nothing forgotten: forgetting fails instead
+
+
+def test_max_relearn_call_comes_from_the_ci():
+    """The gate's pass / fail / undecided from the recovery CI, as the four properties are judged: the
+    GradDiff checkpoint of docs/verify.md (0.95 [0.86, 1.07]) fails a 0.5 gate, a CI straddling it is
+    undecided whatever the point estimate says."""
+    from circuitforge.cli.verify import relearn_call
+
+    assert relearn_call({"recovery": 0.95, "ci": [0.86, 1.07], "n_held": 64}, 0.5) == "fail"
+    assert relearn_call({"recovery": 0.45, "ci": [0.30, 0.62], "n_held": 24}, 0.5) == "undecided"
+    assert relearn_call({"recovery": 0.55, "ci": [0.42, 0.66], "n_held": 24}, 0.5) == "undecided"
+    assert relearn_call({"recovery": 0.10, "ci": [-0.05, 0.31], "n_held": 24}, 0.5) == "pass"
+    assert relearn_call({"recovery": 0.10, "n_held": 24}, 0.5) == "undecided"   # no CI: nothing decided
+    assert relearn_call({"recovery": None}, 0.5) == "pass"
