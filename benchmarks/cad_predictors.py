@@ -1,0 +1,166 @@
+"""Which stored evidence predicts relearning? An exploratory table over finished benchmark cells (issue 12).
+
+For every run that forgot (forget drop ≥ the benchmark's threshold) with a defined relearning recovery,
+each quantity the cell already stores — the CAD verdict's erasure score E and its parts, the paper's CAD,
+the hybrid curves, behaviour on paraphrases and same-domain facts, the update size — is rank-correlated
+with the floored relearning recovery: Spearman ρ with a 95% bootstrap CI over runs, and the partial ρ with
+the forget drop controlled (``circuitforge.eval.stats.spearman_ci``). Nothing is recomputed; every number
+comes from the cells' JSON.
+
+Exploratory: a dozen candidates on the same runs, so one CI excluding 0 by chance is expected about half
+the time at this n; read it as where to look next, not as a validated score. The ceiling any score can
+reach is the relearning measure's own reliability (``claims.verdict_score.measured.relearn_reliability``
+in results.json).
+
+    python benchmarks/cad_predictors.py --results docs/results/unlearning \
+        --results docs/results/unlearning-gemma3-270m --out docs/results/cad_predictors.json
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Cell = dict[str, Any]
+
+
+def _mean(xs: list[float] | None) -> float | None:
+    xs = [x for x in (xs or []) if x is not None and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def _acc(c: Cell, key: str) -> float | None:
+    v = c["correct"].get(key)
+    return float(np.mean(v)) if v else None
+
+
+# name -> (what it is, function of a cell, sign expected if it measured erasure: "-" = higher means less relearning)
+FEATURES: dict[str, tuple[str, Callable[[Cell], float | None], str]] = {
+    "erasure_score": ("the verdict's erasure score E", lambda c: c["scorecard"]["cad"].get("erasure_score"), "-"),
+    "paper_cad": ("the paper's CAD value", lambda c: c["scorecard"]["cad"].get("value"), "-"),
+    "behavioural_cad": ("CAD's behavioural value", lambda c: c["scorecard"]["cad"].get("behavioural_value"), "-"),
+    "own_forget_ratio": ("M1's own forget metric ÷ M0's", lambda c: c["scorecard"]["cad"].get("own_forget_ratio"), "+"),
+    "suppression_share": ("CAD's suppression share", lambda c: c["scorecard"]["cad"].get("suppression_share"), "+"),
+    "hybrid_area": ("mean hybrid recovery R_L over L ≥ 1 (M1 below L, M0 above)",
+                    lambda c: _mean((c["scorecard"]["cad"].get("hybrid_recovery_forget") or [])[1:]), "+"),
+    "reverse_hybrid_area": ("mean reverse-hybrid recovery (M0 below L, M1 above)",
+                            lambda c: _mean(c["scorecard"]["cad"].get("reverse_hybrid_recovery_forget")), "+"),
+    "paraphrase_acc": ("accuracy on paraphrases of the targeted facts", lambda c: _acc(c, "paraphrase"), "+"),
+    "same_domain_acc": ("accuracy on untargeted same-domain facts", lambda c: _acc(c, "retain_same"), "?"),
+    "forget_acc": ("forget accuracy (fp)", lambda c: _acc(c, "forget"), "+"),
+    "ptq_gap": ("quantized − fp forget accuracy", lambda c: c["scorecard"]["properties"]["ptq_gap"]["value"], "+"),
+    "log_bin_ratio": ("log10 median NF4 bin width ÷ |Δθ| (update smallness)",
+                      lambda c: math.log10(c["median_binwidth_to_update_ratio"])
+                      if c.get("median_binwidth_to_update_ratio") else None, "+"),
+}
+
+
+def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
+    """The cells that forgot with a defined relearning recovery, each tagged with its benchmark."""
+    out, meta = [], {}
+    for d in results_dirs:
+        with open(os.path.join(d, "results.json")) as f:
+            res = json.load(f)
+        thr = float(res["thresholds"]["min_forget_drop"])
+        meta[d] = {"model": res["model"], "min_forget_drop": thr,
+                   "relearn_reliability": res["claims"].get("verdict_score", {}).get("measured", {}).get("relearn_reliability")}
+        for p in sorted(glob.glob(os.path.join(d, "cells", "*.json"))):
+            with open(p) as f:
+                c = json.load(f)
+            if (c["scorecard"]["properties"]["forgetting"]["value"] or 0) >= thr and c["relearn"]["recovery"] is not None:
+                c["_bench"] = res["model"]
+                out.append(c)
+    return out, meta
+
+
+def within(xs: list[float], groups: list[str]) -> list[float]:
+    """Each value's rank within its group (model/method), centred and scaled to [−0.5, 0.5]: pooled over
+    groups, a Spearman ρ of these asks whether the quantity orders runs *of the same method* by relearning,
+    not only which method was run (the groups' ranks are fixed before the bootstrap, an approximation)."""
+    from scipy.stats import rankdata
+
+    out = [0.0] * len(xs)
+    for g in set(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        if len(idx) < 2:
+            continue
+        rk = rankdata([xs[i] for i in idx])
+        for i, v in zip(idx, rk, strict=True):
+            out[i] = (float(v) - 1) / (len(idx) - 1) - 0.5
+    return out
+
+
+def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
+    from circuitforge.eval.stats import spearman_ci
+
+    out = []
+    for name, (what, f, sign) in FEATURES.items():
+        xs, ys, zs, gs = [], [], [], []
+        for c in cells:
+            x = f(c)
+            if x is None or not math.isfinite(float(x)):
+                continue
+            xs.append(float(x))
+            ys.append(float(c["relearn"]["recovery"]))
+            zs.append(float(c["scorecard"]["properties"]["forgetting"]["value"]))
+            gs.append(f"{c['_bench']}/{c['method']}")
+        if len(xs) < 4:
+            out.append({"feature": name, "what": what, "n": len(xs)})
+            continue
+        r, rp = spearman_ci(xs, ys, n_boot=n_boot), spearman_ci(xs, ys, zs=zs, n_boot=n_boot)
+        wx, wy = within(xs, gs), within(ys, gs)
+        rw = spearman_ci(wx, wy, n_boot=n_boot)
+        out.append({"feature": name, "what": what, "erasure_sign": sign, "n": len(xs),
+                    "spearman": r.to_dict(), "partial_spearman_forget_drop": rp.to_dict(),
+                    "within_method_spearman": rw.to_dict(),
+                    "ci_excludes_0": bool(r.lo is not None and r.hi is not None and (r.lo > 0 or r.hi < 0)),
+                    "meets_target": bool(r.hi is not None and r.hi <= -0.6 if sign == "-" else
+                                         r.lo is not None and r.lo >= 0.6 if sign == "+" else False)})
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    def f(e: dict[str, Any]) -> str:
+        return "–" if e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
+
+    lines = ["| quantity | n | ρ with relearning recovery [95% CI] | partial ρ (forget drop) | within-method ρ "
+             "| sign if it tracked erasure |", "|---|---|---|---|---|---|"]
+    for r in doc["table"]:
+        if "spearman" not in r:
+            lines.append(f"| {r['what']} | {r['n']} | – | – | – | – |")
+            continue
+        lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {f(r['spearman'])} | "
+                     f"{f(r['partial_spearman_forget_drop'])} | {f(r['within_method_spearman'])} | {r['erasure_sign']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", action="append", required=True, help="a benchmark results folder (repeatable)")
+    ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    cells, meta = rows(args.results)
+    by = {m: sum(c["_bench"] == m for c in cells) for m in sorted({c["_bench"] for c in cells})}
+    doc = {"format": "circuitforge.cad_predictors/1",
+           "command": "python benchmarks/cad_predictors.py " + " ".join(f"--results {d}" for d in args.results)
+           + (f" --out {args.out}" if args.out else ""),
+           "benchmarks": meta, "n_runs": len(cells), "runs_per_model": by, "n_boot": args.boot,
+           "runs": [{"model": c["_bench"], "method": c["method"], "split": c["split"], "seed": c["seed"],
+                     "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
+           "table": table(cells, args.boot)}
+    print(f"{len(cells)} runs that forgot ({by})")
+    print(markdown(doc))
+    if args.out:
+        from circuitforge._provenance import write_json_atomic
+
+        write_json_atomic(args.out, doc)
+
+
+if __name__ == "__main__":
+    main()
