@@ -49,6 +49,7 @@ from circuitforge.surgery.mansu_steps import (
     forget_gradient,
     move_cost,
     output_change,
+    retain_fisher,
     retain_inputs,
     verify_code_flips,
 )
@@ -89,6 +90,12 @@ class MANSUSettings:
             moves that best lower the forget answers also lower retain answers.
         max_halvings: after an iteration is rolled back, the same ranked moves are retried with half as
             many, at most this many times in a row (then ``retain_budget_spent``).
+        move_cost: how a candidate move's retain cost ``c_i`` is measured for the ranking ``G_i / (c_i + c̄)``:
+            ``"output"`` (default) its share of the matrix's relative retain-output change
+            (:func:`~circuitforge.surgery.mansu_steps.move_cost`); ``"fisher"`` its second-order retain-NLL
+            cost ``½ F_i δ_i²`` with ``F`` the diagonal empirical Fisher of the retain rows at the base model
+            (:func:`~circuitforge.surgery.mansu_steps.retain_fisher`, one backward pass per retain row).
+            The output bound on the applied edit holds either way.
         kappa: κ > 1, moves are κ NF4 bin widths.
         step_share: at most this share of the mask is edited per iteration.
         max_steps: iterations at most. target_forget_acc: stop when forget accuracy ≤ this.
@@ -114,6 +121,7 @@ class MANSUSettings:
     max_retain_nll_increase: float | None = 0.5
     retain_gradient_filter: bool = True
     max_halvings: int = 4
+    move_cost: Literal["output", "fisher"] = "output"
     kappa: float = 1.1
     step_share: float = 0.01
     max_steps: int = 30
@@ -205,10 +213,12 @@ def _circuit(handle: ModelHandle, forget: Task, retain: Task, s: MANSUSettings, 
 def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor],
                 free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings,
                 retain_grads: dict[str, torch.Tensor] | None = None,
+                fisher: dict[str, torch.Tensor] | None = None,
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Per matrix: the floored candidate moves (zero where not a candidate) and their gain ÷ cost ratio
     (−inf where not a candidate). With ``retain_grads`` (gradient of the retain answer NLL) a move whose
-    first-order retain-NLL change ``∇NLL_retain · δ`` is positive is not a candidate."""
+    first-order retain-NLL change ``∇NLL_retain · δ`` is positive is not a candidate. With ``fisher`` the
+    cost is ``½ F δ²`` instead of the output-change cost."""
     moves, gains, costs = {}, {}, {}
     total, count = 0.0, 0
     for n, p in params.items():
@@ -219,7 +229,7 @@ def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: di
             ok &= retain_grads[n].cpu() * mv <= 0
         moves[n] = torch.where(ok, mv, torch.zeros_like(mv))
         gains[n] = torch.where(ok, gain, torch.zeros_like(gain))
-        costs[n] = move_cost(inp, n, moves[n])
+        costs[n] = 0.5 * fisher[n] * moves[n].float() ** 2 if fisher is not None else move_cost(inp, n, moves[n])
         total += float(costs[n][ok].double().sum())
         count += int(ok.sum())
     floor = total / max(count, 1)  # mean single-move cost of this step's candidates
@@ -259,6 +269,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     n_mask = int(sum(int(m.sum()) for m in mask.values()))
     n_linear = linear_weight_count(e)
     inp = retain_inputs(e, retain, mask, s.chunk_rows)
+    fisher = retain_fisher(e, retain, mask) if s.move_cost == "fisher" else None
     ref_lp = reference_logprob(handle, forget, s.chunk_rows) if s.forget_loss == "npo" else None
     edited = {n: torch.zeros_like(m) for n, m in mask.items()}
     per_step = max(1, math.ceil(s.step_share * n_mask))
@@ -281,7 +292,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
             if s.retain_gradient_filter:  # ∇ of −NLL_retain ("ga" objective), negated: ∇ NLL_retain
                 _, g_r = forget_gradient(e, retain, mask, "ga", chunk=s.chunk_rows)
                 rgrads = {n: -g for n, g in g_r.items()}
-            moves, ratios = _candidates(e, params, grads, free, inp, s, rgrads)
+            moves, ratios = _candidates(e, params, grads, free, inp, s, rgrads, fisher)
             flat = torch.cat([ratios[n].flatten() for n in names])
             ranked = (floss, moves, flat, int((flat > float("-inf")).sum()))
         floss, moves, flat, n_ok = ranked

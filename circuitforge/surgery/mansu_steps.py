@@ -244,6 +244,26 @@ def move_cost(inp: RetainInputs, name: str, move: Float[torch.Tensor, "out in"])
     return move.float() ** 2 * inp.col_sq[name][None, :].to(move.device) / max(inp.out_sq[name], 1e-30)
 
 
+def retain_fisher(handle: ModelHandle, retain: Task, mask: Mask) -> dict[str, Float[torch.Tensor, "out in"]]:
+    """Diagonal empirical Fisher of the retain answer NLL on the masked weights, at the current weights:
+    ``F_i = mean_rows (∂NLL_row / ∂w_i)²`` (zero outside ``mask``; one backward pass per retain row;
+    float32 on the CPU). ``½ F_i δ_i²`` is the second-order retain-NLL cost of moving ``w_i`` by ``δ_i`` on
+    its own — the loss-aware counterpart of :func:`move_cost` (which sees the matrix's inputs but not how
+    much the retain answers depend on each output)."""
+    params = {n: p for n, p in handle.named_parameters().items() if n in mask}
+    names = list(params)
+    fisher = {n: torch.zeros(params[n].shape, dtype=torch.float32) for n in names}
+    with trainable(handle, params):
+        for i in range(len(retain)):
+            b = answer_batch(handle, retain, [i])
+            loss = answer_nll(forward(handle, b.tokens), b)
+            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+            for n, g in zip(names, grads, strict=True):
+                if g is not None:
+                    fisher[n] += (g.detach().float().cpu() * mask[n]) ** 2
+    return {n: f / max(len(retain), 1) for n, f in fisher.items()}
+
+
 def output_change(inp: RetainInputs, name: str, delta: Float[torch.Tensor, "out in"]) -> float:
     """Relative change of the matrix's retain outputs under the weight change ``delta`` (zero outside
     the masked columns): ``sqrt(mean_t ‖Δ x_t‖² / ‖W x_t‖²)`` — the root mean per-token squared relative

@@ -240,3 +240,40 @@ def test_contrast_edit_set_leaves_out_excluded_units(tiny_facts, forget_task, re
     assert excluded and not excluded & set(r.diagnostics["circuit"]["nodes"])
     with pytest.raises(CircuitForgeError, match="circuit_contrast"):
         unlearn(tiny_facts, forget_task, retain_task, method="mansu", circuit_contrast=1.0, circuit_level="node")
+
+
+def test_retain_fisher_is_the_mean_squared_per_row_gradient(tiny_facts, retain_task):
+    """Ground truth by hand for one masked matrix: each retain row's NLL gradient from its own backward pass."""
+    from circuitforge.surgery._common import forward, trainable
+    from circuitforge.surgery.mansu_steps import retain_fisher
+    from circuitforge.surgery.objectives import answer_nll
+
+    rows = retain_task.head(5)
+    name = "model.layers.1.mlp.down_proj.weight"
+    params = tiny_facts.named_parameters()
+    mask = {name: torch.zeros(params[name].shape, dtype=torch.bool)}
+    mask[name][:, :7] = True
+    f = retain_fisher(tiny_facts, rows, mask)
+    want = torch.zeros(params[name].shape)
+    with trainable(tiny_facts, {name: params[name]}):
+        for i in range(len(rows)):
+            b = answer_batch(tiny_facts, rows, [i])
+            answer_nll(forward(tiny_facts, b.tokens), b).backward()
+            want += params[name].grad.detach().float() ** 2
+            params[name].grad = None
+    want = want * mask[name] / len(rows)
+    assert set(f) == {name} and float(want.abs().max()) > 0
+    torch.testing.assert_close(f[name], want, rtol=1e-4, atol=1e-12)
+    assert float(f[name][:, 7:].abs().max()) == 0.0
+
+
+def test_fisher_move_cost_keeps_the_retain_nll_lower_on_the_way(mansu, tiny_facts, forget_task, retain_task):
+    """Ranking moves by their second-order retain-NLL cost (½ F δ²) instead of the output-change cost:
+    the run still reaches its target and no iteration — accepted or rolled back — raises the retain NLL
+    as far as the output-cost run's worst one (measured on tiny-facts: 0.04 vs 1.04 nats)."""
+    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", move_cost="fisher", **FAST)
+    assert r.stop_reason == "forget_target_reached", r.loss_history
+    worst = max(h["retain_nll"] for h in r.loss_history if "retain_nll" in h)
+    worst_output = max(h["retain_nll"] for h in mansu.loss_history if "retain_nll" in h)
+    assert worst < 0.5 * worst_output, (worst, worst_output)
+    assert r.mask_stats["n_changed_outside_mask"] == 0
