@@ -61,11 +61,11 @@ def main() -> None:
     ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--table", default=None, help="only print the markdown table of this results JSON")
+    ap.add_argument("--table", action="append", default=None,
+                    help="only print the markdown table of this results JSON (repeat to merge runs on the same sets)")
     args = ap.parse_args()
     if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)))
+        print(table(merge(args.table)))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -135,6 +135,20 @@ def main() -> None:
     print(table(out))
 
 
+def merge(paths: list[str]) -> dict:  # type: ignore[type-arg]
+    """One results document from several runs on the same row sets (the first run's base row is kept)."""
+    docs = []
+    for p in paths:
+        with open(p) as f:
+            docs.append(json.load(f))
+    first = docs[0]
+    for d in docs[1:]:
+        if d["sets"] != first["sets"] or d["model"] != first["model"]:
+            raise SystemExit(f"--table: the runs were made on different models or row sets ({paths[0]} vs another)")
+    rows = first["results"] + [r for d in docs[1:] for r in d["results"] if r["method"] != "base"]
+    return {**first, "results": rows}
+
+
 def table(out: dict) -> str:  # type: ignore[type-arg]
     """The markdown table of a results JSON (what docs/surgery.md shows)."""
     lines = [f"model {out['model']}; " + ", ".join(f"{k} {v['rows']} rows" for k, v in out["sets"].items())
@@ -152,7 +166,8 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
         oc = "—" if "retain_output_change_max" not in r else f"{r['retain_output_change_max']:.4f} / {r['retain_output_bound']}"
         wall = "—" if "wall_s" not in r else f"{r['wall_s']:.0f}"
         held = f"| {pair('same_heldout')} " if "same_heldout" in out["sets"] else ""
-        lines.append(f"| {r['method']} | {pair('targets')} | {pair('paraphrase')} | {pair('same_domain')} | {pair('general')} "
+        name = r["method"] + (" (" + ", ".join(f"{k}={v}" for k, v in r["settings"].items()) + ")" if r.get("settings") else "")
+        lines.append(f"| {name} | {pair('targets')} | {pair('paraphrase')} | {pair('same_domain')} | {pair('general')} "
                      f"{held}| {share} | {flip} | {oc} | {r.get('stop_reason', '—')} | {wall} |")
     return "\n".join(lines)
 

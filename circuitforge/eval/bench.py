@@ -197,6 +197,19 @@ def method_settings(cfg: BenchConfig, method: str, sweep: dict[str, Any]) -> dic
     return {**cfg.settings.get(method, {}), **chosen}
 
 
+def resolved_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every field of ``method``'s settings with ``settings`` applied over the library's defaults, as JSON
+    values: what a cell records so that a changed library default makes it stale (the overrides alone
+    stay equal when a default changes)."""
+    import dataclasses
+
+    from circuitforge.surgery import settings_class
+    from circuitforge.surgery._common import make_settings
+
+    d = dataclasses.asdict(make_settings(settings_class(method), **settings))  # type: ignore[call-overload]
+    return json.loads(json.dumps(d))  # type: ignore[no-any-return]
+
+
 # ------------------------------------------------------------------------------------------ per split
 
 
@@ -269,6 +282,7 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
                            unknown=split.unknown if len(split.unknown) else None, base_attacked=curve)
     return {
         "method": method, "split": split.name, "seed": seed, "settings": settings,
+        "resolved_settings": resolved_settings(method, settings),
         "scorecard": a.scorecard.to_dict(), "correct": correct, "relearn": rl.to_dict(),
         "median_binwidth_to_update_ratio": diag.get("median_binwidth_to_update_ratio"),
         "code_flip_rate": diag.get("code_flip_rate"), "changed_share": diag.get("changed_share"),
@@ -343,13 +357,16 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
 
 def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: int,
                   sweep: dict[str, Any]) -> dict[str, Any] | None:
-    """The finished cell, when its file exists with this config version and these settings."""
+    """The finished cell, when its file exists with this config version and these settings (and, when it
+    recorded them, the same resolved settings: a cell made under other library defaults is recomputed)."""
     path = out_dir / "cells" / f"{method}-{sp}-seed{seed}.json"
     if not path.exists():
         return None
     cell = json.loads(path.read_text())
     settings = json.loads(json.dumps(method_settings(cfg, method, sweep)))
     ok = cell.get("config_version") == cfg.version and cell.get("settings") == settings
+    # cells written before resolved settings were recorded are reused on their overrides alone
+    ok = ok and cell.get("resolved_settings", resolved_settings(method, settings)) == resolved_settings(method, settings)
     return cell if ok else None
 
 

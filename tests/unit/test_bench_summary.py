@@ -124,3 +124,31 @@ def test_cell_recovery_matches_the_stored_cells():
                             {b: np.asarray(base["relearn_curve"][b], float) for b in att},
                             {b: float(r["floor_by_budget"][b]) for b in att})
         assert got == pytest.approx(r["recovery"], abs=1e-9), f
+
+
+def test_a_cell_made_under_other_library_defaults_is_recomputed(tmp_path):
+    """Cells record the resolved settings (every field, defaults included); a cell whose resolved settings
+    differ from today's — a library default changed, the config's overrides did not — is not reused. A
+    cell written before they were recorded is reused on its overrides (the committed benchmark's cells)."""
+    import json
+    from pathlib import Path
+
+    from circuitforge.eval.bench import BenchConfig, _cell_or_none, resolved_settings
+
+    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "integration" / "bench_tiny.toml")
+    (tmp_path / "cells").mkdir()
+    now = resolved_settings("mansu", {})
+    assert now["step_share"] > 0 and "move_cost" in now
+    path = tmp_path / "cells" / "mansu-split0-seed0.json"
+
+    def write(**extra):
+        path.write_text(json.dumps({"method": "mansu", "config_version": cfg.version,
+                                    "settings": cfg.settings.get("mansu", {}), **extra}))
+
+    overrides = cfg.settings.get("mansu", {})
+    write(resolved_settings=resolved_settings("mansu", overrides))
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is not None
+    write(resolved_settings={**resolved_settings("mansu", overrides), "kappa": 9.0})   # another default then
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
+    write()                                                                              # recorded before
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is not None
