@@ -91,11 +91,14 @@ class MANSUSettings:
         max_halvings: after an iteration is rolled back, the same ranked moves are retried with half as
             many, at most this many times in a row (then ``retain_budget_spent``).
         move_cost: how a candidate move's retain cost ``c_i`` is measured for the ranking ``G_i / (c_i + c̄)``:
-            ``"output"`` (default) its share of the matrix's relative retain-output change
-            (:func:`~circuitforge.surgery.mansu_steps.move_cost`); ``"fisher"`` its second-order retain-NLL
-            cost ``½ F_i δ_i²`` with ``F`` the diagonal empirical Fisher of the retain rows at the base model
-            (:func:`~circuitforge.surgery.mansu_steps.retain_fisher`, one backward pass per retain row).
-            The output bound on the applied edit holds either way.
+            ``"fisher"`` (default) its second-order retain-NLL cost ``½ F_i δ_i²`` with ``F`` the diagonal
+            empirical Fisher of the retain rows at the base model
+            (:func:`~circuitforge.surgery.mansu_steps.retain_fisher`, one backward pass per retain row);
+            ``"output"`` its share of the matrix's relative retain-output change
+            (:func:`~circuitforge.surgery.mansu_steps.move_cost`; the default before 2026-11-30). The output
+            bound on the applied edit holds either way. On SmolLM2 (docs/surgery.md) Fisher ranking with
+            ``step_share=0.001`` kept untargeted same-domain facts (held out of every retain set) at 0.88
+            where the output cost with 1% steps stopped early at 0.78.
         kappa: κ > 1, moves are κ NF4 bin widths.
         step_share: at most this share of the mask is edited per iteration.
         max_steps: iterations at most. target_forget_acc: stop when forget accuracy ≤ this.
@@ -121,9 +124,9 @@ class MANSUSettings:
     max_retain_nll_increase: float | None = 0.5
     retain_gradient_filter: bool = True
     max_halvings: int = 4
-    move_cost: Literal["output", "fisher"] = "output"
+    move_cost: Literal["output", "fisher"] = "fisher"
     kappa: float = 1.1
-    step_share: float = 0.01
+    step_share: float = 0.001
     max_steps: int = 30
     target_forget_acc: float = 0.25
     stop_quantized: Literal["nf4", "fp4", "int8"] | None = "nf4"

@@ -16,7 +16,7 @@ SHORT = {  # a few steps at the tiny model's learning rates (tests/unit/test_sur
 }
 
 
-MANSU_TINY = {"circuit_method": "eap", "circuit_rows": 16}  # as tests/unit/test_surgery_mansu.py (forgets here)
+MANSU_TINY = {"circuit_method": "eap", "circuit_rows": 16, "step_share": 0.01}  # as tests/unit/test_surgery_mansu.py (forgets here)
 
 
 def _weights(r):

@@ -12,7 +12,7 @@ def test_mansu_checkpoint_survives_real_linear4bit(tiny_facts, forget_task, reta
     # the settings tests/unit/test_surgery_mansu.py uses on this model (with the defaults MANSU stops at forget
     # accuracy 0.81 here: the unlearn CLI reports that and exits 1)
     r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", seed=0, circuit_method="eap", circuit_rows=16,
-                circuit_budget=0.1, max_output_change=0.1)
+                circuit_budget=0.1, max_output_change=0.1, step_share=0.01)
     fp = evaluate(r.handle, forget_task).accuracy
     base = evaluate(tiny_facts, forget_task).accuracy
     assert base - fp >= 0.3, f"MANSU forgot too little to test survival (base {base}, edited {fp})"
