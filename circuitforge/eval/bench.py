@@ -204,9 +204,8 @@ def resolved_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
 
     from circuitforge.surgery import settings_class
-    from circuitforge.surgery._common import make_settings
 
-    d = dataclasses.asdict(make_settings(settings_class(method), **settings))  # type: ignore[call-overload]
+    d = dataclasses.asdict(settings_class(method)(**settings))
     return json.loads(json.dumps(d))  # type: ignore[no-any-return]
 
 
