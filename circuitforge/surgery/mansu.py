@@ -9,12 +9,13 @@ The steps are separate functions in :mod:`~circuitforge.surgery.mansu_steps`; th
    ``"node"`` heads plus whole MLPs (:class:`~circuitforge.circuits.CircuitSearch`). Its weight slices —
    a neuron's gate/up rows and down column, a head's q rows and o columns plus its KV group's k/v rows —
    minus the NF4 block-absmax weights are the mask ``M``;
-2. once, at the base model: the retain inputs of every masked matrix (:func:`retain_inputs`);
+2. once, at the base model: the retain inputs of every masked matrix (:func:`retain_inputs`) and, with
+   ``move_cost="fisher"`` (default), the diagonal empirical Fisher of the retain rows (:func:`retain_fisher`);
 3. per iteration: ``g = ∇F_forget ⊙ M``; candidate move of every not-yet-edited masked weight
    ``δ_i = −sign(g_i) · κ · binwidth_i`` (refused if it would reach the block absmax); forget gain
    ``G_i = −g_i δ_i > 0``; with ``retain_gradient_filter`` only moves whose first-order retain-NLL change
-   ``∇NLL_retain · δ_i ≤ 0``; retain cost ``c_i`` of the single move (:func:`move_cost`); the
-   ``step_share · |M|`` best by ``G / c``; then per matrix the longest rank-ordered prefix whose
+   ``∇NLL_retain · δ_i ≤ 0``; retain cost ``c_i`` of the single move (``½ F_i δ_i²``, or its output-change
+   cost :func:`move_cost` with ``move_cost="output"``); the ``step_share · |M|`` best by ``G / (c + c̄)``; then per matrix the longest rank-ordered prefix whose
    *accumulated, applied* edit keeps the per-token relative retain-output change ``ρ ≤ max_output_change``
    (:func:`bounded_prefix`); apply; each weight is moved at most once, so its code change is never undone;
    if the measured retain NLL then rises by more than ``max_retain_nll_increase`` the iteration is rolled
