@@ -24,14 +24,14 @@ import time
 import torch
 
 
-def splits(targets: int, same: int, general: int, heldout: int = 0):  # type: ignore[no-untyped-def]
+def splits(targets: int, same: int, general: int, heldout: int = 0, offset: int = 0):  # type: ignore[no-untyped-def]
     from circuitforge.data import load_task
 
     forget, para, gen = load_task("builtin:forget"), load_task("builtin:forget_paraphrase"), load_task("builtin:retain_general")
     para_answers = {it.answer for it in para.items}
     cand = [i for i, it in enumerate(forget.items) if it.answer in para_answers]
     step = len(cand) / targets
-    t_idx = [cand[int(k * step)] for k in range(targets)]
+    t_idx = [cand[(int(k * step) + offset) % len(cand)] for k in range(targets)]  # offset: another split
     t_ans = {forget.items[i].answer for i in t_idx}
     rest = [i for i, it in enumerate(forget.items) if i not in t_idx and it.answer not in t_ans]
     s_idx = [rest[int(k * len(rest) / same)] for k in range(min(same, len(rest)))]
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, default=32)
     ap.add_argument("--same", type=int, default=32)
     ap.add_argument("--general", type=int, default=32)
+    ap.add_argument("--offset", type=int, default=0, help="shift the evenly spaced targets: another split")
     ap.add_argument("--heldout", type=int, default=0,
                     help="same-domain rows kept out of every method's retain set, evaluated as same_heldout")
     ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
@@ -76,7 +77,7 @@ def main() -> None:
     from circuitforge.surgery import parse_settings, settings_class, unlearn
 
     base = load(args.model)
-    sets = splits(args.targets, args.same, args.general, args.heldout)
+    sets = splits(args.targets, args.same, args.general, args.heldout, args.offset)
     retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
     forget = sets["targets"]
 
@@ -85,7 +86,7 @@ def main() -> None:
 
     out: dict = {"model": args.model, "command": "python benchmarks/surgery.py " + " ".join(
         f"--{k} {v}" for k, v in (("targets", args.targets), ("same", args.same), ("general", args.general),
-                                  ("heldout", args.heldout), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
+                                  ("heldout", args.heldout), ("offset", args.offset), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
         "sets": {k: {"rows": len(t), "sha256": t.sha256} for k, t in sets.items()}, "results": []}
     q = quantized_copy(base, "nf4")
     row0 = {"method": "base", **accs(base, "fp"), **accs(q, "nf4")}
