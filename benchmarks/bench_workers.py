@@ -11,9 +11,9 @@ different torch thread count).
     python benchmarks/bench_workers.py --config benchmarks/unlearning.toml --from docs/results/unlearning \
         --methods graddiff,mansu --splits 2 --workers 2 --out docs/results/bench_workers_smollm2.json
 
-The JSON also projects the default configuration's wall time: the committed benchmark's cell count × this
-run's mean single-process cell time ÷ the measured speed-up (a projection, labelled as one; the sweep and
-per-split circuits come on top and are stated from the committed run).
+The JSON also projects the committed benchmark's cell phase on this machine (:func:`projection`; a
+projection, labelled as one; the sweep and per-split circuits come on top). ``--reproject`` recomputes it
+from a JSON's stored runs without running anything.
 """
 
 import argparse
@@ -69,8 +69,18 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reproject", action="store_true",
+                    help="only recompute the projection of the --out JSON from its stored runs (no benchmark run)")
     args = ap.parse_args()
     src = Path(args.src)
+    if args.reproject:
+        from circuitforge._provenance import write_json_atomic
+
+        doc = json.loads(Path(args.out).read_text())
+        doc["projection"] = projection(doc, src)
+        report(doc)
+        write_json_atomic(args.out, doc)
+        return
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for w in (1, args.workers):
@@ -82,28 +92,41 @@ def main() -> None:
     one, many = runs["1"], runs[str(args.workers)]
     same = {k: one["cells"][k]["accuracies"] == many["cells"].get(k, {}).get("accuracies") for k in one["cells"]}
     speedup = one["wall_s"] / many["wall_s"]
-    committed = json.loads((src / "results.json").read_text())
-    n_cells = int(committed["n_cells"])
-    per_cell = sum(c["seconds"] for c in one["cells"].values()) / max(1, len(one["cells"]))
     doc = {"format": "circuitforge.bench_workers/1",
            "command": "python benchmarks/bench_workers.py " + " ".join(
                f"--{k} {v}" for k, v in (("config", args.config), ("from", args.src), ("methods", args.methods),
                                          ("splits", args.splits), ("workers", args.workers))),
-           "cores": os.cpu_count(), "runs": runs, "speedup": speedup, "same_accuracies": same,
-           "projection": {"what": "default configuration's cell phase: committed cell count × this run's mean "
-                                  "single-process cell seconds ÷ measured speed-up (a projection)",
-                          "n_cells": n_cells, "mean_cell_s_one_process": per_cell,
-                          "cells_one_process_s": n_cells * per_cell, "cells_workers_s": n_cells * per_cell / speedup}}
+           "cores": os.cpu_count(), "runs": runs, "speedup": speedup, "same_accuracies": same}
+    doc["projection"] = projection(doc, src)
     print(f"speed-up of --workers {args.workers}: {speedup:.2f}x; accuracies identical for "
           f"{sum(same.values())} of {len(same)} cells")
-    print(f"projection: {n_cells} cells x {per_cell:.0f} s = {n_cells * per_cell / 3600:.2f} h in one process, "
-          f"{n_cells * per_cell / speedup / 3600:.2f} h with --workers {args.workers}")
+    report(doc)
     if args.out:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from circuitforge._provenance import write_json_atomic
 
         write_json_atomic(args.out, doc)
 
+
+def projection(doc: dict[str, Any], src: Path) -> dict[str, Any]:
+    """The whole committed benchmark's cell phase on this machine: its total cell seconds scaled by how much
+    faster the measured cells ran here in one process than the same method×split cells did in the committed
+    run (so the costlier methods keep their weight), then divided by the measured speed-up."""
+    committed = {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((src / "cells").glob("*.json"))}
+    one = doc["runs"]["1"]["cells"]
+    here = sum(c["seconds"] for c in one.values())
+    there = sum(committed[k] for k in one)
+    total = sum(committed.values())
+    return {"what": "committed run's total cell seconds × (these cells' single-process seconds here ÷ the same "
+                    "cells' seconds in the committed run) ÷ measured speed-up (a projection)",
+            "n_cells": len(committed), "committed_cell_s": total, "scale": here / there,
+            "cells_one_process_s": total * here / there, "cells_workers_s": total * here / there / doc["speedup"]}
+
+
+def report(doc: dict[str, Any]) -> None:
+    p = doc["projection"]
+    print(f"projection: {p['n_cells']} committed cells, {p['committed_cell_s']:.0f} s x {p['scale']:.3f} = "
+          f"{p['cells_one_process_s'] / 3600:.2f} h in one process, {p['cells_workers_s'] / 3600:.2f} h with "
+          f"--workers {max(r['workers'] for r in doc['runs'].values())}")
 
 if __name__ == "__main__":
     main()
