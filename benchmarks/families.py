@@ -45,9 +45,12 @@ def stale(folder: Path) -> str:
     old = []
     for p in sorted((folder / "cells").glob("*.json")):
         c = json.loads(p.read_text())
-        if "resolved_settings" in c and c["resolved_settings"] != resolved_settings(c["method"], c["settings"]):
-            now = resolved_settings(c["method"], c["settings"])
-            diff = ", ".join(f"{k}={v}" for k, v in c["resolved_settings"].items() if now.get(k) != v)
+        if "resolved_settings" not in c:
+            continue
+        now = resolved_settings(c["method"], c["settings"])
+        if c["resolved_settings"] != now:   # what differs, as the cell recorded it ("–": a field it lacks)
+            was = c["resolved_settings"]
+            diff = ", ".join(f"{k}={was.get(k, '–')}" for k in sorted(set(was) | set(now)) if was.get(k, "–") != now.get(k, "–"))
             old.append(f"{p.stem} ({diff})")
     return f" Made under earlier library defaults (recomputed by the next run): {'; '.join(old)}." if old else ""
 

@@ -365,7 +365,7 @@ def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: i
     settings = json.loads(json.dumps(method_settings(cfg, method, sweep)))
     ok = cell.get("config_version") == cfg.version and cell.get("settings") == settings
     # cells written before resolved settings were recorded are reused on their overrides alone
-    ok = ok and cell.get("resolved_settings", resolved_settings(method, settings)) == resolved_settings(method, settings)
+    ok = ok and ("resolved_settings" not in cell or cell["resolved_settings"] == resolved_settings(method, settings))
     return cell if ok else None
 
 
