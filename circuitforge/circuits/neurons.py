@@ -390,13 +390,19 @@ class NeuronCircuitSearch(CircuitSearch):
         if self.max_weight_share is not None and not 0 < self.max_weight_share <= 1:
             raise ValueError("max_weight_share must lie in (0, 1] (or None)")
 
-    def find(self, handle: ModelHandle, task: Task, progress: Callable[[str], None] | None = None) -> Circuit:
+    def find(self, handle: ModelHandle, task: Task, progress: Callable[[str], None] | None = None, *,
+             contrast: Task | None = None, contrast_weight: float = 1.0) -> Circuit:
+        """The circuit on :meth:`task`'s rows of ``task``; with ``contrast`` (budgeted search only) the units
+        are ranked against those rows' attribution (:func:`contrast_graph`)."""
         rows = self.task(task)
         if len(rows) == 0:
             raise CircuitForgeError("the circuit search needs at least one task row")
+        if contrast is not None and self.max_weight_share is None:
+            raise CircuitForgeError("a contrasted neuron circuit needs max_weight_share (the budgeted search)")
         if self.max_weight_share is not None:
             c = budget_neuron_circuit(handle, rows, self.max_weight_share, faithfulness=self.faithfulness,
-                                      method=self.method, ig_steps=self.ig_steps, baselines=self.baselines)
+                                      method=self.method, ig_steps=self.ig_steps, baselines=self.baselines,
+                                      contrast=contrast, contrast_weight=contrast_weight)
         else:
             c = minimal_neuron_circuit(handle, rows, faithfulness=self.faithfulness, method=self.method,
                                        ig_steps=self.ig_steps, baselines=self.baselines, progress=progress)
@@ -405,7 +411,8 @@ class NeuronCircuitSearch(CircuitSearch):
 
     def matches(self, circuit: Circuit, handle: ModelHandle, task: Task) -> bool:
         share = circuit.selection.get("search", {}).get("max_weight_share")
-        return is_neuron_circuit(circuit) and share == self.max_weight_share and super().matches(circuit, handle, task)
+        return (is_neuron_circuit(circuit) and share == self.max_weight_share and "contrast" not in circuit.selection
+                and super().matches(circuit, handle, task))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NeuronCircuitSearch":

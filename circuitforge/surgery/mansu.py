@@ -172,7 +172,7 @@ def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings,
     """The forget circuit's (budgeted or minimal faithful) finest-resolution component ids and a summary of it
     (with ``s.circuit_contrast > 0``: contrasted against ``circuit_rows`` rows spread over ``retain``)."""
     from circuitforge.circuits import CircuitSearch
-    from circuitforge.circuits.neurons import NeuronCircuitSearch, budget_neuron_circuit, edit_nodes
+    from circuitforge.circuits.neurons import NeuronCircuitSearch, edit_nodes
 
     kw: dict[str, Any] = dict(method=s.circuit_method, ig_steps=s.circuit_ig_steps,
                               faithfulness=s.circuit_faithfulness, rows=s.circuit_rows)
@@ -181,10 +181,7 @@ def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings,
     if s.circuit_contrast > 0:
         if retain is None or len(retain) == 0:
             raise CircuitForgeError("circuit_contrast needs retain rows")
-        assert s.circuit_budget is not None
-        c = budget_neuron_circuit(handle, spec.task(forget), s.circuit_budget, faithfulness=s.circuit_faithfulness,
-                                  method=s.circuit_method, ig_steps=s.circuit_ig_steps,
-                                  contrast=spread(retain, s.circuit_rows), contrast_weight=s.circuit_contrast)
+        c = spec.find(handle, forget, contrast=spread(retain, s.circuit_rows), contrast_weight=s.circuit_contrast)
     else:
         c = spec.find(handle, forget)
     nodes = tuple(edit_nodes(c))
