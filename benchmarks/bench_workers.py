@@ -74,6 +74,8 @@ def main() -> None:
     args = ap.parse_args()
     src = Path(args.src)
     if args.reproject:
+        if not args.out or not Path(args.out).is_file():
+            raise SystemExit("--reproject needs --out naming an existing bench_workers JSON")
         from circuitforge._provenance import write_json_atomic
 
         doc = json.loads(Path(args.out).read_text())
