@@ -16,6 +16,7 @@ from circuitforge.quant.codebook import Scheme, code_table, dynamic_map, midpoin
 from circuitforge.quant.diagnostics import check_compatible, diff_report, tensor_diff
 from circuitforge.quant.fakequant import block_absmax, fake_quantize, storage_codes
 from circuitforge.quant.routes import (
+    QuantizedMirror,
     QuantizedModel,
     bnb_config,
     load_quantized,
@@ -26,7 +27,7 @@ from circuitforge.quant.routes import (
 from circuitforge.quant.survival import recovery_ratio, survival
 
 __all__ = [
-    "QuantizedModel", "Scheme", "bin_edges", "bin_width", "block_absmax", "bnb_config", "check_compatible",
+    "QuantizedMirror", "QuantizedModel", "Scheme", "bin_edges", "bin_width", "block_absmax", "bnb_config", "check_compatible",
     "code_index", "code_table", "diff_report", "distance_to_boundary", "dynamic_map", "fake_quantize",
     "load_quantized", "midpoints", "quantized_copy", "quantized_linear_names", "quantized_weights",
     "recovery_ratio", "sorted_codebook", "storage_codes", "survival", "tensor_diff",

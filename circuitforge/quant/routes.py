@@ -150,6 +150,34 @@ def quantized_copy(handle: ModelHandle, scheme: "Scheme | str", backend: Backend
     return out
 
 
+class QuantizedMirror:
+    """A route-(b) copy of ``source`` kept in step with it while only some of its weights change: built once
+    (:func:`quantized_copy`), then :meth:`refresh` re-quantizes just the named weights. Used by loops that
+    read the quantized model after every small edit (MANSU's NF4 stop rule): re-quantizing a few matrices
+    instead of copying and quantizing the whole model. After ``refresh(names)`` the mirror's weights equal a
+    fresh ``quantized_copy(source, scheme, backend)`` whenever every weight changed since the last refresh is in
+    ``names`` (tested bit for bit)."""
+
+    def __init__(self, source: ModelHandle, scheme: "Scheme | str", backend: Backend = "torch") -> None:
+        self.source, self.scheme, self.backend = source, Scheme.parse(scheme), backend
+        self.handle = quantized_copy(source, self.scheme, backend)
+        self._conv = _linear_modules(self.handle)
+
+    def refresh(self, names: "set[str] | list[str]") -> ModelHandle:
+        """Re-quantize the weights ``names`` from the source (others are left as they are); the mirror."""
+        fn = roundtrip_bnb if self.backend == "bnb" else roundtrip_torch
+        src, dst = self.source.named_parameters(), self.handle.named_parameters()
+        with torch.no_grad():
+            for n in names:
+                if n in self._conv:
+                    wq = fn(quant_view(src[n], self._conv[n]), self.scheme)
+                    dst[n].copy_(wq.t() if self._conv[n] else wq)
+                else:
+                    dst[n].copy_(src[n].detach())
+        self.handle.invalidate_identity()
+        return self.handle
+
+
 @dataclass(eq=False)
 class QuantizedModel:
     """A model loaded through transformers + bitsandbytes (route a): ``.logits(tokens)`` like a handle."""

@@ -132,31 +132,42 @@ def exclude_absmax(handle: ModelHandle, mask: Mask, blocksize: int = 64) -> tupl
 
 def forget_gradient(
     handle: ModelHandle, forget: Task, mask: Mask, objective: str = "margin", *, margin: float = 1.0,
-    beta: float = 0.1, ref_logprob: torch.Tensor | None = None, chunk: int = 16,
+    beta: float = 0.1, ref_logprob: torch.Tensor | None = None, chunk: int = 16, positions: str = "all",
 ) -> tuple[float, dict[str, torch.Tensor]]:
     """``(F, g ⊙ M)``: the forget objective over all forget rows and its gradient, zero outside ``mask``.
 
     ``objective``: ``"margin"`` (push-away: :func:`~circuitforge.surgery.objectives.margin_loss`),
     ``"npo"`` (needs ``ref_logprob``, the reference answer log-probs per row) or ``"ga"`` (``−NLL``).
-    ``F`` is the row-weighted mean over chunks. The descent direction is ``−g``.
+    ``F`` is the row-weighted mean over chunks. The descent direction is ``−g``. ``positions="subject"``:
+    the masked weights collect gradient only at each row's subject tokens
+    (:mod:`~circuitforge.surgery.positions`); ``"all"``: every position.
     """
+    from contextlib import nullcontext
+
+    from circuitforge.surgery.positions import subject_mask, weight_grad_positions
+
+    if positions not in ("all", "subject"):
+        raise CircuitForgeError(f"positions must be 'all' or 'subject', not {positions!r}")
     params = {n: p for n, p in handle.named_parameters().items() if n in mask}
     total, n = 0.0, len(forget)
     with trainable(handle, params):
         for rows in row_chunks(n, chunk):
-            if objective == "margin":
-                b = answer_batch(handle, forget, rows, options=True)
-                loss = margin_loss(sequence_logprob(forward(handle, b.tokens), b), b, margin)
-            elif objective == "npo":
-                if ref_logprob is None:
-                    raise CircuitForgeError("the npo forget objective needs reference log-probs")
-                b = answer_batch(handle, forget, rows)
-                loss = npo_loss(sequence_logprob(forward(handle, b.tokens), b), ref_logprob[rows], beta)
-            elif objective == "ga":
-                b = answer_batch(handle, forget, rows)
-                loss = -answer_nll(forward(handle, b.tokens), b)
-            else:
+            if objective not in ("margin", "npo", "ga"):
                 raise CircuitForgeError(f"unknown forget objective {objective!r}")
+            if objective == "npo" and ref_logprob is None:
+                raise CircuitForgeError("the npo forget objective needs reference log-probs")
+            b = answer_batch(handle, forget, rows, options=objective == "margin")
+            where = (weight_grad_positions(handle, set(params), subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
+                     if positions == "subject" else nullcontext())
+            with where:
+                logits = forward(handle, b.tokens)
+            if objective == "margin":
+                loss = margin_loss(sequence_logprob(logits, b), b, margin)
+            elif objective == "npo":
+                assert ref_logprob is not None
+                loss = npo_loss(sequence_logprob(logits, b), ref_logprob[rows], beta)
+            else:
+                loss = -answer_nll(logits, b)
             (loss * len(rows) / n).backward()
             total += float(loss.detach()) * len(rows) / n
         grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone() * mask[k].to(p.device)

@@ -79,3 +79,26 @@ def test_route_a_refuses_other_blocksizes(saved):
 
     with pytest.raises(CircuitForgeError):
         load_quantized(saved["tiny-llama"], "nf4-b128")
+
+
+def test_quantized_mirror_refresh_equals_a_fresh_quantized_copy(tiny_facts):
+    """After edits to two matrices, refreshing exactly those gives the weights of a fresh route-(b) copy, bit
+    for bit; a matrix left out of the refresh keeps its old (stale) values."""
+    from circuitforge.models import clone
+    from circuitforge.quant import QuantizedMirror, quantized_copy
+
+    src = clone(tiny_facts)
+    mirror = QuantizedMirror(src, "nf4", backend="torch")
+    p = src.named_parameters()
+    a, b = "model.layers.0.mlp.down_proj.weight", "model.layers.2.self_attn.q_proj.weight"
+    with torch.no_grad():
+        p[a][0, :8] += 0.05
+        p[b][3, :5] -= 0.07
+    mirror.refresh([a])
+    fresh = quantized_copy(src, "nf4", backend="torch").named_parameters()
+    got = mirror.handle.named_parameters()
+    assert torch.equal(got[a], fresh[a])
+    assert not torch.equal(got[b], fresh[b])  # not refreshed yet: stale
+    mirror.refresh([b])
+    assert all(torch.equal(got[n], fresh[n]) for n in fresh)
+    assert mirror.handle.sha256 == quantized_copy(src, "nf4", backend="torch").sha256

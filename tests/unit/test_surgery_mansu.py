@@ -279,3 +279,28 @@ def test_fisher_move_cost_keeps_the_retain_nll_lower_on_the_way(mansu, tiny_fact
     worst_output = max(h["retain_nll"] for h in r.loss_history if "retain_nll" in h)
     assert worst < 0.5 * worst_output, (worst, worst_output)
     assert mansu.mask_stats["n_changed_outside_mask"] == 0
+
+
+def test_gradient_at_quantized_takes_the_forget_gradient_on_the_nf4_copy(tiny_facts, forget_task, retain_task,
+                                                                           monkeypatch):
+    """``gradient_at="quantized"``: every forget gradient is taken on a fake-NF4 copy (its weights are NF4
+    values: re-quantizing changes nothing), the moves land on the full-precision weights inside the mask,
+    each flips its code, and the run still reaches its fp and NF4 target."""
+    import circuitforge.surgery.mansu as mansu_mod
+    from circuitforge.quant import fake_quantize
+
+    seen = []
+    real = mansu_mod.forget_gradient
+
+    def spy(h, task, mask, objective="margin", **kw):
+        if task is forget_task:
+            w = next(p for n, p in h.named_parameters().items() if n in mask)
+            seen.append((h.spec, bool(torch.equal(fake_quantize(w.detach().contiguous(), "nf4", 64), w.detach()))))
+        return real(h, task, mask, objective, **kw)
+
+    monkeypatch.setattr(mansu_mod, "forget_gradient", spy)
+    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", gradient_at="quantized", **FAST)
+    assert seen and all(spec.endswith("@nf4") and on_grid for spec, on_grid in seen), seen
+    assert r.stop_reason == "forget_target_reached", r.loss_history
+    assert r.mask_stats["n_changed_outside_mask"] == 0
+    assert r.diagnostics["code_flips"]["code_flip_rate"] == 1.0
