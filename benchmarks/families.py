@@ -40,18 +40,17 @@ def _ci(c: dict) -> str:  # type: ignore[type-arg]
 def stale(folder: Path) -> str:
     """A note naming the cells made under library defaults that have changed since (their recorded resolved
     settings differ from today's; the next run recomputes them)."""
-    from circuitforge.eval.bench import resolved_settings
+    from circuitforge.eval.bench import resolved_settings, settings_changes
 
     old = []
     for p in sorted((folder / "cells").glob("*.json")):
         c = json.loads(p.read_text())
         if "resolved_settings" not in c:
             continue
-        now = resolved_settings(c["method"], c["settings"])
-        if c["resolved_settings"] != now:   # what differs, as the cell recorded it ("–": a field it lacks)
-            was = c["resolved_settings"]
-            diff = ", ".join(f"{k}={was.get(k, '–')}" for k in sorted(set(was) | set(now)) if was.get(k, "–") != now.get(k, "–"))
-            old.append(f"{p.stem} ({diff})")
+        # what differs, as the cell recorded it ("–": a field it lacks)
+        changes = settings_changes(c["method"], c["resolved_settings"], resolved_settings(c["method"], c["settings"]))
+        if changes:
+            old.append(f"{p.stem} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
     return f" Made under earlier library defaults (recomputed by the next run): {'; '.join(old)}." if old else ""
 
 

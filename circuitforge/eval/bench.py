@@ -209,6 +209,22 @@ def resolved_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d))  # type: ignore[no-any-return]
 
 
+def settings_changes(method: str, recorded: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """Fields whose recorded resolved value differs from today's: ``name → recorded value`` (``"–"``: a field
+    the cell lacks). A field the cell lacks is no change while today's value is the field's default: fields
+    added since keep the earlier behaviour at their default (the convention every new setting follows), so
+    adding an option does not make finished cells stale; setting it does, and so does a changed default of a
+    field the cell recorded."""
+    defaults = resolved_settings(method, {})
+    out: dict[str, Any] = {}
+    for k in sorted(set(recorded) | set(now)):
+        if k not in recorded and now.get(k) == defaults.get(k):
+            continue
+        if recorded.get(k, "–") != now.get(k, "–"):
+            out[k] = recorded.get(k, "–")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ per split
 
 
@@ -365,7 +381,8 @@ def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: i
     settings = json.loads(json.dumps(method_settings(cfg, method, sweep)))
     ok = cell.get("config_version") == cfg.version and cell.get("settings") == settings
     # cells written before resolved settings were recorded are reused on their overrides alone
-    ok = ok and ("resolved_settings" not in cell or cell["resolved_settings"] == resolved_settings(method, settings))
+    ok = ok and ("resolved_settings" not in cell
+                 or not settings_changes(method, cell["resolved_settings"], resolved_settings(method, settings)))
     return cell if ok else None
 
 

@@ -152,3 +152,11 @@ def test_a_cell_made_under_other_library_defaults_is_recomputed(tmp_path):
     assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
     write()                                                                              # recorded before
     assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is not None
+    # a field added to the settings since (the cell lacks it) is no change at its default, a change when set
+    older = {k: v for k, v in resolved_settings("mansu", overrides).items() if k != "forget_positions"}
+    write(resolved_settings=older)
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is not None
+    cfg.settings["mansu"] = {**overrides, "forget_positions": "subject"}
+    write(resolved_settings=older)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "settings": cfg.settings["mansu"]}))
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
