@@ -50,7 +50,11 @@ def main() -> None:
         rows.append([f"{m}: forget fp / NF4, retain fp / NF4, paraphrase",
                      f"{a['forget']:.2f} / {a['forget_nf4']:.2f}, {a['retain']:.2f} / {a['retain_nf4']:.2f}, {a['paraphrase']:.2f}",
                      f"stop {d.get('stop_reason')}, weights changed {d.get('changed_share') or 0:.2e}"])
-        rows.append([f"{m}: verdict", d["cad"]["verdict"], f"all four properties: {'pass' if d['scorecard']['pass'] else 'fail'}"])
+        props = d["scorecard"].get("properties", {})
+        calls = ", ".join(f"{k} {'pass' if p['pass'] else 'fail'}" + (f" (CI: {p['call']})" if p.get("call") else "")
+                          for k, p in props.items())
+        rows.append([f"{m}: verdict", d["cad"]["verdict"],
+                     f"all four properties pass: {'yes' if d['scorecard']['pass'] else 'no'}" + (f" — {calls}" if calls else "")])
     from circuitforge._provenance import run_info, write_json_atomic
 
     command = ("python benchmarks/demo.py " + " ".join(sys.argv[1:])).strip()
