@@ -148,14 +148,14 @@ def forget_gradient(
 
     if positions not in ("all", "subject"):
         raise CircuitForgeError(f"positions must be 'all' or 'subject', not {positions!r}")
+    if objective not in ("margin", "npo", "ga"):
+        raise CircuitForgeError(f"unknown forget objective {objective!r}")
+    if objective == "npo" and ref_logprob is None:
+        raise CircuitForgeError("the npo forget objective needs reference log-probs")
     params = {n: p for n, p in handle.named_parameters().items() if n in mask}
     total, n = 0.0, len(forget)
     with trainable(handle, params):
         for rows in row_chunks(n, chunk):
-            if objective not in ("margin", "npo", "ga"):
-                raise CircuitForgeError(f"unknown forget objective {objective!r}")
-            if objective == "npo" and ref_logprob is None:
-                raise CircuitForgeError("the npo forget objective needs reference log-probs")
             b = answer_batch(handle, forget, rows, options=objective == "margin")
             where = (weight_grad_positions(handle, set(params), subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
                      if positions == "subject" else nullcontext())
