@@ -138,16 +138,26 @@ def quantized_copy(handle: ModelHandle, scheme: "Scheme | str", backend: Backend
     round trip; ``"torch"`` the pure-torch fake quantizer. The copy's spec gets ``@<scheme label>``.
     """
     sch = Scheme.parse(scheme)
-    fn = roundtrip_bnb if backend == "bnb" else roundtrip_torch
     out = copy_handle(handle, spec=f"{handle.spec}@{sch.label}")
-    params = out.named_parameters()
-    with torch.no_grad():
-        for name, conv in _linear_modules(out).items():
-            p = params[name]
-            wq = fn(quant_view(p, conv), sch)
-            p.copy_(wq.t() if conv else wq)
-    out.invalidate_identity()
+    conv = _linear_modules(out)
+    _roundtrip_into(out, out, conv, list(conv), sch, backend)
     return out
+
+
+def _roundtrip_into(dst: ModelHandle, src: ModelHandle, conv: dict[str, bool], names: "list[str] | set[str]",
+                    scheme: Scheme, backend: Backend) -> None:
+    """``dst``'s weights ``names`` := the round trip of ``src``'s (``conv``: :func:`_linear_modules`); a name
+    that is not a quantized weight is copied as it is."""
+    fn = roundtrip_bnb if backend == "bnb" else roundtrip_torch
+    s, d = src.named_parameters(), dst.named_parameters()
+    with torch.no_grad():
+        for n in names:
+            if n in conv:
+                wq = fn(quant_view(s[n], conv[n]), scheme)
+                d[n].copy_(wq.t() if conv[n] else wq)
+            else:
+                d[n].copy_(s[n].detach())
+    dst.invalidate_identity()
 
 
 class QuantizedMirror:
@@ -165,16 +175,7 @@ class QuantizedMirror:
 
     def refresh(self, names: "set[str] | list[str]") -> ModelHandle:
         """Re-quantize the weights ``names`` from the source (others are left as they are); the mirror."""
-        fn = roundtrip_bnb if self.backend == "bnb" else roundtrip_torch
-        src, dst = self.source.named_parameters(), self.handle.named_parameters()
-        with torch.no_grad():
-            for n in names:
-                if n in self._conv:
-                    wq = fn(quant_view(src[n], self._conv[n]), self.scheme)
-                    dst[n].copy_(wq.t() if self._conv[n] else wq)
-                else:
-                    dst[n].copy_(src[n].detach())
-        self.handle.invalidate_identity()
+        _roundtrip_into(self.handle, self.source, self._conv, names, self.scheme, self.backend)
         return self.handle
 
 

@@ -353,13 +353,12 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
             for n, pick in applied.items():
                 delta = torch.where(pick, moves[n], torch.zeros_like(moves[n]))
                 params[n].add_(delta.to(params[n].device, params[n].dtype))
-        dirty |= set(applied)
+        dirty |= set(applied)  # re-quantized at the next read, whether this iteration stays or is rolled back
         retain_nll = mean_answer_nll(e, retain, s.chunk_rows)
         if s.max_retain_nll_increase is not None and retain_nll - base_retain > s.max_retain_nll_increase:
             with torch.no_grad():  # roll the iteration back exactly
                 for n, pick in applied.items():
                     params[n].copy_(torch.where(pick.to(params[n].device), r.base_state[n].to(params[n].device), params[n]))
-            dirty |= set(applied)
             history.append({"step": step, "forget_loss": floss, "retain_nll": retain_nll, "rolled_back": 1.0,
                             "tried": int(sum(int(p.sum()) for p in applied.values()))})
             size //= 2  # backtrack: the same ranking, half as many moves (weights are bit-identical again)
