@@ -169,7 +169,7 @@ def run_sweep(cfg: BenchConfig, out_dir: Path, base: Any, cal: Any, retain: Any,
             settings = {**cfg.settings.get(method, {}), **point}
             if path.exists():
                 rec = json.loads(path.read_text())
-                if rec.get("config_version") == cfg.version and rec.get("settings") == settings:
+                if is_current(cfg, method, rec, settings):
                     points.append(rec)
                     continue
             say(f"sweep {method} {point}")
@@ -178,7 +178,7 @@ def run_sweep(cfg: BenchConfig, out_dir: Path, base: Any, cal: Any, retain: Any,
             f, r, s = (evaluate(m, t).accuracy for t in (cal.forget, retain, cal.retain_same))
             rec = {"point": point, "settings": settings, "forget_acc": f, "retain_drop": base_r - r,
                    "retain_same_drop": base_s - s, "reached": f <= cfg.sweep_target, "seconds": time.time() - t0,
-                   "config_version": cfg.version}
+                   "config_version": cfg.version, "resolved_settings": resolved_settings(method, settings)}
             write_json_atomic(path, rec)
             points.append(rec)
         reached = [p for p in points if p["reached"]]
@@ -378,12 +378,19 @@ def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: i
     if not path.exists():
         return None
     cell = json.loads(path.read_text())
-    settings = json.loads(json.dumps(method_settings(cfg, method, sweep)))
-    ok = cell.get("config_version") == cfg.version and cell.get("settings") == settings
-    # cells written before resolved settings were recorded are reused on their overrides alone
-    ok = ok and ("resolved_settings" not in cell
-                 or not settings_changes(method, cell["resolved_settings"], resolved_settings(method, settings)))
-    return cell if ok else None
+    return cell if is_current(cfg, method, cell, method_settings(cfg, method, sweep)) else None
+
+
+def is_current(cfg: BenchConfig, method: str, rec: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a stored cell or sweep point ``rec`` was made by this config version with these ``settings``
+    overrides and (when it recorded them) the same resolved settings, so that a point or cell made under
+    other library defaults is recomputed. Records written before resolved settings were recorded are reused
+    on their overrides alone."""
+    settings = json.loads(json.dumps(settings))
+    if rec.get("config_version") != cfg.version or rec.get("settings") != settings:
+        return False
+    return "resolved_settings" not in rec or not settings_changes(method, rec["resolved_settings"],
+                                                                 resolved_settings(method, settings))
 
 
 def _worker(cfg: BenchConfig, out_dir: str, splits: tuple[str, ...], max_cells: int | None, tag: str,

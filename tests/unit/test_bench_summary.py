@@ -160,3 +160,32 @@ def test_a_cell_made_under_other_library_defaults_is_recomputed(tmp_path):
     write(resolved_settings=older)
     path.write_text(json.dumps({**json.loads(path.read_text()), "settings": cfg.settings["mansu"]}))
     assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
+
+
+def test_a_sweep_point_made_under_other_library_defaults_is_rerun(tmp_path, tiny_facts):
+    """Sweep points follow the cells' rule: a point is reused when its config version, overrides and
+    resolved settings match today's, and recomputed when a library default it ran under has changed."""
+    import json
+    from pathlib import Path
+
+    from circuitforge.data import load_task
+    from circuitforge.eval.bench import BenchConfig, make_splits, resolved_settings, run_sweep
+
+    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "integration" / "bench_tiny.toml")
+    cal, _ = make_splits(cfg)
+    retain = load_task(cfg.retain).head(cfg.n_retain)
+
+    def reruns() -> list[str]:
+        said: list[str] = []
+        run_sweep(cfg, tmp_path, tiny_facts, cal, retain, said.append)
+        return [m for m in said if m.startswith("sweep ga {")]
+
+    assert len(reruns()) == 2                                   # both grid points computed
+    p0 = tmp_path / "sweep" / "ga-0.json"
+    rec = json.loads(p0.read_text())
+    assert rec["resolved_settings"] == resolved_settings("ga", rec["settings"])
+    assert reruns() == []                                       # both reused
+    p0.write_text(json.dumps({**rec, "resolved_settings": {**rec["resolved_settings"], "eval_every": 7}}))
+    assert reruns() == [f"sweep ga {rec['point']}"]             # made under another default: rerun
+    p0.write_text(json.dumps({k: v for k, v in rec.items() if k != "resolved_settings"}))
+    assert reruns() == []                                       # recorded before: reused on its overrides

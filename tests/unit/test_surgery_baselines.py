@@ -112,3 +112,35 @@ def test_result_saves_and_reloads(tiny_facts, forget_task, retain_task, tmp_path
     assert man["edited"]["sha256"] == r.handle.sha256
     assert man["edited_parameters"]["n_changed"] == r.mask_stats["n_changed"] > 0
     assert set(man["tasks"]) == {"forget", "retain"}
+
+
+def test_rmu_skip_bos_leaves_out_the_shared_sink_position(tiny_facts, forget_task, retain_task):
+    """Position 0 (BOS) has the same residual in every forget and retain row, so RMU's two losses pull it
+    apart; ``skip_bos`` drops it from both losses and from the norm that sets the steering coefficient."""
+    from circuitforge.surgery.objectives import answer_batch
+    from circuitforge.surgery.rmu import loss_positions
+
+    f, r = answer_batch(tiny_facts, forget_task, [0, 1, 2]), answer_batch(tiny_facts, retain_task, [0, 1])
+    layer = 1
+    hooks = f"blocks.{layer}.hook_resid_post"
+    with torch.no_grad():
+        hf = tiny_facts.bridge.run_with_cache(f.tokens, names_filter=hooks)[1][hooks]
+        hr = tiny_facts.bridge.run_with_cache(r.tokens, names_filter=hooks)[1][hooks]
+    assert bool((f.tokens[:, 0] == r.tokens[0, 0]).all())
+    torch.testing.assert_close(hf[:, 0], hr[0, 0].expand_as(hf[:, 0]))      # the premise: one shared vector
+    assert float((hf[:, 1:] - hf[:1, 1:]).abs().amax()) > 1e-2                # later positions differ by row
+    kept = loss_positions(tiny_facts, f.valid, True)
+    assert not kept[:, 0].any() and torch.equal(kept[:, 1:], f.valid[:, 1:])
+    assert torch.equal(loss_positions(tiny_facts, f.valid, False), f.valid)
+    # the steering coefficient: scale × mean norm over the positions the loss reads (all forget rows)
+    coeff = {}
+    for skip in (False, True):
+        res = unlearn(tiny_facts, forget_task, retain_task, method="rmu", seed=0, lr=1e-3, max_steps=1,
+                      layer=layer, steering_scale=2.0, skip_bos=skip)
+        coeff[skip] = res.diagnostics["steering_coeff"]
+    full = answer_batch(tiny_facts, forget_task)
+    with torch.no_grad():
+        h = tiny_facts.bridge.run_with_cache(full.tokens, names_filter=hooks)[1][hooks].norm(dim=-1)
+    assert coeff[True] == pytest.approx(2.0 * float(h[:, 1:][full.valid[:, 1:]].mean()), rel=1e-4)
+    assert coeff[False] == pytest.approx(2.0 * float(h[full.valid].mean()), rel=1e-4)
+    assert coeff[True] != pytest.approx(coeff[False], rel=1e-3)
