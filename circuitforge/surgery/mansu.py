@@ -120,6 +120,12 @@ class MANSUSettings:
             (ROME), which paraphrases of a fact share and other facts in its template do not. Measured on
             SmolLM2 (docs/surgery.md): untargeted same-domain facts all kept, but paraphrases barely move
             and much of the forgetting does not survive NF4.
+        forget_rows: ``"all"`` or ``"recalled"``: the rows the forget gradient is taken over. With
+            ``"recalled"`` each iteration uses only the forget rows still answered in full precision *or* in the
+            ``stop_quantized`` copy (both already evaluated for the stop rule, so it costs nothing). With
+            ``"all"`` rows forgotten long ago keep pulling (the softplus margin loss is never zero), which is
+            how full precision overshoots while the rows that quantization brings back get no more push than
+            any other.
         chunk_rows: rows per forward pass. blocksize: NF4 block size (bitsandbytes: 64).
     """
 
@@ -146,6 +152,7 @@ class MANSUSettings:
     stop_quantized: Literal["nf4", "fp4", "int8"] | None = "nf4"
     gradient_at: Literal["full", "quantized"] = "full"
     forget_positions: Literal["all", "subject"] = "all"
+    forget_rows: Literal["all", "recalled"] = "all"
     chunk_rows: int = 16
     blocksize: int = 64
 
@@ -255,14 +262,16 @@ def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: di
 
 
 def _forget_acc(e: ModelHandle, forget: Task, s: MANSUSettings, mirror: QuantizedMirror | None,
-                dirty: set[str]) -> tuple[float, dict[str, float]]:
+                dirty: set[str]) -> tuple[float, dict[str, float], list[int]]:
     """The forget accuracy the stopping rule reads (with ``stop_quantized``: the larger of full precision
-    and the quantized ``mirror``, refreshed first on the ``dirty`` weights) and both numbers for the history."""
-    fp = evaluate(e, forget).accuracy
+    and the quantized ``mirror``, refreshed first on the ``dirty`` weights), both numbers for the history,
+    and the rows still recalled by either."""
+    fp = evaluate(e, forget)
     if mirror is None:
-        return fp, {"forget_acc": fp}
-    q = evaluate(_refreshed(mirror, dirty), forget).accuracy
-    return max(fp, q), {"forget_acc": fp, f"forget_acc_{s.stop_quantized}": q}
+        return fp.accuracy, {"forget_acc": fp.accuracy}, [i for i, c in enumerate(fp.correct) if c]
+    q = evaluate(_refreshed(mirror, dirty), forget)
+    recalled = [i for i, (a, b) in enumerate(zip(fp.correct, q.correct, strict=True)) if a or b]
+    return max(fp.accuracy, q.accuracy), {"forget_acc": fp.accuracy, f"forget_acc_{s.stop_quantized}": q.accuracy}, recalled
 
 
 def _refreshed(mirror: QuantizedMirror, dirty: set[str]) -> ModelHandle:
@@ -301,20 +310,23 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     mirror = QuantizedMirror(e, s.stop_quantized or "nf4", backend="torch") if need_q else None
     dirty: set[str] = set()
     stop_mirror = mirror if s.stop_quantized is not None else None
-    acc, accs = _forget_acc(e, forget, s, stop_mirror, dirty)
+    acc, accs, recalled = _forget_acc(e, forget, s, stop_mirror, dirty)
     history: list[dict[str, Any]] = [{"step": 0, **accs, "retain_nll": base_retain, "n_edited": 0}]
     stop = "max_steps"
     names = sorted(params)
     size = per_step  # moves tried this iteration: halved after a rolled-back iteration (backtracking)
-    ranked: tuple[float, dict[str, torch.Tensor], torch.Tensor, int] | None = None  # reused after a rollback
+    ranked: tuple[float, dict[str, torch.Tensor], torch.Tensor, int, int] | None = None  # reused after a rollback
     for step in range(1, s.max_steps + 1):
         if acc <= s.target_forget_acc:
             stop = "forget_target_reached"
             break
         if ranked is None:
             at = e if mirror is None or s.gradient_at == "full" else _refreshed(mirror, dirty)
-            floss, grads = forget_gradient(at, forget, mask, s.forget_loss, margin=s.margin, beta=s.beta,
-                                           ref_logprob=ref_lp, chunk=s.chunk_rows, positions=s.forget_positions)
+            rows = recalled if s.forget_rows == "recalled" else list(range(len(forget)))
+            pull = forget if len(rows) == len(forget) else forget.subset(rows, f"{forget.name}[recalled]")
+            floss, grads = forget_gradient(at, pull, mask, s.forget_loss, margin=s.margin, beta=s.beta,
+                                           ref_logprob=None if ref_lp is None else ref_lp[rows],
+                                           chunk=s.chunk_rows, positions=s.forget_positions)
             free = {n: mask[n] & ~edited[n] for n in names}
             rgrads = None
             if s.retain_gradient_filter:  # ∇ of −NLL_retain ("ga" objective), negated: ∇ NLL_retain
@@ -322,8 +334,8 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
                 rgrads = {n: -g for n, g in g_r.items()}
             moves, ratios = _candidates(e, params, grads, free, inp, s, rgrads, fisher)
             flat = torch.cat([ratios[n].flatten() for n in names])
-            ranked = (floss, moves, flat, int((flat > float("-inf")).sum()))
-        floss, moves, flat, n_ok = ranked
+            ranked = (floss, moves, flat, int((flat > float("-inf")).sum()), len(rows))
+        floss, moves, flat, n_ok, n_pull = ranked
         if n_ok == 0:
             stop = "no_candidates"
             break
@@ -369,9 +381,10 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
         ranked = None
         for n, pick in applied.items():
             edited[n] |= pick
-        acc, accs = _forget_acc(e, forget, s, stop_mirror, dirty)
+        acc, accs, recalled = _forget_acc(e, forget, s, stop_mirror, dirty)
         history.append({"step": step, "forget_loss": floss, **accs, "retain_nll": retain_nll,
-                        "candidates": n_ok, "applied": int(sum(int(p.sum()) for p in applied.values())),
+                        "candidates": n_ok, "gradient_rows": n_pull,
+                        "applied": int(sum(int(p.sum()) for p in applied.values())),
                         "cut_by_output_bound": bound_cut,
                         "n_edited": int(sum(int(x.sum()) for x in edited.values()))})
     else:

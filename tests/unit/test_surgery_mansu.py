@@ -304,3 +304,21 @@ def test_gradient_at_quantized_takes_the_forget_gradient_on_the_nf4_copy(tiny_fa
     assert r.stop_reason == "forget_target_reached", r.loss_history
     assert r.mask_stats["n_changed_outside_mask"] == 0
     assert r.diagnostics["code_flips"]["code_flip_rate"] == 1.0
+
+
+def test_forget_rows_recalled_pulls_only_rows_still_answered(mansu, tiny_facts, forget_task, retain_task):
+    """With ``forget_rows="recalled"`` each iteration's forget gradient is taken over the rows still answered
+    in full precision or in NF4 (bounded by the two accuracies the previous evaluation recorded); with the
+    default every row pulls."""
+    n = len(forget_task)
+    assert all(h["gradient_rows"] == n for h in mansu.loss_history if "gradient_rows" in h)
+    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", seed=0, forget_rows="recalled", **FAST)
+    evals = [h for h in r.loss_history if "forget_acc_nf4" in h]
+    steps = [h for h in r.loss_history if "gradient_rows" in h]
+    assert len(steps) >= 2
+    for prev, h in zip(evals, steps, strict=False):   # each accepted step follows one evaluation
+        fp, q = round(prev["forget_acc"] * n), round(prev["forget_acc_nf4"] * n)
+        assert max(fp, q) <= h["gradient_rows"] <= min(n, fp + q)
+    assert min(h["gradient_rows"] for h in steps) < n          # forgotten rows stop pulling
+    assert r.diagnostics["final"]["forget_acc"] <= 0.25 or r.stop_reason != "forget_target_reached"
+    assert r.stop_reason == mansu.stop_reason
