@@ -125,7 +125,8 @@ class MANSUSettings:
             ``stop_quantized`` copy (both already evaluated for the stop rule, so it costs nothing). With
             ``"all"`` rows forgotten long ago keep pulling (the softplus margin loss is never zero), which is
             how full precision overshoots while the rows that quantization brings back get no more push than
-            any other.
+            any other. Measured on SmolLM2 (docs/surgery.md, two splits): NF4 gap +0.125 → +0.031 and
+            +0.063 → −0.094, held-out same-domain facts as well or better kept, paraphrases no better.
         chunk_rows: rows per forward pass. blocksize: NF4 block size (bitsandbytes: 64).
     """
 
