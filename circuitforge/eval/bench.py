@@ -342,7 +342,6 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
     ctxs: dict[str, dict[str, Any]] = {}
     by_name = {s.name: s for s in splits}
     new = 0
-    doc: dict[str, Any] = {}
     for method, sp, seed in cfg.cells():
         if only_splits is not None and sp not in only_splits:
             continue
@@ -363,11 +362,12 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
         cells.append(cell)
         new += 1
         say(f"{method} {sp} seed {seed}: {cell['seconds']:.0f} s")
-        if write_results:
-            doc = _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+        if write_results:  # a summary of what finished so far, in case the run is interrupted
+            _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
     if not write_results:
         return {}
-    return doc or _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+    # always once more at the end: cells reused after the last computed one are not in the summary above
+    return _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
 
 
 def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: int,
