@@ -42,37 +42,34 @@ def _validation() -> Any:
     return mod
 
 
-def _params(handle: Any) -> list[torch.nn.Parameter]:
-    return list({id(p): p for p in handle.hf.parameters()}.values())
-
-
-def _grad(handle: Any, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     gs = torch.autograd.grad(loss, params, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params, strict=True)])
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(gs, params, strict=True)]
 
 
-def linear_relearn(v: Any, m1: Any, w: Any, lr: float = 1e-3) -> dict[str, float]:
-    """The three quantities of the module docstring for one edited model ``m1`` of world ``w``."""
+def linear_relearn(v: Any, m1: Any, w: Any, margin_base: float, lr: float = 1e-3) -> dict[str, float]:
+    """The three quantities of the module docstring for one edited model ``m1`` of world ``w``
+    (``margin_base``: M₀'s mean forget margin, as the validation cell stored it)."""
     from circuitforge.cad.hybrids import margin_batch, margins
     from circuitforge.models import clone
     from circuitforge.surgery.objectives import answer_batch, answer_nll
 
     m = clone(m1, spec=f"{m1.spec}+linear")
     m.bridge.eval()
-    params = _params(m)
+    params = list({id(p): p for p in m.hf.parameters()}.values())   # tied weights once, as the attack does
     for p in params:
         p.requires_grad_(True)
     mb, ab = margin_batch(m, w.forget), answer_batch(m, w.retain)
     mf = margins(m.logits(mb.tokens), mb).mean()
-    g_f = _grad(m, mf, params)
-    g_a = _grad(m, answer_nll(m.logits(ab.tokens), ab), params)
-    m0 = v.mean_margin(w.base, w.forget)
-    deficit = m0 - float(mf.detach())
+    g_f = torch.cat([g.flatten() for g in _grads(mf, params)])
+    ga_parts = _grads(answer_nll(m.logits(ab.tokens), ab), params)
+    g_a = torch.cat([g.flatten() for g in ga_parts])
+    deficit = margin_base - float(mf.detach())
     cos = float(torch.dot(g_f, -g_a) / (g_f.norm() * g_a.norm()).clamp_min(1e-30))
     sign_step = float(torch.dot(g_f, -lr * torch.sign(g_a))) / deficit
     opt = torch.optim.Adam(params, lr=lr)
-    opt.zero_grad(set_to_none=True)
-    answer_nll(m.logits(ab.tokens), ab).backward()
+    for p, g in zip(params, ga_parts, strict=True):   # the one real step takes the gradient just computed
+        p.grad = g
     opt.step()
     after = v.mean_margin(m, w.forget)
     return {"cos": cos, "sign_step": sign_step, "one_step": (after - float(mf.detach())) / deficit,
@@ -85,6 +82,7 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "docs/results/cad_validation/linear_relearn.json"))
     a = ap.parse_args()
     v = _validation()
+    from circuitforge._provenance import write_json_atomic
     from circuitforge.eval.stats import spearman_ci
     from circuitforge.surgery import unlearn
 
@@ -99,25 +97,16 @@ def main() -> None:
             continue
         split, method, target = cell["name"].split("-")[0], cell["name"].split("-")[2], float(cell["name"].rsplit("-t", 1)[1])
         w = worlds.setdefault(split, v.World(split))
-        kw: dict[str, Any] = {"target_forget_acc": target}           # exactly cad_validation.methods()
-        if target == 0.0:
-            kw["max_steps"] = 20
-        if v.LR[method] is not None:
-            kw["lr"] = v.LR[method]
-        if method == "rmu":
-            kw["max_steps"] = 30
-        if method == "mansu":
-            kw["circuit_nodes"] = tuple(sorted(w.circuit.nodes))
         t0 = time.time()
-        m1 = unlearn(w.base, w.forget, w.other, method=method, seed=0, **kw).handle
-        q = linear_relearn(v, m1, w)
+        m1 = unlearn(w.base, w.forget, w.other, method=method, seed=0, **v.method_settings(w, method, target)).handle
+        q = linear_relearn(v, m1, w, t["margin_base"])
         q["rebuilt_margin_matches"] = abs(q["margin_edited"] - t["margin_edited"]) <= 1e-3 * max(1.0, abs(t["margin_edited"]))
         q.update(relearn_recovery=t["relearn_recovery"], forget_drop=t["forget_drop"], edit=cell["edit"],
                  seconds=time.time() - t0)
         done[cell["name"]] = q
         print(f"{cell['name']}: cos {q['cos']:+.3f} sign_step {q['sign_step']:+.3f} one_step {q['one_step']:+.3f} "
               f"relearn {t['relearn_recovery']:.2f} match {q['rebuilt_margin_matches']} ({q['seconds']:.0f} s)", flush=True)
-        out_path.write_text(json.dumps({"models": done}, indent=1))
+        write_json_atomic(out_path, {"models": done})
     # one per distinct model (runs that stopped at the same weights count once), rebuilt faithfully
     seen, rows = set(), []
     for _name, q in sorted(done.items()):
@@ -134,11 +123,8 @@ def main() -> None:
         corr[k] = {"spearman": dataclasses.asdict(spearman_ci(x, y)),
                    "partial_forget_drop": dataclasses.asdict(spearman_ci(x, y, zs=z))}
         print(k, json.dumps(corr[k]))
-    doc = {"command": "python benchmarks/cad_linear_relearn.py", "n_models": len(rows), "correlations": corr,
-           "models": done}
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(out_path)
+    write_json_atomic(out_path, {"command": "python benchmarks/cad_linear_relearn.py", "n_models": len(rows),
+                                 "correlations": corr, "models": done})
 
 
 if __name__ == "__main__":

@@ -190,6 +190,21 @@ def controls(out: Path, split: str) -> None:
         run_cell(out, f"{split}-benign-{name}", "benign", w, lambda b=build: matched_random_sign(w.base, b(), seed=101))
 
 
+def method_settings(w: World, method: str, target: float) -> dict[str, Any]:
+    """The ``unlearn`` settings of one method cell at one strength (``target``: the early-stop forget
+    accuracy; 0.0 = 20 steps without early stop)."""
+    kw: dict[str, Any] = {"target_forget_acc": target}
+    if target == 0.0:
+        kw["max_steps"] = 20
+    if LR[method] is not None:
+        kw["lr"] = LR[method]
+    if method == "rmu":
+        kw["max_steps"] = 30
+    if method == "mansu":
+        kw["circuit_nodes"] = tuple(sorted(w.circuit.nodes))
+    return kw
+
+
 def methods(out: Path, split: str) -> None:
     from circuitforge.cad import matched_random_sign
     from circuitforge.surgery import METHODS, unlearn
@@ -198,15 +213,7 @@ def methods(out: Path, split: str) -> None:
     for method in METHODS:
         # strengths: the early-stop target forget accuracy; loop methods also run 20 steps with no early stop
         for target in STRENGTHS + ((0.0,) if method != "mansu" else ()):
-            kw: dict[str, Any] = {"target_forget_acc": target}
-            if target == 0.0:
-                kw["max_steps"] = 20
-            if LR[method] is not None:
-                kw["lr"] = LR[method]
-            if method == "rmu":
-                kw["max_steps"] = 30
-            if method == "mansu":
-                kw["circuit_nodes"] = tuple(sorted(w.circuit.nodes))
+            kw = method_settings(w, method, target)
             name = f"{split}-method-{method}-t{target}"
             cache: dict[str, Any] = {}
 
