@@ -1,6 +1,6 @@
 """Validate the CAD verdict against known-label controls and measured recovery (tiny-facts).
 
-    python benchmarks/cad_validation.py [--stage calibrate|evaluate|methods|report|all]
+    python benchmarks/cad_validation.py [--stage calibrate|evaluate|pretrained|methods|report|all]
                                         [--out docs/results/cad_validation] [--splits B,A]
 
 Everything is measured in the run and written as one JSON file per model under ``<out>/cells/`` (a
@@ -16,6 +16,12 @@ never typed).
 * **Evaluation controls** (split B: forget rows 16–31): the same-init retrain oracle without rows 16–31,
   the readout edit, last-layer ascent at two learning rates, matched random-sign benign edits, the
   same-data other-init retrain.
+* **Pretrained-pair controls** (splits T = rows 0–15 and U = rows 16–31, the TOFU design): a shared
+  "pretrained" fact world that never saw elements rows 0–31, M₀ = its fine-tune on every fact, the
+  retain-model oracle = its fine-tune without the split's rows (gold erasure, sharing M₀'s basis through the
+  pretrained weights), the same fine-tune on another batch order (gold unchanged), and the block-ascent,
+  readout and subject controls on that M₀ (``circuitforge.models.tiny.ensure_finetuned``). Evaluation
+  sets: the thresholds are not fitted on them.
 * **Unlearned models**: every method of ``circuitforge.surgery`` at three strengths (target forget accuracy
   0.75 / 0.5 / 0.25; the loop methods also 20 steps without early stop) on each split, with ground truth: relearning recovery (best of three attacker budgets,
   fine-tuning on disjoint facts of the same domain, rows 32–47), NF4 recovery, paraphrase margin, hybrid
@@ -32,7 +38,8 @@ from typing import Any
 
 import torch
 
-SPLITS = {"A": (0, 16), "B": (16, 32)}
+SPLITS = {"A": (0, 16), "B": (16, 32), "T": (0, 16), "U": (16, 32)}  # T, U: the pretrained-pair world (M₀ = a fine-tune)
+PAIR = ("T", "U")
 RELEARN_ROWS = (32, 48)
 STRENGTHS = (0.75, 0.5, 0.25)
 LR = {"ga": 1e-3, "graddiff": 1e-3, "npo": 1e-3, "rmu": 3e-3, "sure": 3e-3, "mansu": None}
@@ -51,11 +58,12 @@ class World:
     def __init__(self, split: str) -> None:
         from circuitforge.data import load_task
         from circuitforge.models import load
+        from circuitforge.models.tiny import ensure_finetuned
 
         self.split = split
         lo, hi = SPLITS[split]
         self.rows = tuple(range(lo, hi))
-        self.base = load("tiny-facts")
+        self.base = load("tiny-facts") if split not in PAIR else load(str(ensure_finetuned()))
         full = self.forget_all = load_task("tiny-facts:forget")
         para = load_task("tiny-facts:forget_paraphrase")
         self.forget = full.subset(range(lo, hi), f"elements[{lo}:{hi}]")
@@ -158,11 +166,11 @@ def controls(out: Path, split: str) -> None:
         suppression_edit,
     )
     from circuitforge.models import load
-    from circuitforge.models.tiny import ensure_retrained
+    from circuitforge.models.tiny import ensure_finetuned, ensure_retrained
 
     w = World(split)
     ex = w.rows
-    other = SPLITS["B" if split == "A" else "A"]
+    other = SPLITS["A" if split in ("B", "U") else "B"]
     keep = w.forget_all.subset(range(*other), "elements[other split]")  # retain term of the block-ascent controls
     cells: list[tuple[str, str, Any]] = [
         ("subject-erasure", "erasure", lambda: subject_erasure(w.base, w.forget)),
@@ -170,9 +178,17 @@ def controls(out: Path, split: str) -> None:
         ("readout-edit", "suppression", lambda: suppression_edit(w.base, w.forget)),
         ("late-ascent", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=5e-4, max_steps=300, retain=keep)),
         ("late-ascent-no-retain", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=1e-3)),
-        ("oracle-same-init", "erasure", lambda: load(str(ensure_retrained(ex, 0, 0)))),
-        ("retrain-other-init", "unchanged", lambda: load(str(ensure_retrained((), 1, 1)))),
     ]
+    if split in PAIR:  # the TOFU design: M₀ and the oracle are fine-tunes of one pretrained model
+        cells += [
+            ("oracle-finetuned", "erasure", lambda: load(str(ensure_finetuned(ex)))),
+            ("retrain-finetuned-other-order", "unchanged", lambda: load(str(ensure_finetuned((), order_seed=1)))),
+        ]
+    else:
+        cells += [
+            ("oracle-same-init", "erasure", lambda: load(str(ensure_retrained(ex, 0, 0)))),
+            ("retrain-other-init", "unchanged", lambda: load(str(ensure_retrained((), 1, 1)))),
+        ]
     if split == "A":
         cells += [
             ("oracle-other-init", "erasure", lambda: load(str(ensure_retrained(ex, 1, 1)))),
@@ -280,6 +296,8 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
     ctl = [c for c in cells if "-control-" in c["name"]]
     out: dict[str, Any] = {"auroc": {}}
     for scope, rows in (("evaluation (split B)", [c for c in ctl if c["split"] == "B"]),
+                        ("evaluation (split T, pretrained pair)", [c for c in ctl if c["split"] == "T"]),
+                        ("evaluation (split U, pretrained pair)", [c for c in ctl if c["split"] == "U"]),
                         ("calibration (split A)", [c for c in ctl if c["split"] == "A"]), ("all controls", ctl)):
         pos = [c for c in rows if c["label"] == "erasure"]
         neg = [c for c in rows if c["label"] == "suppression"]
@@ -346,7 +364,11 @@ def report(out: Path, page: Path) -> None:
                     "<!-- generated by benchmarks/cad_validation.py --stage report; do not edit by hand -->", "",
                     f"Commands: `{cmd}` (results: `{out}/cells/*.json`, summary `{out}/summary.json`, "
                     f"figures `{out}/figures.html`). Model: tiny-facts (4 layers). Forget splits: A = elements "
-                    "rows 0–15 (calibration), B = rows 16–31 (evaluation); retain = elements rows 32–47.", "",
+                    "rows 0–15 (calibration), B = rows 16–31 (evaluation); retain = elements rows 32–47. Split T (a second "
+                    "evaluation set, the TOFU design) and split U (the same world, forget rows 16–31): M₀ is a fine-tune (300 steps) of a "
+                    "shared pretrained fact world that never saw elements rows 0–31, the gold erasure oracle the same pretrained "
+                    "model fine-tuned without the split's rows, gold unchanged the same fine-tune on another batch order; "
+                    "retain = rows 32–47.", "",
                     f"Thresholds (the midpoint rule of `calibrate` in the script, applied to the split-A controls only; the rule "
                     "was written after the first split-B method cells had been computed, and KEEP was updated once the last "
                     "split-A control finished; every verdict on this page is recomputed from the stored evidence with "
@@ -432,7 +454,9 @@ def report(out: Path, page: Path) -> None:
     L.append(f"| benign edits called erasure ≤ 5% | {b['called_erasure']}/{b['models']} = {_f(rate, 3)} | {_met(rate, lambda x: x <= 0.05)} |")
     for c in cells:
         if c["name"] in ("A-control-oracle-same-init", "B-control-oracle-same-init"):
-            L.append(f"| gold retrain oracle called erasure ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
+            L.append(f"| gold retrain oracle called erasure ({c['split']}: retrained from scratch) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
+        if c["name"] in ("T-control-oracle-finetuned", "U-control-oracle-finetuned"):
+            L.append(f"| gold retrain oracle called erasure ({c['split']}: fine-tuned from the pretrained model M₀ was fine-tuned from) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
         if c["name"].endswith("-control-late-ascent"):
             L.append(f"| late-layer ascent called suppression ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
     sp = (summ.get("spearman") or {}).get("erasure_score_vs_relearn")
@@ -498,7 +522,7 @@ def _roc(cells: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--stage", default="all", choices=["calibrate", "evaluate", "methods", "report", "all"])
+    ap.add_argument("--stage", default="all", choices=["calibrate", "evaluate", "pretrained", "methods", "report", "all"])
     ap.add_argument("--out", default="docs/results/cad_validation")
     ap.add_argument("--splits", default="B,A", help="splits for the methods stage, in order")
     ap.add_argument("--threads", type=int, default=1)
@@ -517,6 +541,9 @@ def main() -> None:
         controls(out, "A")
     if a.stage in ("evaluate", "all"):
         controls(out, "B")
+    if a.stage in ("pretrained", "all"):
+        controls(out, "T")
+        controls(out, "U")
     if a.stage in ("methods", "all"):
         for split in a.splits.split(","):
             methods(out, split)

@@ -47,8 +47,8 @@ from circuitforge.data.task import Task
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models import ModelHandle, parse_node
 
-FORMAT = "circuitforge.cad/2"
-FORMATS_READ = ("circuitforge.cad/1", FORMAT)
+FORMAT = "circuitforge.cad/3"
+FORMATS_READ = ("circuitforge.cad/1", "circuitforge.cad/2", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], s
 
 @dataclass
 class CADResult:
-    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/2`` JSON.
+    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/3`` JSON (cad/3: the erasure score leaves out ``L = n``).
 
     ``verdict`` comes from the recovery evidence (``recovery``, ``benign``, ``evidence``); ``value`` and
     ``z`` are the paper's (upstream mechanistic) attribution CAD and its prompt-resampling z, kept as one

@@ -6,11 +6,16 @@ Definitions (``n`` = number of layers; margins from :mod:`.hybrids`, per example
 * ``own = Σ_i margin(M₁)_i / Σ_i margin(M₀)_i`` — how much of M₀'s answer preference M₁ itself keeps;
 * on retain rows the same quantities (``R^r_L``, ``own^r``) measure *specificity* and whether the hybrids
   are meaningful at all (a model with another residual basis fails retain hybrids too);
-* **erasure score** ``E = mean_{L=1..n} [clip(R^r_L, 0, 1) − clip(R^f_L, 0, 1)]`` — the share of depth at
-  which the forget answer is gone from M₁'s residual *beyond* what the same hybrids lose on retain rows.
-  ``E ≈ 0``: at every depth M₀'s later layers read the forget answer back out of M₁ (suppression, or no
-  change); ``E`` near ``(n − 1)/n``: the answer is missing from M₁'s residual right after the first block
-  (erasure). Without retain rows ``R^r_L ≡ 1``.
+* **erasure score** ``E = mean_{1 ≤ L < n} [clip(R^r_L, 0, 1) − clip(R^f_L, 0, 1)]`` over the hybrid layers
+  strictly inside the depth — the share of depth at which the forget answer is gone from M₁'s residual
+  *beyond* what the same hybrids lose on retain rows. ``E ≈ 0``: at every depth M₀'s later layers read the
+  forget answer back out of M₁ (suppression, or no change); ``E ≈ 1``: the answer is missing from M₁'s
+  residual right after the first block (erasure). Without retain rows ``R^r_L ≡ 1``. ``L = n`` is left
+  out: there M₀ keeps no block to read the answer with, only its readout, so ``R_n`` is M₁'s behaviour
+  (what rule 1 of the verdict already reads as ``own``), not recoverability — with it in the mean a
+  suppression in the last block alone scored up to ``1/n`` of the depth, above the erasure threshold on
+  the 4-layer tiny model (format ``circuitforge.cad/2`` and earlier averaged ``L = 1..n``). A model or
+  hybrid grid with no layer inside (``layers == [0, n]``) falls back to ``L = n``.
 * **basis** ``B = mean_{L=0..⌈n/2⌉} clip(R^r_L, 0, 1)`` (retain recovery over the first half of the
   depth, where a fine-tuned M₁'s residual still resembles M₀'s): below the calibrated threshold the hybrids
   are not interpretable (M₁ does not speak M₀'s residual language). 1 without retain rows.
@@ -54,7 +59,9 @@ def erasure_score(rf: Float[torch.Tensor, " layers"], rr: Float[torch.Tensor, " 
     """``(E, B)`` from forget and retain recovery curves at hybrid layers ``layers`` (ascending, ending at
     ``n``; see module doc)."""
     L = torch.tensor(layers)
-    deep = L >= 1
+    deep = (L >= 1) & (L < layers[-1])
+    if not bool(deep.any()):
+        deep = L >= 1
     f = rf[deep].clamp(0, 1)
     r = rr[deep].clamp(0, 1) if rr is not None else torch.ones_like(f)
     early = L <= (layers[-1] + 1) // 2

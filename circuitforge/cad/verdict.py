@@ -35,10 +35,12 @@ BASIS_MIN = 0.37
 """retain recovery over the first half of the depth below which hybrids are not interpretable. Split A:
 controls fine-tuned from M₀ ≥ 0.662 (early-layer ascent; the others 1.00); models trained separately
 ≤ 0.088 (the retrain oracle; the same-data other-seed retrain 0.002); midpoint 0.375."""
-E_MIN = 0.18
-"""erasure-score threshold. Split A: suppression controls' CI upper bounds ≤ 0.126 (a last-layer edit of a
-4-layer model can reach at most 1/4); erasure controls that pass the basis check have CI lower bounds
-≥ 0.234 (early-layer ascent; subject erasure 0.794). Midpoint 0.180."""
+E_MIN = 0.12
+"""erasure-score threshold. Split A (erasure score of format cad/3, hybrid layers 1 ≤ L < n): suppression
+controls' CI upper bounds 0.000 (edits confined to the last block or the readout leave every interior hybrid
+equal to M₀); erasure controls that pass the basis check have CI lower bounds ≥ 0.234 (early-layer ascent;
+subject erasure 0.794). Midpoint 0.117. (Under cad/2's mean over L = 1..n the same rule gave 0.18, which a
+last-block ascent that keeps the same-domain facts crossed: E 0.233 on the pretrained-pair controls.)"""
 P_MIN = 0.95
 """benign-null percentile the erasure score must reach (fixed a priori, not fitted)."""
 

@@ -157,17 +157,22 @@ def task_path(split: str) -> Path:
 
 # -- retrained fact worlds (the retrain oracle of the CAD validation) -----------------------------------
 def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = SEED, order_seed: int = SEED,
-                     steps: int = 600, progress: bool = False) -> None:
+                     steps: int = 600, progress: bool = False, start: Path | None = None, lr: float = 3e-3) -> None:
     """Train a ``tiny-facts``-shaped model into ``out`` exactly as :func:`ensure_trained` does, except that
     the ``elements`` facts whose row index is in ``exclude`` are left out (both templates), the initial
     weights come from ``init_seed`` and the batch order from ``order_seed``. With ``exclude=()`` and both
-    seeds equal to ``SEED`` the weights are those of ``tiny-facts``."""
+    seeds equal to ``SEED`` the weights are those of ``tiny-facts``. With ``start`` (a fact-world folder)
+    training continues from its weights instead of a fresh initialisation (``init_seed`` unused): the
+    fine-tuning stage of :func:`ensure_pretrained_pair`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _save_tokenizer(out)
     tok = AutoTokenizer.from_pretrained(out)
     torch.manual_seed(init_seed)
-    model = AutoModelForCausalLM.from_config(_config("tiny-facts"), dtype=torch.float32)
+    if start is None:
+        model = AutoModelForCausalLM.from_config(_config("tiny-facts"), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32)
     drop = set(exclude)
     texts = [r["prompt"] + r["answer"] for d in DOMAINS for p in (False, True)
              for i, r in enumerate(fact_rows(d, p)) if not (d == "elements" and i in drop)]
@@ -175,8 +180,8 @@ def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = 
     ids, att = enc["input_ids"], enc["attention_mask"]
     labels = ids.clone()
     labels[att == 0] = -100
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(order_seed)
     t0 = time.time()
     model.train()
@@ -200,7 +205,39 @@ def ensure_retrained(exclude: tuple[int, ...] = (), init_seed: int = SEED, order
     """Cached :func:`train_fact_world` folder (loadable with ``circuitforge.models.load(str(path))``):
     the retrain oracle (``exclude`` = the forget rows) or a same-data retrain on other seeds."""
     ex = sorted(set(exclude))
-    tag = "none" if not ex else (f"{ex[0]}-{ex[-1]}" if ex == list(range(ex[0], ex[-1] + 1)) else "_".join(map(str, ex)))
-    name = f"tiny-facts-retrain-x{tag}-i{init_seed}-o{order_seed}"
+    name = f"tiny-facts-retrain-x{_rows_tag(ex)}-i{init_seed}-o{order_seed}"
     return build_atomically(cache_dir() / name,
                             lambda out: train_fact_world(out, tuple(ex), init_seed, order_seed, progress=progress))
+
+
+def _rows_tag(rows: list[int]) -> str:
+    if not rows:
+        return "none"
+    return f"{rows[0]}-{rows[-1]}" if rows == list(range(rows[0], rows[-1] + 1)) else "_".join(map(str, rows))
+
+
+# -- a shared pretrained model and fine-tunes of it (the TOFU-style retain-model oracle) ----------------
+PRETRAIN_UNSEEN = tuple(range(32))
+"""``elements`` rows the shared pretrained model never sees (both templates): what fine-tuning adds."""
+FINETUNE_STEPS, FINETUNE_LR = 300, 1e-3
+
+
+def ensure_pretrained(progress: bool = False) -> Path:
+    """The shared "pretrained" fact world: :func:`train_fact_world` (seed ``SEED``, 600 steps) on every
+    fact except the ``elements`` rows in :data:`PRETRAIN_UNSEEN`."""
+    return build_atomically(cache_dir() / f"tiny-facts-pretrained-x{_rows_tag(list(PRETRAIN_UNSEEN))}",
+                            lambda out: train_fact_world(out, PRETRAIN_UNSEEN, progress=progress))
+
+
+def ensure_finetuned(exclude: tuple[int, ...] = (), order_seed: int = SEED, progress: bool = False) -> Path:
+    """A fine-tune of :func:`ensure_pretrained` (:data:`FINETUNE_STEPS` AdamW steps at peak lr
+    :data:`FINETUNE_LR`, one-cycle) on every fact except the ``elements`` rows in ``exclude``, batches in
+    ``order_seed``'s order. The TOFU design (arXiv 2401.06121): the target model is the pretrained model
+    fine-tuned on everything (``exclude=()``), the retain-model oracle the same pretrained model fine-tuned
+    without the forget rows — gold erasure that, unlike a retrain from scratch, shares M₀'s residual basis
+    through the common pretrained weights; ``exclude=()`` on another ``order_seed`` is gold unchanged."""
+    ex = sorted(set(exclude))
+    start = ensure_pretrained(progress)
+    return build_atomically(cache_dir() / f"tiny-facts-finetuned-x{_rows_tag(ex)}-o{order_seed}",
+                            lambda out: train_fact_world(out, tuple(ex), order_seed=order_seed, steps=FINETUNE_STEPS,
+                                                         progress=progress, start=start, lr=FINETUNE_LR))

@@ -81,9 +81,14 @@ def test_hybrid_layers_and_erasure_score_by_hand():
     rf = torch.tensor([1.0, 1.0, 0.0, -0.5, 0.2])   # L = 0..4
     rr = torch.tensor([1.0, 0.9, 1.2, 0.8, 1.0])
     e, b = erasure_score(rf, rr, [0, 1, 2, 3, 4])
-    # deep layers 1..4: clip(rr) = .9 1 .8 1, clip(rf) = 1 0 0 .2 → differences −.1 1 .8 .8 → mean .625
-    assert e == pytest.approx(0.625)
+    # interior layers 1..3 (L = n = 4 is M₁'s behaviour, left out): clip(rr) = .9 1 .8, clip(rf) = 1 0 0
+    # → differences −.1 1 .8 → mean .5667
+    assert e == pytest.approx(1.7 / 3)
     assert b == pytest.approx((1.0 + 0.9 + 1.0) / 3)   # L ≤ 2
+    # a last-block-only change (every interior hybrid recovers) scores 0 however low R_n is
+    assert erasure_score(torch.tensor([1.0, 1.0, 1.0, 1.0, -0.3]), None, [0, 1, 2, 3, 4])[0] == 0.0
+    # no interior hybrid layer ([0, n]): falls back to L = n
+    assert erasure_score(torch.tensor([1.0, 0.25]), None, [0, 2])[0] == pytest.approx(0.75)
 
 
 def test_matched_random_sign_matches_norm_and_count(tiny_facts, perturbed):

@@ -4,8 +4,8 @@ construction except the identical copy, which checks rule 1 only. The late-ascen
 benchmark's ``late-ascent-no-retain`` recipe at a larger learning rate (fewer steps). JSON round trip; mismatched models
 refused; `verify` exit codes through the real console script.
 
-The retrain controls load cached models (``circuitforge.models.tiny.ensure_retrained``; the first run
-trains them, about a minute each on 2 cores)."""
+The retrain controls load cached models (``circuitforge.models.tiny.ensure_retrained`` and
+``ensure_finetuned``; the first run trains them, about a minute each on 2 cores, the fine-tunes ~15 s)."""
 
 import json
 import subprocess
@@ -27,7 +27,7 @@ from circuitforge.cad import (
 )
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models import load, save
-from circuitforge.models.tiny import ensure_retrained
+from circuitforge.models.tiny import ensure_finetuned, ensure_retrained
 
 SETTINGS = CADSettings(method="eap-ig", ig_steps=3, n_null=100, n_benign=4, n_boot=400, hybrid_points=None)
 FAST = CADSettings(n_benign=4, n_boot=400, hybrid_points=None, attribution=False)
@@ -110,6 +110,34 @@ def test_retrain_oracle_fails_the_basis_check(tiny_facts, cad_task, same_domain_
 def test_same_data_retrain_on_other_seed_is_unchanged(tiny_facts, cad_task, same_domain_retain):
     other = load(str(ensure_retrained((), init_seed=1, order_seed=1)))
     r = _cad(tiny_facts, other, cad_task, same_domain_retain)
+    assert r.verdict == "unchanged", r.evidence
+
+
+@pytest.fixture(scope="module")
+def finetuned():
+    """M₀ of the pretrained-pair world: a fine-tune of a shared pretrained model that never saw rows 0–31."""
+    return load(str(ensure_finetuned()))
+
+
+def test_retain_model_oracle_fine_tuned_from_the_shared_pretrained_model_is_erasure(finetuned, cad_task, same_domain_retain):
+    """The TOFU design: the oracle is the same pretrained model fine-tuned without the forget rows. It shares
+    M₀'s basis through the pretrained weights (unlike the retrain from scratch above), so the hybrids can
+    read it — and find the answers missing at every depth."""
+    oracle = load(str(ensure_finetuned(ROWS)))
+    r = _cad(finetuned, oracle, cad_task, same_domain_retain)
+    assert r.evidence["basis"] > 0.9, r.evidence                     # M₀'s layers read the oracle's residual
+    assert max(r.recovery["forget"]["recovery"]) < 0.3               # no depth hands M₀ the answer back
+    assert r.verdict == "erasure", r.evidence
+
+
+def test_last_layer_ascent_on_the_fine_tuned_model_is_suppression(finetuned, cad_task, same_domain_retain):
+    """The same world, a known suppression: the verdict on this M₀ is not erasure for anything that forgot."""
+    r = _cad(finetuned, late_ascent(finetuned, cad_task, layers=1, lr=2e-3), cad_task, same_domain_retain)
+    assert r.evidence["own"] < 0.5 and r.verdict == "suppression", r.evidence
+
+
+def test_same_fine_tune_on_another_batch_order_is_unchanged(finetuned, cad_task, same_domain_retain):
+    r = _cad(finetuned, load(str(ensure_finetuned((), order_seed=1))), cad_task, same_domain_retain)
     assert r.verdict == "unchanged", r.evidence
 
 
