@@ -163,10 +163,13 @@ def scoped_params(handle: ModelHandle, scope: str) -> dict[str, torch.nn.Paramet
 
 @contextlib.contextmanager
 def trainable(handle: ModelHandle, params: dict[str, torch.nn.Parameter]) -> Iterator[None]:
-    """Only ``params`` require grad inside the block; the model stays in eval mode; grads cleared on exit."""
+    """Only ``params`` require grad inside the block; the model stays in eval mode; grads cleared on entry
+    (a ``.grad`` left by an earlier backward elsewhere would otherwise be accumulated into the first one
+    taken inside) and on exit."""
     handle.bridge.eval()
     keep = {id(p) for p in params.values()}
     for p in handle.hf.parameters():
+        p.grad = None
         p.requires_grad_(id(p) in keep)
     try:
         yield

@@ -114,7 +114,8 @@ class MANSUSettings:
             full-precision weights). Measured on SmolLM2 (docs/surgery.md): harmful — the retain protections
             are measured in full precision, so the NF4 model lost the domain (held-out same-domain 0.06 in NF4)
             while full precision stopped at 0.53 on the targets after 30 steps.
-        forget_positions: ``"all"`` or ``"subject"``: the masked weights collect the forget gradient only at each
+        forget_positions: ``"all"``, ``"subject"`` or ``"subject-mlp"``: the masked weights (``"subject-mlp"``:
+            the masked MLP weights only; attention weights keep every position) collect the forget gradient only at each
             forget row's subject tokens (the prompt tokens its counterfactual ``corrupt_prompt`` changes;
             :mod:`~circuitforge.surgery.positions`). Facts are recalled from the subject's representation
             (ROME), which paraphrases of a fact share and other facts in its template do not. Measured on
@@ -152,7 +153,7 @@ class MANSUSettings:
     target_forget_acc: float = 0.25
     stop_quantized: Literal["nf4", "fp4", "int8"] | None = "nf4"
     gradient_at: Literal["full", "quantized"] = "full"
-    forget_positions: Literal["all", "subject"] = "all"
+    forget_positions: Literal["all", "subject", "subject-mlp"] = "all"
     forget_rows: Literal["all", "recalled"] = "all"
     chunk_rows: int = 16
     blocksize: int = 64

@@ -140,25 +140,28 @@ def forget_gradient(
     ``"npo"`` (needs ``ref_logprob``, the reference answer log-probs per row) or ``"ga"`` (``−NLL``).
     ``F`` is the row-weighted mean over chunks. The descent direction is ``−g``. ``positions="subject"``:
     the masked weights collect gradient only at each row's subject tokens
-    (:mod:`~circuitforge.surgery.positions`); ``"all"``: every position.
+    (:mod:`~circuitforge.surgery.positions`); ``"subject-mlp"``: only the masked MLP weights do (where ROME
+    locates the stored association), attention weights collect it at every position; ``"all"``: every
+    position.
     """
     from contextlib import nullcontext
 
     from circuitforge.surgery.positions import subject_mask, weight_grad_positions
 
-    if positions not in ("all", "subject"):
-        raise CircuitForgeError(f"positions must be 'all' or 'subject', not {positions!r}")
+    if positions not in ("all", "subject", "subject-mlp"):
+        raise CircuitForgeError(f"positions must be 'all', 'subject' or 'subject-mlp', not {positions!r}")
     if objective not in ("margin", "npo", "ga"):
         raise CircuitForgeError(f"unknown forget objective {objective!r}")
     if objective == "npo" and ref_logprob is None:
         raise CircuitForgeError("the npo forget objective needs reference log-probs")
     params = {n: p for n, p in handle.named_parameters().items() if n in mask}
+    at_subject = set(params) if positions == "subject" else {k for k in params if ".mlp." in k} if positions == "subject-mlp" else set()
     total, n = 0.0, len(forget)
     with trainable(handle, params):
         for rows in row_chunks(n, chunk):
             b = answer_batch(handle, forget, rows, options=objective == "margin")
-            where = (weight_grad_positions(handle, set(params), subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
-                     if positions == "subject" else nullcontext())
+            where = (weight_grad_positions(handle, at_subject, subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
+                     if at_subject else nullcontext())
             with where:
                 logits = forward(handle, b.tokens)
             if objective == "margin":

@@ -69,3 +69,25 @@ def test_gradient_collects_only_at_kept_positions(tiny_facts, forget_task):
     # the hooks are gone afterwards, and a mask of the wrong shape is refused
     with pytest.raises(CircuitForgeError, match="does not match"), weight_grad_positions(tiny_facts, names, keep[:1]):
         tiny_facts.logits(b.tokens)
+
+
+def test_subject_mlp_positions_restrict_only_the_mlp_weights(tiny_facts, forget_task):
+    """``positions="subject-mlp"``: the MLP weights get exactly the ``"subject"`` gradient, the attention
+    weights exactly the every-position one (and the two differ, so the split is visible)."""
+    from circuitforge.surgery.mansu_steps import forget_gradient
+
+    task = forget_task.head(6)
+    names = [n for n in tiny_facts.named_parameters() if n.startswith("model.layers.1.") and n.endswith("proj.weight")]
+    mask = {n: torch.ones_like(tiny_facts.named_parameters()[n], dtype=torch.bool) for n in names}
+    got = {pos: forget_gradient(tiny_facts, task, mask, positions=pos)[1] for pos in ("all", "subject", "subject-mlp")}
+    mlp = [n for n in names if ".mlp." in n]
+    attn = [n for n in names if ".self_attn." in n]
+    assert mlp and attn
+    for n in mlp:
+        assert torch.equal(got["subject-mlp"][n], got["subject"][n]), n
+        assert not torch.allclose(got["subject-mlp"][n], got["all"][n]), n
+    for n in attn:
+        assert torch.equal(got["subject-mlp"][n], got["all"][n]), n
+        assert not torch.allclose(got["subject-mlp"][n], got["subject"][n]), n
+    with pytest.raises(CircuitForgeError, match="positions must be"):
+        forget_gradient(tiny_facts, task, mask, positions="subjects")
