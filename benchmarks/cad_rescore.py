@@ -25,7 +25,7 @@ import torch
 
 from circuitforge._provenance import write_json_atomic
 from circuitforge.cad.recovery import erasure_score
-from circuitforge.cad.verdict import decide
+from circuitforge.cad.verdict import E_MIN, decide
 
 SOURCES = {"smollm2-bench": ("docs/results/unlearning/cells/*.json", ("scorecard", "cad")),
            "gemma3-bench": ("docs/results/unlearning-gemma3-270m/cells/*.json", ("scorecard", "cad")),
@@ -83,11 +83,14 @@ def main() -> None:
     print(f"check on {c['cells']} tiny-facts validation cells: approximate verdict = exact in {c['verdicts_agree']}, "
           f"max |E₃ point − exact| {c['max_abs_point_error']}")
     for name, (pattern, path) in SOURCES.items():
-        rows = {Path(f).stem: rescore(_get(json.loads(Path(f).read_text()), path)) for f in sorted(glob.glob(pattern))}
+        stored = {Path(f).stem: _get(json.loads(Path(f).read_text()), path) for f in sorted(glob.glob(pattern))}
+        # cells already made under cad/3 (today's E_MIN in their recorded thresholds) need no rescoring
+        rows = {k: rescore(s) for k, s in stored.items() if (s.get("thresholds") or {}).get("e_min") != E_MIN}
         flips = {k: f"{r['verdict_cad2']} → {r['verdict_cad3_approx']}" for k, r in rows.items()
                  if r["verdict_cad2"] != r["verdict_cad3_approx"]}
         out["sources"][name] = {"cells": rows, "would_flip": flips}
-        print(f"{name}: {len(rows)} cells, approximate cad/3 verdict differs in {len(flips)}: {flips}")
+        print(f"{name}: {len(rows)} cells stored under cad/2 ({len(stored) - len(rows)} already cad/3), "
+              f"approximate cad/3 verdict differs in {len(flips)}: {flips}")
     write_json_atomic(Path(a.json), out)
 
 
