@@ -59,8 +59,9 @@ def check_on_validation(old_rev: str) -> dict[str, Any]:
         if not new.exists():
             continue
         old = json.loads(subprocess.run(["git", "show", f"{old_rev}:{n}"], capture_output=True, text=True, check=True).stdout)
-        exact = json.loads(new.read_text())["summary"]
-        if old.get("edit") != json.loads(new.read_text()).get("edit"):
+        cell = json.loads(new.read_text())
+        exact = cell["summary"]
+        if old.get("edit") != cell.get("edit"):
             continue  # the model itself changed (e.g. a method under newer defaults): not the same edit
         r = rescore(old["summary"])
         ev = decide(exact["own_forget_ratio"], exact["own_forget_ratio_ci"], exact["basis"], exact["erasure_score"],

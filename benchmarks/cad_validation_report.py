@@ -3,6 +3,7 @@ ground truth and the Markdown page docs/cad-validation.md, all computed from the
 verdict recomputed from the stored evidence with the thresholds in force)."""
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,7 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, Any]:
         out["relearn_by_verdict"] = {}
         for v in sorted({c["verdict"] for c in ok}):
             r = sorted(c["truth"]["relearn_recovery"] for c in ok if c["verdict"] == v)
-            out["relearn_by_verdict"][v] = {"n": len(r), "median": r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2,
-                                            "min": r[0], "max": r[-1]}
+            out["relearn_by_verdict"][v] = {"n": len(r), "median": statistics.median(r), "min": r[0], "max": r[-1]}
     return out
 
 

@@ -163,7 +163,7 @@ def train_fact_world(out: Path, exclude: tuple[int, ...] = (), init_seed: int = 
     weights come from ``init_seed`` and the batch order from ``order_seed``. With ``exclude=()`` and both
     seeds equal to ``SEED`` the weights are those of ``tiny-facts``. With ``start`` (a fact-world folder)
     training continues from its weights instead of a fresh initialisation (``init_seed`` unused): the
-    fine-tuning stage of :func:`ensure_pretrained_pair`."""
+    fine-tuning stage of :func:`ensure_finetuned`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _save_tokenizer(out)

@@ -155,7 +155,7 @@ def forget_gradient(
     if objective == "npo" and ref_logprob is None:
         raise CircuitForgeError("the npo forget objective needs reference log-probs")
     params = {n: p for n, p in handle.named_parameters().items() if n in mask}
-    at_subject = set(params) if positions == "subject" else {k for k in params if ".mlp." in k} if positions == "subject-mlp" else set()
+    at_subject = {"all": set(), "subject": set(params), "subject-mlp": {k for k in params if ".mlp." in k}}[positions]
     total, n = 0.0, len(forget)
     with trainable(handle, params):
         for rows in row_chunks(n, chunk):
