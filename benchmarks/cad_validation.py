@@ -16,6 +16,9 @@ never typed).
 * **Evaluation controls** (split B: forget rows 16–31): the same-init retrain oracle without rows 16–31,
   the readout edit, last-layer ascent at two learning rates, matched random-sign benign edits, the
   same-data other-init retrain.
+* **Mid-depth gate** (every split; added after the thresholds were fixed, not read by ``calibrate``):
+  ascent with a retain term on block n/2 only, labelled suppression (the residual before it is M₀'s and
+  already carries the answer; ``benchmarks/cad_base_lens.py`` measures how much).
 * **Pretrained-pair controls** (splits T = rows 0–15 and U = rows 16–31, the TOFU design): a shared
   "pretrained" fact world that never saw elements rows 0–31, M₀ = its fine-tune on every fact, the
   retain-model oracle = its fine-tune without the split's rows (gold erasure, sharing M₀'s basis through the
@@ -161,6 +164,7 @@ def run_cell(out: Path, name: str, label: str, w: World, build: Any, truth: bool
 
 def controls(out: Path, split: str) -> None:
     from circuitforge.cad import (
+        block_ascent,
         early_ascent,
         late_ascent,
         matched_random_sign,
@@ -180,6 +184,11 @@ def controls(out: Path, split: str) -> None:
         ("readout-edit", "suppression", lambda: suppression_edit(w.base, w.forget)),
         ("late-ascent", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=5e-4, max_steps=300, retain=keep)),
         ("late-ascent-no-retain", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=1e-3)),
+        # a gate at mid depth: blocks < n/2 bit-identical to M₀, where M₀'s own residual already carries
+        # the answer (benchmarks/cad_base_lens.py measures how much); added after the thresholds were
+        # fixed and not used by `calibrate`: a test of them on every split
+        ("mid-ascent", "suppression", lambda: block_ascent(w.base, w.forget, [w.base.n_layers // 2], lr=5e-4, max_steps=300,
+                                                          retain=keep, tag="mid-ascent")),
     ]
     if split in PAIR:  # the TOFU design: M₀ and the oracle are fine-tunes of one pretrained model
         cells += [
@@ -201,7 +210,7 @@ def controls(out: Path, split: str) -> None:
         if only and name not in only.split(","):
             continue
         run_cell(out, f"{split}-control-{name}", label, w, build, truth=label != "unchanged")
-    for name in ("early-ascent", "late-ascent", "readout-edit", "subject-erasure"):
+    for name in ("early-ascent", "late-ascent", "mid-ascent", "readout-edit", "subject-erasure"):
         if not (out / "cells" / f"{split}-control-{name}.json").exists():
             continue
         build = dict((n, b) for n, _, b in cells)[name]

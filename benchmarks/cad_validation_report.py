@@ -202,6 +202,9 @@ def report(out: Path, page: Path) -> None:
               "`indeterminate`.", ["model", "label", "targeted R_L, L = 0..n", "same-domain R_L"],
                     [[r["model"], r["label"], ", ".join(f"{x:.2f}" for x in r["targeted"]),
                       ", ".join(f"{x:.2f}" for x in r["same_domain"])] for r in ol["rows"]])
+    base_lens = out / "base_lens.json"
+    if base_lens.exists():
+        L += _mid_depth(json.loads(base_lens.read_text()), base_lens, cells)
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():
@@ -253,6 +256,8 @@ def report(out: Path, page: Path) -> None:
             L.append(f"| gold retrain oracle called erasure ({c['split']}: retrained from scratch) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
         if c["name"] in ("T-control-oracle-finetuned", "U-control-oracle-finetuned"):
             L.append(f"| gold retrain oracle called erasure ({c['split']}: fine-tuned from the pretrained model M₀ was fine-tuned from) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
+        if c["name"].endswith("-control-mid-ascent"):
+            L.append(f"| mid-depth ascent called suppression ({c['split']}; added after the thresholds were fixed) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
         if c["name"].endswith("-control-late-ascent"):
             L.append(f"| late-layer ascent called suppression ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
     if summ.get("spearman"):
@@ -286,6 +291,81 @@ def report(out: Path, page: Path) -> None:
     rocs = {"E": _roc(cells, "score"), "paper CAD": _roc(cells, "cad_value")}
     save_html_many([plot_roc(rocs), plot_hybrid_recovery(curves)], out / "figures.html")
     print(json.dumps(summ, indent=1))
+
+
+def presence_rule(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The presence threshold the midpoint rule gives on the split-A controls of ``base_lens.json``
+    (midpoint of the highest Π CI upper bound among erasure controls that pass the basis check and the
+    lowest Π CI lower bound among suppression controls), and what "erasure only if Π's CI upper bound is
+    below it" would change. Evidence for a rule, not the verdict."""
+    a = {r["name"]: r for r in rows if r["split"] == "A" and "-control-" in r["name"]}
+    era = [r for k, r in a.items() if k.endswith(("subject-erasure", "early-ascent"))]
+    sup = [r for k, r in a.items() if k.endswith(("readout-edit", "late-ascent", "mid-ascent"))]
+    hi, lo = max(r["presence_ci"][1] for r in era), min(r["presence_ci"][0] for r in sup)
+    cut = (hi + lo) / 2
+    flips = [r for r in rows if r["verdict"] == "erasure" and r["presence_ci"][1] >= cut]
+    return {"erasure_max_upper": hi, "suppression_min_lower": lo, "pi_max": cut,
+            "erasure_to_indeterminate": [r["name"] for r in flips]}
+
+
+def _mid_depth(bl: dict[str, Any], path: Path, cells: list[dict[str, Any]]) -> list[str]:
+    """The page section on the mid-depth gate and the M₀-lens presence evidence (base_lens.json)."""
+    rows = bl["rows"]
+    m0 = {c["name"]: (c.get("truth") or {}).get("margin_base") for c in cells}
+    rule = presence_rule(rows)
+    flips = rule["erasure_to_indeterminate"]
+    ctl = [r for r in rows if "-control-" in r["name"]]
+    met = [r for r in rows if "-method-" in r["name"]]
+    era_m = [r for r in met if r["verdict"] == "erasure"]
+    rel = lambda rs: statistics.median([r["relearn_recovery"] for r in rs if r["relearn_recovery"] is not None]) if rs else None  # noqa: E731
+    kept = [r for r in era_m if r["name"] not in flips]
+    lost = [r for r in era_m if r["name"] in flips]
+    share = {r["split"]: r["m0_lens_share"] for r in rows}
+    out = ["", "## A gate at mid depth", "",
+           "The `mid-ascent` controls (gradient ascent with a retain term on block n/2 only; embedding and blocks "
+           "< n/2 bit-identical to M₀) were added after the thresholds were fixed, as a test of them. Their label is "
+           "suppression by construction: M₁'s residual before the edited block *is* M₀'s, and there a linear lens "
+           "fitted on other facts already reads "
+           + ", ".join(f"{share[s][2]:.2f} (split {s})" for s in sorted(share))
+           + " of M₀'s final forget margin (M₀'s lens share at L = 2 below). The erasure score cannot see that: "
+           "below an edit every hybrid recovers whether the edit gates the answer or deletes it, so a gate at depth k "
+           "scores the depth after k, like an erasure at k. The verdict calls the mid-depth gate `erasure` on the "
+           "pretrained pair and `indeterminate` on tiny-facts (targets below), while its relearning recovery is "
+           "close to the last-block ascent's. (The mid-ascent cells and their benign twins ran in a later session on "
+           "another machine, where the tiny worlds train to slightly different weights — split A's M₀ mean forget "
+           f"margin {_f(m0['A-control-mid-ascent'])} there against {_f(m0['A-control-late-ascent'])} for the other "
+           "cells — so they were measured against another instance of the same recipe.)", "",
+           f"**Tried: presence read with a lens fitted on M₀** (`python benchmarks/cad_base_lens.py --json {path}`; "
+           "definitions in the script's docstring). A linear lens cannot recall a fact, only read one that is already "
+           "in the residual: Π = the share of the answer M₀ has written at the interior layers that M₁ still carries "
+           "(weighted by how much M₀ has written there). The models are rebuilt with the validation's settings on "
+           "the machine that ran the script; the tiny worlds are not bit-reproducible across machines, so they are "
+           "not the stored cells' models (`rebuilt_matches` in the JSON: "
+           f"{sum(r['rebuilt_matches'] for r in rows)} of {len(rows)} equal the stored own margin), and E and the "
+           "verdict in the table are the stored cells'.", "",
+           "| control | label | stored verdict | E | Π [95% CI] | Π on same-domain rows | P_L (forget), L = 0..n | relearn recovery |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in ctl:
+        out.append(f"| {r['name']} | {r['label']} | {r['verdict']} | {_f(r['erasure_score'])} | {_f(r['presence'])} "
+                   f"{_f(r['presence_ci'])} | {_f(r['presence_retain'])} | {', '.join(f'{x:.2f}' for x in r['P_forget'])} | "
+                   f"{_f(r['relearn_recovery'])} |")
+    out += ["", f"The midpoint rule on the split-A controls gives Π_MAX = {rule['pi_max']:.2f} (erasure controls' highest "
+            f"CI upper bound {rule['erasure_max_upper']:.2f}, suppression controls' lowest CI lower bound "
+            f"{rule['suppression_min_lower']:.2f}). \"Erasure only if Π's CI upper bound < Π_MAX\" would turn "
+            f"{len(flips)} `erasure` calls into `indeterminate`: "
+            f"{', '.join(f for f in flips if '-control-' in f) or 'no control'} and {sum('-method-' in f for f in flips)} "
+            f"of {len(era_m)} method cells called erasure. The method cells it would drop relearn like the ones it would "
+            f"keep (median relearning recovery {_f(rel(lost))} dropped, {_f(rel(kept))} kept), and within each world "
+            "Π does not predict relearning either:", "",
+            "| world | Spearman(Π, relearn) [95% CI] | Spearman(E, relearn) [95% CI] | n |", "|---|---|---|---|"]
+    for world, d in bl.get("spearman_by_world", {}).items():
+        p, e = d["presence_vs_relearn"], d["erasure_score_vs_relearn"]
+        out.append(f"| {world} | {_f(p['rho'])} {_f(p['ci'])} | {_f(e['rho'])} {_f(e['ci'])} | {p['n']} |")
+    out += ["", "So Π keeps the mid-depth gate from being called erasure among the controls (at the cost of the split-U subject erasure, whose "
+            "lens still reads part of the answer at L = 1) but is not yet in the verdict: adopting it needs the whole "
+            "validation rerun with Π in every cell on one machine, and it does not make the score predict relearning "
+            "within a world."]
+    return out
 
 
 def _tried(text: str, columns: list[str], rows: list[list[str]]) -> list[str]:

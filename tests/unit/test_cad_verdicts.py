@@ -17,6 +17,7 @@ import torch
 from circuitforge.cad import (
     CADResult,
     CADSettings,
+    block_ascent,
     cad,
     erasure_edit,
     late_ascent,
@@ -134,6 +135,33 @@ def test_last_layer_ascent_on_the_fine_tuned_model_is_suppression(finetuned, cad
     """The same world, a known suppression: the verdict on this M₀ is not erasure for anything that forgot."""
     r = _cad(finetuned, late_ascent(finetuned, cad_task, layers=1, lr=2e-3), cad_task, same_domain_retain)
     assert r.evidence["own"] < 0.5 and r.verdict == "suppression", r.evidence
+
+
+@pytest.fixture(scope="module")
+def mid(finetuned, cad_task, forget_task, same_domain_retain):
+    """Gradient ascent (with a retain term on rows 16–31) on block n/2 of the fine-tuned M₀ only: the
+    validation's ``mid-ascent`` control, a gate after the answer is already in the residual."""
+    keep = forget_task.subset(range(16, 32), "elements[16:32]")
+    m = block_ascent(finetuned, cad_task, [finetuned.n_layers // 2], lr=5e-4, max_steps=300, retain=keep, tag="mid-ascent")
+    return _cad(finetuned, m, cad_task, same_domain_retain)
+
+
+def test_mid_depth_ascent_gates_an_answer_already_in_the_residual(finetuned, mid):
+    """The construction of the control: M₁ forgot, and every hybrid cut at or below the edited block answers
+    as M₀ does (the residual there is M₀'s), so the answer is still computed in M₁."""
+    r = mid
+    rec = r.recovery["forget"]["recovery"]
+    half = finetuned.n_layers // 2
+    assert r.evidence["own"] < 0.25, r.evidence
+    assert all(abs(x - 1) < 1e-4 for x in rec[: half + 1]), rec
+    assert max(rec[half + 1 :]) < 0.3, rec
+
+
+@pytest.mark.xfail(strict=True, reason="known wrong verdict (docs/cad-validation.md, 'A gate at mid depth'): the "
+                   "erasure score counts the depth after a gate like the depth after an erasure, so a gate in block "
+                   "n/2 scores above E_MIN; strict, so a fix makes this test fail until the marker is removed")
+def test_mid_depth_ascent_is_not_called_erasure(mid):
+    assert mid.verdict != "erasure", mid.evidence
 
 
 def test_same_fine_tune_on_another_batch_order_is_unchanged(finetuned, cad_task, same_domain_retain):
