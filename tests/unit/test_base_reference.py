@@ -17,7 +17,9 @@ SETTINGS = CADSettings(method="eap", n_null=20, n_benign=1, n_benign_finetune=0,
 @pytest.fixture(scope="module")
 def edited(tiny_facts, forget_task):
     # not a readout-only edit: M₁ with M₀'s readout must differ from M₀ (else it counts as base work)
-    return late_ascent(tiny_facts, forget_task.head(8), layers=2, max_steps=5)
+    # and it must forget enough that relearning recovery is defined (5 steps did not on every machine:
+    # the tiny world trains to slightly different weights on different CPUs)
+    return late_ascent(tiny_facts, forget_task.head(8), layers=2, max_steps=20)
 
 
 @pytest.fixture(scope="module")
