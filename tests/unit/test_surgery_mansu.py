@@ -204,9 +204,14 @@ def test_retain_gradient_filter_drops_moves_that_raise_retain_nll_to_first_order
         assert int(ok1.sum()) < int(ok0.sum()) * 0.75  # about half the random-sign candidates are dropped
 
 
-def test_rolled_back_iterations_retry_with_half_the_moves_then_stop(tiny_facts, forget_task, retain_task):
+def test_rolled_back_iterations_retry_with_half_the_moves_then_stop(tiny_facts, forget_task):
+    # the retain rows are paraphrases of the forget facts, so forgetting raises their NLL by construction and
+    # every iteration is rolled back (with the unrelated retain set, one instance of the tiny world forgets
+    # while its retain NLL falls, so a 1e-9 budget rolled nothing back there)
+    from circuitforge.data import load_task
+
     before = {n: p.detach().clone() for n, p in tiny_facts.named_parameters().items()}
-    r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", max_retain_nll_increase=1e-9,
+    r = unlearn(tiny_facts, forget_task, load_task("tiny-facts:forget_paraphrase"), method="mansu", max_retain_nll_increase=1e-9,
                 max_halvings=2, **FAST)
     tried = [h["tried"] for h in r.loss_history if h.get("rolled_back")]
     assert r.stop_reason == "retain_budget_spent" and len(tried) == 3, r.loss_history
@@ -271,12 +276,17 @@ def test_retain_fisher_is_the_mean_squared_per_row_gradient(tiny_facts, retain_t
 def test_fisher_move_cost_keeps_the_retain_nll_lower_on_the_way(mansu, tiny_facts, forget_task, retain_task):
     """Ranking moves by their second-order retain-NLL cost (½ F δ²) instead of the output-change cost:
     the run still reaches its target and no iteration — accepted or rolled back — raises the retain NLL
-    as far as the output-cost run's worst one (measured on tiny-facts: 0.04 vs 1.04 nats)."""
+    as far as the output-cost run's worst one. Compared as the rise over the base retain NLL (step 0 of both
+    runs), measured on two instances of the tiny world (it trains to slightly different weights on different
+    CPUs): worst retain NLL 0.04 vs 1.04 nats on one; on the other 0.028 vs 0.040 over a base of 0.027, a
+    rise of 0.0015 vs 0.013."""
     assert mansu.settings["move_cost"] == "fisher"   # the default
     r = unlearn(tiny_facts, forget_task, retain_task, method="mansu", move_cost="output", **FAST)
     assert mansu.stop_reason == "forget_target_reached", mansu.loss_history
-    worst = max(h["retain_nll"] for h in mansu.loss_history if "retain_nll" in h)
-    worst_output = max(h["retain_nll"] for h in r.loss_history if "retain_nll" in h)
+    base = mansu.loss_history[0]["retain_nll"]
+    assert r.loss_history[0]["retain_nll"] == pytest.approx(base)
+    worst = max(h["retain_nll"] for h in mansu.loss_history if "retain_nll" in h) - base
+    worst_output = max(h["retain_nll"] for h in r.loss_history if "retain_nll" in h) - base
     assert worst < 0.5 * worst_output, (worst, worst_output)
     assert mansu.mask_stats["n_changed_outside_mask"] == 0
 
