@@ -16,9 +16,9 @@ never typed).
 * **Evaluation controls** (split B: forget rows 16–31): the same-init retrain oracle without rows 16–31,
   the readout edit, last-layer ascent at two learning rates, matched random-sign benign edits, the
   same-data other-init retrain.
-* **Mid-depth gate** (every split; added after the thresholds were fixed, not read by ``calibrate``):
+* **Mid-depth gate** (every split; added after E_MIN was fixed; split A's calibrates PI_MAX, the presence threshold):
   ascent with a retain term on block n/2 only, labelled suppression (the residual before it is M₀'s and
-  already carries the answer; ``benchmarks/cad_base_lens.py`` measures how much).
+  already carries the answer; answer presence Π, ``circuitforge.cad.presence``, reads it there).
 * **Pretrained-pair controls** (splits T = rows 0–15 and U = rows 16–31, the TOFU design): a shared
   "pretrained" fact world that never saw elements rows 0–31, M₀ = its fine-tune on every fact, the
   retain-model oracle = its fine-tune without the split's rows (gold erasure, sharing M₀'s basis through the
@@ -75,6 +75,10 @@ class World:
         self.paraphrase = para.subset(range(lo, hi), f"elements-paraphrase[{lo}:{hi}]")
         self.retain = full.subset(range(*RELEARN_ROWS), "elements[32:48]")
         self.other = load_task("tiny-facts:retain")
+        # the presence lens is fitted on M₀ over texts that are not the forget rows: the other-domain retain
+        # rows and their paraphrases, the same-domain rows 32–47 and their paraphrases
+        self.lens_rows = [self.other, load_task("tiny-facts:retain_paraphrase"), self.retain,
+                          para.subset(range(*RELEARN_ROWS), "elements-paraphrase[32:48]")]
         self._circuit: Any = None
 
     @property
@@ -146,7 +150,7 @@ def run_cell(out: Path, name: str, label: str, w: World, build: Any, truth: bool
     t0 = time.time()
     m = build()
     t_build = time.time() - t0
-    r = cad(w.base, m, w.forget, retain=w.retain, circuit=w.circuit, settings=settings())
+    r = cad(w.base, m, w.forget, retain=w.retain, circuit=w.circuit, settings=settings(), lens_rows=w.lens_rows)
     doc = {"name": name, "label": label, "split": w.split, "spec": m.spec, "build_seconds": t_build,
            "verdict": r.verdict, "score": r.score, "cad_value": r.value, "cad_z": r.z,
            "summary": r.summary(), "edit": edit_stats(w.base, m), "cad_seconds": r.seconds,
@@ -158,6 +162,7 @@ def run_cell(out: Path, name: str, label: str, w: World, build: Any, truth: bool
     tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, path)
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {r.verdict} E={r.score:.3f} CI={r.evidence['erasure_score_ci']} "
+          f"Π={r.evidence['presence']} CI={r.evidence['presence_ci']} "
           f"own={r.evidence['own']:.2f} basis={r.evidence['basis']} pct={r.evidence['benign_percentile']} "
           f"({time.time() - t0:.0f} s)", flush=True)
 
@@ -185,8 +190,8 @@ def controls(out: Path, split: str) -> None:
         ("late-ascent", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=5e-4, max_steps=300, retain=keep)),
         ("late-ascent-no-retain", "suppression", lambda: late_ascent(w.base, w.forget, 1, lr=1e-3)),
         # a gate at mid depth: blocks < n/2 bit-identical to M₀, where M₀'s own residual already carries
-        # the answer (benchmarks/cad_base_lens.py measures how much); added after the thresholds were
-        # fixed and not used by `calibrate`: a test of them on every split
+        # the answer (answer presence Π reads it there); added after the E_MIN threshold was
+        # fixed and not used by the E_MIN rule of `calibrate`; split A's is the calibration control of PI_MAX
         ("mid-ascent", "suppression", lambda: block_ascent(w.base, w.forget, [w.base.n_layers // 2], lr=5e-4, max_steps=300,
                                                           retain=keep, tag="mid-ascent")),
     ]

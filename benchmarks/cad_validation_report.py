@@ -36,7 +36,10 @@ def calibrate(cells: list[dict[str, Any]]) -> dict[str, Any]:
     * BASIS_MIN = midpoint of (lowest basis among controls fine-tuned from M₀, highest basis among models
       trained separately);
     * KEEP = midpoint of (lowest own ratio among unchanged controls, highest own ratio among controls that
-      forget)."""
+      forget);
+    * PI_MAX = midpoint of (highest presence CI upper bound among erasure controls that pass the basis
+      check, lowest presence CI lower bound among suppression controls — the mid-depth gate included: it is
+      the one suppression control whose answer is gated inside the depth, the case presence is for)."""
     a = {c["name"].split("-control-", 1)[1]: c["summary"] for c in cells if c["name"].startswith("A-control-")}
     separate = {k for k in a if k.startswith(("oracle", "retrain"))}
     sup = [s for k, s in a.items() if k.startswith(("readout", "late"))]
@@ -44,6 +47,11 @@ def calibrate(cells: list[dict[str, Any]]) -> dict[str, Any]:
     unch = [s for k, s in a.items() if k.startswith("retrain")]
     forgot = [s for k, s in a.items() if not k.startswith("retrain")]
     out: dict[str, Any] = {"controls": sorted(a)}
+    gates = sup + [s for k, s in a.items() if k == "mid-ascent"]
+    era_p = [s for s in era if s.get("presence_ci")]
+    if gates and era_p and all(s.get("presence_ci") for s in gates):
+        hi_p, lo_p = max(s["presence_ci"][1] for s in era_p), min(s["presence_ci"][0] for s in gates)
+        out["pi_max"] = {"erasure_max_upper": hi_p, "suppression_min_lower": lo_p, "midpoint": (hi_p + lo_p) / 2}
     if sup and era:
         hi, lo = max(s["erasure_score_ci"][1] for s in sup), min(s["erasure_score_ci"][0] for s in era)
         out["e_min"] = {"suppression_max_upper": hi, "erasure_min_lower": lo, "midpoint": (hi + lo) / 2}
@@ -110,7 +118,8 @@ def _spearmans(ok: list[dict[str, Any]]) -> dict[str, Any]:
             "paper_cad_vs_relearn": boot_spearman(cadv, rec),
             "paper_cad_vs_relearn_partial_forget_drop": boot_spearman(cadv, rec, drop),
             "erasure_score_vs_nf4": boot_spearman([c["score"] for c in nf4], [c["truth"]["nf4_recovery"] for c in nf4]),
-            "erasure_score_vs_paraphrase": boot_spearman(e, [c["truth"]["paraphrase_ratio"] for c in ok])}
+            "erasure_score_vs_paraphrase": boot_spearman(e, [c["truth"]["paraphrase_ratio"] for c in ok]),
+            "presence_vs_relearn": boot_spearman([c["summary"].get("presence", float("nan")) for c in ok], rec)}
 
 
 def _f(x: Any, d: int = 2) -> str:
@@ -132,7 +141,8 @@ def report(out: Path, page: Path) -> None:
     for c in cells:  # the verdict from the stored evidence and the thresholds in force now
         s = c["summary"]
         c["verdict"] = vmod.decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"],
-                                   s["erasure_score_ci"], s["benign_percentile"]).verdict
+                                   s["erasure_score_ci"], s["benign_percentile"], s.get("presence"),
+                                   s.get("presence_ci")).verdict
     summ = summarise(cells)
     summ["calibration"] = calibrate(cells)
     (out / "calibration.json").write_text(json.dumps(summ["calibration"], indent=1))
@@ -147,23 +157,29 @@ def report(out: Path, page: Path) -> None:
                     "shared pretrained fact world that never saw elements rows 0–31, the gold erasure oracle the same pretrained "
                     "model fine-tuned without the split's rows, gold unchanged the same fine-tune on another batch order; "
                     "retain = rows 32–47.", "",
-                    f"Thresholds (the midpoint rule of `calibrate` in the script, applied to the split-A controls only; the rule "
-                    "was written after the first split-B method cells had been computed, and KEEP was updated once the last "
-                    "split-A control finished; E_MIN was re-derived by the same rule (0.18 → 0.12) when the erasure score "
-                    "changed to format cad/3 (interior layers only), a change prompted by the split-T controls (a last-block "
-                    "ascent called erasure under cad/2): split T is therefore not blind, split U's controls and every "
-                    "method cell were computed after the new constant was fixed; every verdict on this page is recomputed from the stored evidence with "
-                    f"these constants): KEEP = {vmod.KEEP}, "
-                    f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, P_MIN = {vmod.P_MIN}. The calibration rule "
+                    "Thresholds (the midpoint rule of `calibrate` in the script, applied to the split-A controls only). "
+                    "Their history, because none of the evaluation sets is fully blind any more: the rule was written after "
+                    "the first split-B method cells had been computed, and KEEP was updated once the last split-A control "
+                    "finished; E_MIN was re-derived by the same rule (0.18 → 0.12) when the erasure score changed to format "
+                    "cad/3 (interior layers only), a change prompted by the split-T controls (a last-block ascent called "
+                    "erasure under cad/2); PI_MAX was added with format cad/4 (answer presence) after the mid-depth gate had "
+                    "been called erasure on T and U under cad/3, with split A's mid-depth gate as its calibration "
+                    "control, so the B, T and U mid-depth gates were seen before the rule existed. Every cell on this page "
+                    "was recomputed under cad/4 in one run on one machine (the tiny worlds are not bit-reproducible across "
+                    "CPUs, so cells from different machines are different instances of the same recipe), and every verdict "
+                    "is recomputed from the stored evidence with the constants in force: "
+                    f"KEEP = {vmod.KEEP}, "
+                    f"BASIS_MIN = {vmod.BASIS_MIN}, E_MIN = {vmod.E_MIN}, PI_MAX = {vmod.PI_MAX}, P_MIN = {vmod.P_MIN}. The calibration rule "
                     f"(`calibrate` in the script) on the split-A controls gives: {_cal_text(summ['calibration'])}.", "",
                     "## Known-label controls", "",
-                    "| control | label | verdict | E [95% CI] | own forget ratio | basis | benign pct | hybrid R_L (forget), L = 0..n | relearn recovery | paper CAD (z) |",
-                    "|---|---|---|---|---|---|---|---|---|---|"]
+                    "| control | label | verdict | E [95% CI] | Π [95% CI] | own forget ratio | basis | benign pct | hybrid R_L (forget), L = 0..n | relearn recovery | paper CAD (z) |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         if c["label"] == "method":
             continue
         s, t = c["summary"], c.get("truth") or {}
         L.append(f"| {c['name']} | {c['label']} | **{c['verdict']}** | {_f(c['score'])} {_f(s['erasure_score_ci'])} | "
+                 f"{_f(s.get('presence'))} {_f(s.get('presence_ci'))} | "
                  f"{_f(s['own_forget_ratio'])} | {_f(s['basis'])} | {_f(s['benign_percentile'])} | "
                  f"{_f(s['hybrid_recovery_forget'])} | {_f(t.get('relearn_recovery'))} | {_f(c['cad_value'])} ({_f(c['cad_z'], 1)}) |")
     L += ["", "## The retrain pitfall", "",
@@ -202,9 +218,7 @@ def report(out: Path, page: Path) -> None:
               "`indeterminate`.", ["model", "label", "targeted R_L, L = 0..n", "same-domain R_L"],
                     [[r["model"], r["label"], ", ".join(f"{x:.2f}" for x in r["targeted"]),
                       ", ".join(f"{x:.2f}" for x in r["same_domain"])] for r in ol["rows"]])
-    base_lens = out / "base_lens.json"
-    if base_lens.exists():
-        L += _mid_depth(json.loads(base_lens.read_text()), base_lens, cells)
+    L += _mid_depth(cells)
     L += ["", "## Separation", "", "| scope | AUROC erasure vs suppression (E) | AUROC (paper CAD) | n erasure | n suppression |",
           "|---|---|---|---|---|"]
     for k, v in summ["auroc"].items():
@@ -214,13 +228,14 @@ def report(out: Path, page: Path) -> None:
           f"{b['models']} called `erasure`; verdicts {b['verdicts']}. Benign-null draws inside every CAD run: "
           f"{b['null_draws_above_e_min']} of {b['null_draws']} have E > E_MIN.", "",
           "## Unlearned models", "",
-          "| model | verdict | E [95% CI] | own forget ratio | basis | forget acc | relearn recovery | NF4 recovery | paraphrase ratio | paper CAD |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| model | verdict | E [95% CI] | Π [95% CI] | own forget ratio | basis | forget acc | relearn recovery | NF4 recovery | paraphrase ratio | paper CAD |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         if c["label"] != "method":
             continue
         s, t = c["summary"], c["truth"]
-        L.append(f"| {c['name']} | {c['verdict']} | {_f(c['score'])} {_f(s['erasure_score_ci'])} | {_f(s['own_forget_ratio'])} | "
+        L.append(f"| {c['name']} | {c['verdict']} | {_f(c['score'])} {_f(s['erasure_score_ci'])} | "
+                 f"{_f(s.get('presence'))} {_f(s.get('presence_ci'))} | {_f(s['own_forget_ratio'])} | "
                  f"{_f(s['basis'])} | {_f(t['acc']['forget'])} | {_f(t['relearn_recovery'])} | {_f(t['nf4_recovery'])} | "
                  f"{_f(t['paraphrase_ratio'])} | {_f(c['cad_value'])} |")
     m = summ["methods"]
@@ -257,7 +272,8 @@ def report(out: Path, page: Path) -> None:
         if c["name"] in ("T-control-oracle-finetuned", "U-control-oracle-finetuned"):
             L.append(f"| gold retrain oracle called erasure ({c['split']}: fine-tuned from the pretrained model M₀ was fine-tuned from) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'erasure')} |")
         if c["name"].endswith("-control-mid-ascent"):
-            L.append(f"| mid-depth ascent called suppression ({c['split']}; added after the thresholds were fixed) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
+            role = "calibration control of PI_MAX" if c["split"] == "A" else "evaluation, not blind: seen under cad/3"
+            L.append(f"| mid-depth ascent called suppression ({c['split']}; {role}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
         if c["name"].endswith("-control-late-ascent"):
             L.append(f"| late-layer ascent called suppression ({c['split']}) | {c['verdict']} | {_met(c['verdict'], lambda x: x == 'suppression')} |")
     if summ.get("spearman"):
@@ -293,78 +309,44 @@ def report(out: Path, page: Path) -> None:
     print(json.dumps(summ, indent=1))
 
 
-def presence_rule(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The presence threshold the midpoint rule gives on the split-A controls of ``base_lens.json``
-    (midpoint of the highest Π CI upper bound among erasure controls that pass the basis check and the
-    lowest Π CI lower bound among suppression controls), and what "erasure only if Π's CI upper bound is
-    below it" would change. Evidence for a rule, not the verdict."""
-    a = {r["name"]: r for r in rows if r["split"] == "A" and "-control-" in r["name"]}
-    era = [r for k, r in a.items() if k.endswith(("subject-erasure", "early-ascent"))]
-    sup = [r for k, r in a.items() if k.endswith(("readout-edit", "late-ascent", "mid-ascent"))]
-    hi, lo = max(r["presence_ci"][1] for r in era), min(r["presence_ci"][0] for r in sup)
-    cut = (hi + lo) / 2
-    flips = [r for r in rows if r["verdict"] == "erasure" and r["presence_ci"][1] >= cut]
-    return {"erasure_max_upper": hi, "suppression_min_lower": lo, "pi_max": cut,
-            "erasure_to_indeterminate": [r["name"] for r in flips]}
+def _mid_depth(cells: list[dict[str, Any]]) -> list[str]:
+    """The page section on the mid-depth gate and answer presence Π (read from every cell)."""
+    from circuitforge.cad import verdict as vmod
 
+    def without_presence(c: dict[str, Any]) -> str:
+        s = c["summary"]
+        return vmod.decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"],
+                           s["erasure_score_ci"], s["benign_percentile"]).verdict
 
-def _mid_depth(bl: dict[str, Any], path: Path, cells: list[dict[str, Any]]) -> list[str]:
-    """The page section on the mid-depth gate and the M₀-lens presence evidence (base_lens.json)."""
-    rows = bl["rows"]
-    m0 = {c["name"]: (c.get("truth") or {}).get("margin_base") for c in cells}
-    rule = presence_rule(rows)
-    flips = rule["erasure_to_indeterminate"]
-    ctl = [r for r in rows if "-control-" in r["name"]]
-    met = [r for r in rows if "-method-" in r["name"]]
-    era_m = [r for r in met if r["verdict"] == "erasure"]
-    rel = lambda rs: statistics.median([r["relearn_recovery"] for r in rs if r["relearn_recovery"] is not None]) if rs else None  # noqa: E731
-    kept = [r for r in era_m if r["name"] not in flips]
-    lost = [r for r in era_m if r["name"] in flips]
-    share = {r["split"]: r["m0_lens_share"] for r in rows}
-    out = ["", "## A gate at mid depth", "",
+    ctl = [c for c in cells if "-control-" in c["name"] and c["label"] in ("erasure", "suppression")]
+    changed = [(c, without_presence(c)) for c in cells if without_presence(c) != c["verdict"]]
+    met = [c for c in cells if c["label"] == "method"]
+    out = ["", "## A gate at mid depth, and answer presence", "",
            "The `mid-ascent` controls (gradient ascent with a retain term on block n/2 only; embedding and blocks "
-           "< n/2 bit-identical to M₀) were added after the thresholds were fixed, as a test of them. Their label is "
-           "suppression by construction: M₁'s residual before the edited block *is* M₀'s, and there a linear lens "
-           "fitted on other facts already reads "
-           + ", ".join(f"{share[s][2]:.2f} (split {s})" for s in sorted(share))
-           + " of M₀'s final forget margin (M₀'s lens share at L = 2 below). The erasure score cannot see that: "
-           "below an edit every hybrid recovers whether the edit gates the answer or deletes it, so a gate at depth k "
-           "scores the depth after k, like an erasure at k. The verdict calls the mid-depth gate `erasure` on the "
-           "pretrained pair and `indeterminate` on tiny-facts (targets below), while its relearning recovery is "
-           "close to the last-block ascent's. (The mid-ascent cells and their benign twins ran in a later session on "
-           "another machine, where the tiny worlds train to slightly different weights — split A's M₀ mean forget "
-           f"margin {_f(m0['A-control-mid-ascent'])} there against {_f(m0['A-control-late-ascent'])} for the other "
-           "cells — so they were measured against another instance of the same recipe.)", "",
-           f"**Tried: presence read with a lens fitted on M₀** (`python benchmarks/cad_base_lens.py --json {path}`; "
-           "definitions in the script's docstring). A linear lens cannot recall a fact, only read one that is already "
-           "in the residual: Π = the share of the answer M₀ has written at the interior layers that M₁ still carries "
-           "(weighted by how much M₀ has written there). The models are rebuilt with the validation's settings on "
-           "the machine that ran the script; the tiny worlds are not bit-reproducible across machines, so they are "
-           "not the stored cells' models (`rebuilt_matches` in the JSON: "
-           f"{sum(r['rebuilt_matches'] for r in rows)} of {len(rows)} equal the stored own margin), and E and the "
-           "verdict in the table are the stored cells'.", "",
-           "| control | label | stored verdict | E | Π [95% CI] | Π on same-domain rows | P_L (forget), L = 0..n | relearn recovery |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in ctl:
-        out.append(f"| {r['name']} | {r['label']} | {r['verdict']} | {_f(r['erasure_score'])} | {_f(r['presence'])} "
-                   f"{_f(r['presence_ci'])} | {_f(r['presence_retain'])} | {', '.join(f'{x:.2f}' for x in r['P_forget'])} | "
-                   f"{_f(r['relearn_recovery'])} |")
-    out += ["", f"The midpoint rule on the split-A controls gives Π_MAX = {rule['pi_max']:.2f} (erasure controls' highest "
-            f"CI upper bound {rule['erasure_max_upper']:.2f}, suppression controls' lowest CI lower bound "
-            f"{rule['suppression_min_lower']:.2f}). \"Erasure only if Π's CI upper bound < Π_MAX\" would turn "
-            f"{len(flips)} `erasure` calls into `indeterminate`: "
-            f"{', '.join(f for f in flips if '-control-' in f) or 'no control'} and {sum('-method-' in f for f in flips)} "
-            f"of {len(era_m)} method cells called erasure. The method cells it would drop relearn like the ones it would "
-            f"keep (median relearning recovery {_f(rel(lost))} dropped, {_f(rel(kept))} kept), and within each world "
-            "Π does not predict relearning either:", "",
-            "| world | Spearman(Π, relearn) [95% CI] | Spearman(E, relearn) [95% CI] | n |", "|---|---|---|---|"]
-    for world, d in bl.get("spearman_by_world", {}).items():
-        p, e = d["presence_vs_relearn"], d["erasure_score_vs_relearn"]
-        out.append(f"| {world} | {_f(p['rho'])} {_f(p['ci'])} | {_f(e['rho'])} {_f(e['ci'])} | {p['n']} |")
-    out += ["", "So Π keeps the mid-depth gate from being called erasure among the controls (at the cost of the split-U subject erasure, whose "
-            "lens still reads part of the answer at L = 1) but is not yet in the verdict: adopting it needs the whole "
-            "validation rerun with Π in every cell on one machine, and it does not make the score predict relearning "
-            "within a world."]
+           "< n/2 bit-identical to M₀) are suppression by construction: M₁'s residual before the edited block *is* "
+           "M₀'s, and it already carries the answer. The erasure score cannot see that: below an edit every hybrid "
+           "recovers whether the edit gates the answer or deletes it, so a gate at depth k scores the depth after k, "
+           "like an erasure at k (under format cad/3 the gate was called `erasure` on the pretrained pair). "
+           "**Answer presence** Π (format cad/4, `circuitforge.cad.presence`) asks whether the answer M₀ writes at the "
+           "interior layers is still written in M₁'s residual, read with a linear lens fitted on M₀ over texts that "
+           "are not the forget rows (a linear lens cannot recall a fact, only read one that is there): per layer "
+           "P_L = lens margin on M₁ ÷ lens margin on M₀, weighted by how much of its final margin M₀ has written at L. "
+           "The verdict calls suppression when Π's CI lower bound is ≥ PI_MAX and erasure only when its upper bound "
+           "is below it (rules 3–4 of `circuitforge/cad/verdict.py`).", "",
+           "| control | label | verdict | E [95% CI] | Π [95% CI] | P_L (forget), L = 0..n | relearn recovery |",
+           "|---|---|---|---|---|---|---|"]
+    for c in ctl:
+        s = c["summary"]
+        out.append(f"| {c['name']} | {c['label']} | **{c['verdict']}** | {_f(c['score'])} {_f(s['erasure_score_ci'])} | "
+                   f"{_f(s.get('presence'))} {_f(s.get('presence_ci'))} | {_f(s.get('presence_per_layer'))} | "
+                   f"{_f((c.get('truth') or {}).get('relearn_recovery'))} |")
+    rel = lambda rs: statistics.median([r["truth"]["relearn_recovery"] for r in rs if r["truth"]["relearn_recovery"] is not None]) if rs else None  # noqa: E731
+    ch_m = [c for c, _ in changed if c["label"] == "method"]
+    out += ["", f"What Π changes: {len(changed)} of {len(cells)} models get another verdict than the same evidence "
+            "without Π would give: " + (", ".join(f"{c['name']} ({v} → {c['verdict']})" for c, v in changed if c["label"] != "method") or "no control")
+            + f"; {len(ch_m)} of {len(met)} unlearned-model runs"
+            + (f" (relearning recovery median {_f(rel([c for c in ch_m if c['truth']['forgot']]))} among those that forgot)" if ch_m else "")
+            + "."]
     return out
 
 

@@ -13,9 +13,12 @@ for specificity, retain rows (ideally untargeted facts of the same domain):
    in the number of weights changed (per tensor), and — given ``unrelated`` rows — ``n_benign_finetune``
    fine-tunes on them matched the same way (:func:`~circuitforge.cad.benign.matched_finetune`); the
    observed ``E``'s percentile among all of theirs.
-3. **Verdict** (:mod:`.verdict`): ``erasure | suppression | unchanged | indeterminate`` from the evidence
+3. **Answer presence** (:mod:`.presence`): a linear lens fitted on M₀'s residual (on rows that are not
+   the forget rows) reads how much of the answer M₀ writes at the interior layers M₁ still writes there
+   (``Π``, bootstrap CI): a gate after the answer was computed keeps ``Π`` high, an erasure does not.
+4. **Verdict** (:mod:`.verdict`): ``erasure | suppression | unchanged | indeterminate`` from the evidence
    above, with thresholds fixed on known-label controls before evaluation.
-4. **The paper's CAD** (evidence, not the verdict; ``settings.attribution``): C = the base circuit
+5. **The paper's CAD** (evidence, not the verdict; ``settings.attribution``): C = the base circuit
    (``circuit``, else found with ``search``); per-example attribution of C's edges on M₀ (``s₀``), on M₁
    (``s_beh``, own readout) and on M₁ read through M₀'s final norm and unembedding (``s_mech``);
    CAD = Σ|ā₁ − ā₀| / Σ|ā₀| over C's edges (upstream edges for ``s_mech``) with the split-half
@@ -40,6 +43,7 @@ from circuitforge.cad.hybrids import (
     hybrid_margins,
     model_residuals,
 )
+from circuitforge.cad.presence import fit_base_lens, presence
 from circuitforge.cad.recovery import recovery, reverse_recovery
 from circuitforge.cad.verdict import Verdict, decide
 from circuitforge.circuits import Circuit, CircuitSearch
@@ -47,8 +51,8 @@ from circuitforge.data.task import Task
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models import ModelHandle, parse_node
 
-FORMAT = "circuitforge.cad/3"
-FORMATS_READ = ("circuitforge.cad/1", "circuitforge.cad/2", FORMAT)
+FORMAT = "circuitforge.cad/4"
+FORMATS_READ = ("circuitforge.cad/1", "circuitforge.cad/2", "circuitforge.cad/3", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class CADSettings:
         n_boot: bootstrap resamples for the recovery CIs.
         hybrid_points: how many hybrid layers L (evenly spaced over 0..n, ends included); None = all.
         attribution: also compute the paper's attribution CAD (three EAP(-IG) runs and the circuit).
+        presence: measure answer presence Π with a lens fitted on M₀ (:mod:`.presence`; needs lens rows:
+            the retain and unrelated rows, or ``lens_rows``); read by the verdict.
     """
 
     method: Literal["eap", "eap-ig"] = "eap-ig"
@@ -82,6 +88,7 @@ class CADSettings:
     n_boot: int = 1000
     hybrid_points: int | None = 16
     attribution: bool = True
+    presence: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in ("eap", "eap-ig"):
@@ -159,7 +166,8 @@ def per_example_edge_scores(handle: ModelHandle, task: Task, edges: list[str], s
 
 @dataclass
 class CADResult:
-    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/3`` JSON (cad/3: the erasure score leaves out ``L = n``).
+    """CAD verdict and its evidence. ``to_dict`` gives the ``circuitforge.cad/4`` JSON (cad/3: the erasure score leaves out ``L = n``;
+    cad/4: answer presence in ``recovery.presence`` and the verdict).
 
     ``verdict`` comes from the recovery evidence (``recovery``, ``benign``, ``evidence``); ``value`` and
     ``z`` are the paper's (upstream mechanistic) attribution CAD and its prompt-resampling z, kept as one
@@ -187,7 +195,7 @@ class CADResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     retain_task: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: ``hybrids`` (M₁'s forward and reverse hybrids, M₀'s residuals), ``benign_random_sign``,
+    """Seconds per phase: ``hybrids`` (M₁'s forward and reverse hybrids, M₀'s residuals), ``presence`` (the lens fit and readings), ``benign_random_sign``,
     ``benign_finetune`` (building the matched edits and their hybrids), ``attribution`` (the paper's CAD)."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,6 +237,8 @@ class CADResult:
                 "reverse_hybrid_recovery_forget": (rec.get("reverse") or {}).get("forget"),
                 "suppression_share": (rec.get("reverse") or {}).get("suppression_share"),
                 "suppression_share_ci": (rec.get("reverse") or {}).get("suppression_share_ci"),
+                "presence": self.evidence.get("presence"), "presence_ci": self.evidence.get("presence_ci"),
+                "presence_per_layer": (rec.get("presence") or {}).get("per_layer"),
                 "thresholds": self.evidence.get("thresholds")}
 
 
@@ -238,9 +248,12 @@ def _calib_dict(c: NullCalibrated) -> dict[str, Any]:
 
 
 def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain: Task | None,
-                      s: CADSettings, unrelated: Task | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, float]]:
-    """``(recovery, benign, evidence, timings)``: hybrid recovery curves with CIs, the matched benign null,
-    the verdict with the numbers it was read from (see :mod:`.verdict`) and seconds per phase."""
+                      s: CADSettings, unrelated: Task | None = None,
+                      lens_rows: list[Task] | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, float]]:
+    """``(recovery, benign, evidence, timings)``: hybrid recovery curves with CIs (and, under ``presence``,
+    the answer presence read with M₀'s lens fitted on ``lens_rows``, default the retain and unrelated
+    rows), the matched benign null, the verdict with the numbers it was read from (see :mod:`.verdict`)
+    and seconds per phase."""
     layers = hybrid_layers(base.n_layers, s.hybrid_points)
     t_start = time.time()
     # M₀'s residuals and margins once per task: the denominators of every recovery, and the lower half of
@@ -267,6 +280,12 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
         if retain is not None and hr is not None else None,
         n_boot=s.n_boot, seed=s.seed)
     timings = {"hybrids": time.time() - t_start}
+    pres: dict[str, Any] | None = None
+    fit_rows = [t for t in (lens_rows if lens_rows is not None else [retain, unrelated]) if t is not None]
+    if s.presence and fit_rows:
+        t0 = time.time()
+        pres = presence(base, edited, task, fit_base_lens(base, fit_rows), n_boot=s.n_boot, seed=s.seed)
+        timings["presence"] = time.time() - t0
     benign: dict[str, Any] = {"kind": "matched random-sign", "n": s.n_benign, "edit": edit_stats(base, edited),
                               "erasure_scores": [], "basis": [], "own_forget_ratio": []}
     t0 = time.time()
@@ -289,18 +308,21 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
     null = benign["erasure_scores"] + benign.get("finetune", {}).get("erasure_scores", [])
     pct = percentile(obs.erasure_score, null) if null else None
     ev = decide(obs.forget["own"], obs.forget["own_ci"], obs.basis if retain is not None else None,
-                obs.erasure_score, obs.erasure_score_ci, pct)
-    return {**obs.to_dict(), "reverse": reverse}, benign, ev.to_dict(), timings
+                obs.erasure_score, obs.erasure_score_ci, pct,
+                None if pres is None else pres["presence"], None if pres is None else pres["presence_ci"])
+    return {**obs.to_dict(), "reverse": reverse, "presence": pres}, benign, ev.to_dict(), timings
 
 
 def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit | None = None,
         settings: CADSettings | None = None, search: CircuitSearch | None = None,
-        retain: Task | None = None, unrelated: Task | None = None) -> CADResult:
+        retain: Task | None = None, unrelated: Task | None = None, lens_rows: list[Task] | None = None) -> CADResult:
     """Compare M₀ = ``base`` and M₁ = ``edited`` on the forget rows ``task`` (see module doc).
 
     ``retain``: rows the edit should not touch (same domain is best), for the specificity and basis checks;
     without them the verdict cannot tell an edit that breaks everything from erasure. ``unrelated``: rows
-    about other things (not the forget domain) for the matched fine-tune part of the benign null. ``circuit``: the
+    about other things (not the forget domain) for the matched fine-tune part of the benign null.
+    ``lens_rows``: rows (never the forget rows) to fit M₀'s presence lens on; default ``retain`` and
+    ``unrelated``. ``circuit``: the
     base circuit of the paper's CAD; when None (and ``settings.attribution``) it is found with ``search``
     (default ``CircuitSearch(method, ig_steps, faithfulness from settings, rows=None)``)."""
     s = settings or CADSettings()
@@ -308,7 +330,7 @@ def cad(base: ModelHandle, edited: ModelHandle, task: Task, *, circuit: Circuit 
     check_compatible(base, edited)
     if len(task) < 4:
         raise CircuitForgeError("CAD needs at least 4 task rows (its null splits the prompts in halves)")
-    rec, benign, ev, timings = recovery_evidence(base, edited, task, retain, s, unrelated)
+    rec, benign, ev, timings = recovery_evidence(base, edited, task, retain, s, unrelated, lens_rows)
     nan = float("nan")
     att: dict[str, Any] = {"value": nan, "z": nan, "behavioural": {}, "mechanistic": {}, "mechanistic_upstream": {},
                            "faithfulness_base": None, "faithfulness_edited": None, "edges": [], "layer_mass": {},

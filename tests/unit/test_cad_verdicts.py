@@ -26,6 +26,7 @@ from circuitforge.cad import (
     suppression_edit,
     unchanged_copy,
 )
+from circuitforge.cad.verdict import E_MIN
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models import load, save
 from circuitforge.models.tiny import ensure_finetuned, ensure_retrained
@@ -58,6 +59,11 @@ def late(tiny_facts, cad_task):
 
 
 def _cad(base, m, task, retain, **kw):
+    """CAD with the presence lens fitted on the same-domain retain rows and the other-domain retain rows,
+    as ``verify`` fits it on its retain and unrelated rows."""
+    from circuitforge.data import load_task
+
+    kw.setdefault("lens_rows", [retain, load_task("tiny-facts:retain")])
     return cad(base, m, task, retain=retain, settings=kw.pop("settings", FAST), **kw)
 
 
@@ -157,11 +163,12 @@ def test_mid_depth_ascent_gates_an_answer_already_in_the_residual(finetuned, mid
     assert max(rec[half + 1 :]) < 0.3, rec
 
 
-@pytest.mark.xfail(strict=True, reason="known wrong verdict (docs/cad-validation.md, 'A gate at mid depth'): the "
-                   "erasure score counts the depth after a gate like the depth after an erasure, so a gate in block "
-                   "n/2 scores above E_MIN; strict, so a fix makes this test fail until the marker is removed")
-def test_mid_depth_ascent_is_not_called_erasure(mid):
-    assert mid.verdict != "erasure", mid.evidence
+def test_mid_depth_ascent_is_called_suppression(mid):
+    """The erasure score counts the depth after a gate like the depth after an erasure (E above E_MIN
+    here); answer presence sees that the answer M₀ writes is still written below the gate (rule 3). Under
+    format cad/3, without presence, this verdict was erasure."""
+    assert mid.evidence["erasure_score_ci"][0] > E_MIN, mid.evidence
+    assert mid.verdict == "suppression", mid.evidence
 
 
 def test_same_fine_tune_on_another_batch_order_is_unchanged(finetuned, cad_task, same_domain_retain):
@@ -230,5 +237,5 @@ def test_matched_unrelated_finetune_is_benign_and_matched(tiny_facts, late, cad_
                                   attribution=False))
     fin = r2.benign["finetune"]["erasure_scores"]
     assert len(fin) == 1 and len(r2.benign["erasure_scores"]) == 1 and r2.summary()["benign_finetune_erasure_scores"] == fin
-    assert set(r2.timings) == {"hybrids", "benign_random_sign", "benign_finetune", "attribution"}   # no attribution run
+    assert set(r2.timings) == {"hybrids", "presence", "benign_random_sign", "benign_finetune", "attribution"}   # no attribution run
     assert all(v >= 0 for v in r2.timings.values()) and sum(r2.timings.values()) <= r2.seconds + 1e-6
