@@ -133,7 +133,9 @@ def main() -> None:
     for c in cells:
         ev = c["evidence"]
         ci = ev["erasure_score_ci"]
-        rows.append([c["name"], c["label"], f"**{c['cad']['verdict']}**", f"{ev['erasure_score']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]",
+        pci = ev.get("presence_ci")
+        pres = "–" if ev.get("presence") is None else f"{ev['presence']:.2f} [{pci[0]:.2f}, {pci[1]:.2f}]"
+        rows.append([c["name"], c["label"], f"**{c['cad']['verdict']}**", f"{ev['erasure_score']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]", pres,
                      f"{ev['own']:.2f}", None if ev["basis"] is None else f"{ev['basis']:.2f}",
                      None if ev["benign_percentile"] is None else f"{ev['benign_percentile']:.2f}",
                      f"{c['forget_fp']:.2f} / {c['forget_nf4']:.2f}", f"{c['paraphrase']:.2f}",
@@ -146,7 +148,7 @@ def main() -> None:
         "circuit": {"edges": circuit.n_edges, "faithfulness": circuit.faithfulness},
         "attribution_seconds": t_attr,
         "cad_cost_vs_attribution": {c["name"]: c.get("cad_cost_vs_attribution") for c in cells},
-        "table": {"columns": ["model", "label", "verdict", "E [95% CI]", "own forget ratio", "basis", "benign pct",
+        "table": {"columns": ["model", "label", "verdict", "E [95% CI]", "Π [95% CI]", "own forget ratio", "basis", "benign pct",
                               "forget fp / NF4", "paraphrase", "retain same / general", "relearn recovery",
                               "paper CAD (z)"], "rows": rows}})
     print(f"wrote {out / 'summary.json'} ({len(cells)} cells)")
