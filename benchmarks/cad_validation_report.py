@@ -139,10 +139,7 @@ def report(out: Path, page: Path) -> None:
 
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     for c in cells:  # the verdict from the stored evidence and the thresholds in force now
-        s = c["summary"]
-        c["verdict"] = vmod.decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"],
-                                   s["erasure_score_ci"], s["benign_percentile"], s.get("presence"),
-                                   s.get("presence_ci")).verdict
+        c["verdict"] = _verdict(c["summary"])
     summ = summarise(cells)
     summ["calibration"] = calibrate(cells)
     (out / "calibration.json").write_text(json.dumps(summ["calibration"], indent=1))
@@ -311,15 +308,8 @@ def report(out: Path, page: Path) -> None:
 
 def _mid_depth(cells: list[dict[str, Any]]) -> list[str]:
     """The page section on the mid-depth gate and answer presence Π (read from every cell)."""
-    from circuitforge.cad import verdict as vmod
-
-    def without_presence(c: dict[str, Any]) -> str:
-        s = c["summary"]
-        return vmod.decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"],
-                           s["erasure_score_ci"], s["benign_percentile"]).verdict
-
     ctl = [c for c in cells if "-control-" in c["name"] and c["label"] in ("erasure", "suppression")]
-    changed = [(c, without_presence(c)) for c in cells if without_presence(c) != c["verdict"]]
+    changed = [(c, v) for c in cells if (v := _verdict(c["summary"], presence=False)) != c["verdict"]]
     met = [c for c in cells if c["label"] == "method"]
     out = ["", "## A gate at mid depth, and answer presence", "",
            "The `mid-ascent` controls (gradient ascent with a retain term on block n/2 only; embedding and blocks "
@@ -348,6 +338,16 @@ def _mid_depth(cells: list[dict[str, Any]]) -> list[str]:
             + (f" (relearning recovery median {_f(rel([c for c in ch_m if c['truth']['forgot']]))} among those that forgot)" if ch_m else "")
             + "."]
     return out
+
+
+def _verdict(s: dict[str, Any], presence: bool = True) -> str:
+    """The verdict from a cell's stored evidence (``summary``) and the thresholds in force; without the
+    presence rules when ``presence`` is False."""
+    from circuitforge.cad.verdict import decide
+
+    return decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"], s["erasure_score_ci"],
+                  s["benign_percentile"], s.get("presence") if presence else None,
+                  s.get("presence_ci") if presence else None).verdict
 
 
 def _tried(text: str, columns: list[str], rows: list[list[str]]) -> list[str]:

@@ -261,8 +261,9 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
     r0_f = model_residuals(base, task)
     r0_r = model_residuals(base, retain) if retain is not None else None
 
-    def margins_of(m: ModelHandle, parts: frozenset[int] | None) -> tuple[HybridMargins, HybridMargins | None]:
-        f = hybrid_margins(base, m, task, layers, base_margins=r0_f.margins, parts=parts)
+    def margins_of(m: ModelHandle, parts: frozenset[int] | None,
+                   m_resid: Any = None) -> tuple[HybridMargins, HybridMargins | None]:
+        f = hybrid_margins(base, m, task, layers, base_margins=r0_f.margins, parts=parts, edited_residuals=m_resid)
         r = (hybrid_margins(base, m, retain, layers, base_margins=r0_r.margins, parts=parts)
              if retain is not None and r0_r is not None else None)
         return f, r
@@ -271,7 +272,8 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
         return recovery(*margins_of(m, differing_parts(base, m)), n_boot=n_boot, seed=s.seed)
 
     parts = differing_parts(base, edited)
-    hf, hr = margins_of(edited, parts)
+    r1_f = model_residuals(edited, task)   # M₁'s residuals on the forget rows: the hybrids and the presence lens read them
+    hf, hr = margins_of(edited, parts, r1_f)
     obs = recovery(hf, hr, n_boot=s.n_boot, seed=s.seed)
     # reverse hybrids H'_L: M₁'s own margins (from the forward call) as the reverse "base", M₀'s residuals
     reverse = reverse_recovery(
@@ -284,7 +286,8 @@ def recovery_evidence(base: ModelHandle, edited: ModelHandle, task: Task, retain
     fit_rows = [t for t in (lens_rows if lens_rows is not None else [retain, unrelated]) if t is not None]
     if s.presence and fit_rows:
         t0 = time.time()
-        pres = presence(base, edited, task, fit_base_lens(base, fit_rows), n_boot=s.n_boot, seed=s.seed)
+        pres = presence(base, edited, task, fit_base_lens(base, fit_rows), n_boot=s.n_boot, seed=s.seed,
+                        resid=(r0_f.resid, r1_f.resid))
         timings["presence"] = time.time() - t0
     benign: dict[str, Any] = {"kind": "matched random-sign", "n": s.n_benign, "edit": edit_stats(base, edited),
                               "erasure_scores": [], "basis": [], "own_forget_ratio": []}

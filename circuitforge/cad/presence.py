@@ -112,13 +112,15 @@ def _specific(m: Float[torch.Tensor, "resid rows"]) -> Float[torch.Tensor, " row
 
 @torch.no_grad()
 def lens_margins(base: ModelHandle, lens: BaseLens, handle: ModelHandle, task: Task,
-                 specific: bool = True) -> Float[torch.Tensor, "layers batch"]:
+                 specific: bool = True,
+                 resid: list[Float[torch.Tensor, "batch pos d_model"]] | None = None) -> Float[torch.Tensor, "layers batch"]:
     """``[n+1, batch]``: per block input ``L`` the margin M₀'s lens and readout give on ``handle``'s
     residual at each forget row's last prompt position (row ``n``: ``handle``'s final residual through
     M₀'s readout, no lens). ``specific`` (default): minus the mean margin of the same row's options read on
-    the *other* forget rows' residuals (module doc)."""
+    the *other* forget rows' residuals (module doc). ``resid``: ``handle``'s residuals on ``task`` when
+    already computed (:func:`~circuitforge.cad.hybrids.model_residuals`; one forward saved)."""
     mb = margin_batch(handle, task)
-    res, _ = residuals(handle, mb.tokens, mb.last)
+    res = resid if resid is not None else residuals(handle, mb.tokens, mb.last)[0]
     rows = torch.arange(len(mb.last))
     p = next(base.bridge.parameters())
     out = []
@@ -146,7 +148,7 @@ def presence_score(a0: Float[torch.Tensor, "layers batch"], a1: Float[torch.Tens
     s0, s1 = a0.sum(1), a1.sum(1)
     m = float(s0[-1])
     n = a0.shape[0] - 1
-    w = (s0 / (m if m != 0 else 1e-12)).clamp(0, 1) if m > 0 else torch.zeros_like(s0)
+    w = (s0 / m).clamp(0, 1) if m > 0 else torch.zeros_like(s0)
     p = torch.where(s0.abs() > 1e-9, s1 / torch.where(s0.abs() > 1e-9, s0, torch.ones_like(s0)), torch.zeros_like(s1))
     wi = w[1:n]
     pi = float((wi * p[1:n].clamp(0, 1)).sum() / wi.sum()) if float(wi.sum()) > 0 else float("nan")
@@ -154,11 +156,13 @@ def presence_score(a0: Float[torch.Tensor, "layers batch"], a1: Float[torch.Tens
 
 
 def presence(base: ModelHandle, edited: ModelHandle, task: Task, lens: BaseLens, n_boot: int = 1000,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, resid: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> dict[str, Any]:
     """Π of ``edited`` against ``base`` on the forget rows ``task`` with its 95% bootstrap CI (over rows),
-    the per-layer ``P_L`` and M₀'s written share ``w_L`` (``L = 0..n``), and the lens' fit size."""
-    a0 = lens_margins(base, lens, base, task)
-    a1 = lens_margins(base, lens, edited, task)
+    the per-layer ``P_L`` and M₀'s written share ``w_L`` (``L = 0..n``), and the lens' fit size.
+    ``resid``: (M₀'s, M₁'s) residuals on ``task`` when already computed (two forwards saved)."""
+    r0, r1 = resid if resid is not None else (None, None)
+    a0 = lens_margins(base, lens, base, task, resid=r0)
+    a1 = lens_margins(base, lens, edited, task, resid=r1)
     pi, p, w = presence_score(a0, a1)
     g = torch.Generator().manual_seed(seed)
     k = a0.shape[1]

@@ -73,6 +73,8 @@ def test_a_gate_after_the_answer_is_written_keeps_it_present(tiny_facts, lens, r
 
 
 def test_readout_edit_leaves_every_interior_layer_present(tiny_facts, lens, rows):
+    """A plumbing check, 1 by construction: the edit is M₁'s unembedding only, and the lens reads M₁'s
+    residual through M₀'s readout, so every interior P_L must come out exactly 1."""
     p = presence(tiny_facts, suppression_edit(tiny_facts, rows[0]), rows[0], lens, n_boot=400)
     assert p["presence"] == pytest.approx(1.0) and p["presence_ci"][0] >= PI_MAX, p
 
