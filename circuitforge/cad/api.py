@@ -216,12 +216,13 @@ class CADResult:
         return float(self.evidence.get("erasure_score", float("nan")))
 
     def summary(self) -> dict[str, Any]:
-        """The ``cad`` block of ``circuitforge verify``'s JSON: ``value``/``z`` (the paper's CAD), ``verdict``
-        and the recovery evidence it was read from."""
+        """The ``cad`` block of ``circuitforge verify``'s JSON: ``format`` (the evidence's version: verdicts of
+        different formats are not comparable), ``value``/``z`` (the paper's CAD), ``verdict`` and the recovery
+        evidence it was read from."""
         rec = self.recovery
         f = rec.get("forget") or {}
         r = rec.get("retain") or {}
-        return {"value": self.value, "z": self.z, "verdict": self.verdict,
+        return {"format": FORMAT, "value": self.value, "z": self.z, "verdict": self.verdict,
                 "behavioural_value": self.behavioural.get("value"), "behavioural_z": self.behavioural.get("z"),
                 "faithfulness_edited": self.faithfulness_edited, "circuit_edges": len(self.edges),
                 "rule": self.evidence.get("rule"), "erasure_score": self.evidence.get("erasure_score"),

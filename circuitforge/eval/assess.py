@@ -184,12 +184,7 @@ def assess(
     if circuit is None:
         circuit = (search or CircuitSearch(method=cs.method, ig_steps=cs.ig_steps, faithfulness=cs.faithfulness,
                                            rows=None)).find(base, cad_task)
-    # the retain rows give CAD its specificity and residual-basis checks (hybrids must still answer them)
-    cad_retain = retain.head(cad_rows) if retain.kind == forget.kind else None
-    # the benign fine-tune learns from retain rows CAD does not score (all of them when there are no others)
-    rest = list(range(cad_rows, len(retain)))
-    unrelated = retain.subset(rest, name=f"{retain.name}[{cad_rows}:]") if len(rest) >= 8 else retain
-    c = cad(base, edited, cad_task, circuit=circuit, settings=cs, retain=cad_retain, unrelated=unrelated)
+    c = cad_step(base, edited, cad_task, retain, circuit, cs, cad_rows)
     rl_doc = None
     if relearn is not None:
         say("relearning attack")
@@ -222,6 +217,22 @@ def assess(
         seconds=time.time() - t0,
     )
     return Assessment(scorecard=card, cad=c, survival=surv, extra=extra, circuit=circuit, relearn=rl_doc)
+
+
+def cad_step(base: ModelHandle, edited: ModelHandle, cad_task: Task, retain: Task, circuit: Circuit,
+             settings: CADSettings, cad_rows: int) -> CADResult:
+    """Step 3 of :func:`assess` on its own (also how ``circuitforge bench`` refreshes a cell's CAD evidence):
+    :func:`circuitforge.cad.cad` on ``cad_task`` (the first ``cad_rows`` forget rows), with the first as many
+    ``cad_rows`` retain rows as CAD's specificity and residual-basis rows when they are of the forget task's
+    kind, and the retain rows after those as the benign fine-tune's training rows (all of them when fewer than
+    8 are left)."""
+    n = cad_rows
+    # the retain rows give CAD its specificity and residual-basis checks (hybrids must still answer them)
+    cad_retain = retain.head(n) if retain.kind == cad_task.kind else None
+    # the benign fine-tune learns from retain rows CAD does not score (all of them when there are no others)
+    rest = list(range(n, len(retain)))
+    unrelated = retain.subset(rest, name=f"{retain.name}[{n}:]") if len(rest) >= 8 else retain
+    return cad(base, edited, cad_task, circuit=circuit, settings=settings, retain=cad_retain, unrelated=unrelated)
 
 
 def relearn_evidence(base: ModelHandle, edited: ModelHandle, forget: Task, settings: "RelearnSettings",

@@ -21,7 +21,11 @@ Here the variance comes from resampling *which facts are forgotten* (:mod:`circu
    paired bootstrap 95% CIs, pass / fail / undecided from the CI bounds, claims (a)–(e) with CIs and tests.
 
 A cell is reused when its file exists with the same config ``version``; change ``version`` when a setting
-changes. Base-model evaluations per split are cached in ``splits/<split>.json``.
+changes. Base-model evaluations per split are cached in ``splits/<split>.json``. A cell whose CAD evidence
+has an older format than the library's (:func:`cad_current`) is refreshed on the next run: the method is
+rerun and, when the rebuilt weights equal the cell's, only CAD is measured again (:func:`refresh_cad_cell`;
+the cell records ``cad_refreshed``); otherwise the whole cell is rerun. Until then the summary counts only
+current-format cells in its CAD statistics and the table marks the others.
 """
 
 import itertools
@@ -306,6 +310,45 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
     }
 
 
+def cad_current(cell: dict[str, Any]) -> bool:
+    """Whether a cell's CAD evidence has the library's current format (cells made before the summary
+    recorded its format are older than ``circuitforge.cad/4``)."""
+    from circuitforge.cad.api import FORMAT as CAD_FORMAT
+
+    return bool(cell["scorecard"]["cad"].get("format") == CAD_FORMAT)
+
+
+def refresh_cad_cell(cfg: BenchConfig, cell: dict[str, Any], split: Any, retain: Any, base: Any,
+                     ctx: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished cell with its CAD evidence recomputed under the current format: the method is rerun
+    (deterministic from the cell's seed) and, when the rebuilt weights equal the cell's (sha256 of
+    ``edited``), only CAD is measured again, so the accuracies, NF4 and relearning columns stay the measured
+    ones of these very weights; the structural-erasure property is re-judged from the new evidence. ``None``
+    when the weights differ (another machine, another library version): the caller reruns the whole cell."""
+    from circuitforge.cad import CADSettings
+    from circuitforge.eval.assess import cad_step
+    from circuitforge.eval.scorecard import Scorecard, judge
+    from circuitforge.surgery import unlearn
+
+    t0 = time.time()
+    m = unlearn(base, split.forget, retain, method=cell["method"], seed=cell["seed"], **settings).handle
+    if m.sha256 != cell["edited"]["sha256"]:
+        return None
+    c = cad_step(base, m, split.forget.head(cfg.cad_rows), retain, ctx["circuit"],
+                 CADSettings(seed=cell["seed"], **cfg.cad), cfg.cad_rows)
+    card = Scorecard.from_dict(cell["scorecard"])
+    old = {k: getattr(card, k) for k in ("forgetting", "retain", "ptq_gap", "structural_erasure")}
+    values = {k: p.value for k, p in old.items() if k != "structural_erasure"}
+    cis = {k: tuple(p.extra["ci"]) for k, p in old.items() if k != "structural_erasure" and "ci" in p.extra}
+    n = {k: int(p.extra["n"]) for k, p in old.items() if "n" in p.extra}
+    props = judge(values, c.summary(), card.thresholds, cis=cis, n=n, scheme=cfg.scheme)  # type: ignore[arg-type]
+    new = replace(card, **props, cad=c.summary())  # type: ignore[arg-type]
+    return {**cell, "scorecard": new.to_dict(), "seconds": cell["seconds"],
+            "cad_refreshed": {"from": cell["scorecard"]["cad"].get("format", "circuitforge.cad/3 or earlier"),
+                              "verdict_before": cell["scorecard"]["cad"].get("verdict"),
+                              "seconds": time.time() - t0, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 
@@ -333,8 +376,11 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
     cal, splits = make_splits(cfg)
     sweep = run_sweep(cfg, out_dir, base, cal, retain, say) if cfg.sweep else {}
     if workers > 1:
+        def stale(c: dict[str, Any] | None) -> bool:
+            return c is None or not cad_current(c)
+
         pending = [sp for sp in cfg.split_names()
-                   if any(_cell_or_none(cfg, out_dir, m, s, seed, sweep) is None for m, s, seed in cfg.cells() if s == sp)]
+                   if any(stale(_cell_or_none(cfg, out_dir, m, s, seed, sweep)) for m, s, seed in cfg.cells() if s == sp)]
         _run_workers(cfg, out_dir, pending, workers, max_cells, say)
         done = [c for c in (_cell_or_none(cfg, out_dir, m, sp, seed, sweep) for m, sp, seed in cfg.cells()) if c]
         return _write(cfg, out_dir, done, sweep, command, t_start, markdown, summarise)
@@ -347,6 +393,24 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
             continue
         settings = method_settings(cfg, method, sweep)
         cell = _cell_or_none(cfg, out_dir, method, sp, seed, sweep)
+        if cell is not None and not cad_current(cell) and (max_cells is None or new < max_cells):
+            if sp not in ctxs:
+                ctxs[sp] = split_context(cfg, out_dir, by_name[sp], base, retain, say)
+            say(f"{method} {sp} seed {seed}: refreshing its CAD evidence (stored format "
+                f"{cell['scorecard']['cad'].get('format', 'cad/3 or earlier')})")
+            fresh = refresh_cad_cell(cfg, cell, by_name[sp], retain, base, ctxs[sp], settings)
+            new += 1
+            if fresh is None:
+                say(f"{method} {sp} seed {seed}: the rebuilt weights differ from the cell's; rerunning it")
+                cell = None
+            else:
+                write_json_atomic(out_dir / "cells" / f"{method}-{sp}-seed{seed}.json", fresh)
+                say(f"{method} {sp} seed {seed}: CAD {cell['scorecard']['cad'].get('verdict')} → "
+                    f"{fresh['scorecard']['cad']['verdict']} ({fresh['cad_refreshed']['seconds']:.0f} s)")
+                cells.append(fresh)
+                if write_results:
+                    _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+                continue
         if cell is not None:
             cells.append(cell)
             say(f"{method} {sp} seed {seed}: done earlier, reused")

@@ -50,6 +50,23 @@ def _cols(cfg: Any) -> list[tuple[str, str]]:
             ("share edited", "changed_share"), ("cell s", "seconds")]
 
 
+def _cad_current(c: dict[str, Any]) -> bool:
+    from circuitforge.eval.bench import cad_current
+
+    return cad_current(c)
+
+
+def _verdict_cell(cell: dict[str, Any]) -> str:
+    """The per-split table's CAD column: the verdict, with its format when that is not the current one, and
+    the earlier verdict of a refreshed cell."""
+    cad = cell["scorecard"]["cad"]
+    v = str(cad.get("verdict"))
+    if not _cad_current(cell):
+        return f"{v} (old format {cad.get('format', 'cad/3 or earlier').rsplit('.', 1)[-1]})"
+    before = (cell.get("cad_refreshed") or {}).get("verdict_before")
+    return f"{v} (was {before})" if before is not None else v
+
+
 def _cellwise(cells: list[dict[str, Any]], f: Callable[[dict[str, Any]], Any]) -> Estimate:
     vals = [f(c) for c in cells]
     vals = [float(v) for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -105,7 +122,8 @@ def method_columns(cfg: Any, cells: list[dict[str, Any]], bases: dict[str, Any])
     out["relearn"], budget, out["relearn_floor"] = relearn_estimate(cells, bases)
     out["cad_value"] = _cellwise(cells, lambda c: c["scorecard"]["cad"].get("value"))
     out["cad_z"] = _cellwise(cells, lambda c: c["scorecard"]["cad"].get("z"))
-    out["erasure_share"] = _cellwise(cells, lambda c: float(c["scorecard"]["cad"].get("verdict") == "erasure"))
+    out["erasure_share"] = _cellwise(cells, lambda c: float(c["scorecard"]["cad"].get("verdict") == "erasure")
+                                     if _cad_current(c) else None)
     out["bin_ratio"] = _cellwise(cells, lambda c: c.get("median_binwidth_to_update_ratio"))
     out["flip_rate"] = _cellwise(cells, lambda c: c.get("code_flip_rate"))
     out["changed_share"] = _cellwise(cells, lambda c: c.get("changed_share"))
@@ -191,14 +209,15 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
     # the validated verdict's score (erasure score E) against the floored relearning recovery, raw and with
     # the forget drop partialled out (a method that forgets more may both erase more and relearn less)
     es, rl, drop = [], [], []
-    for c in forgot:
+    forgot_current = [c for c in forgot if _cad_current(c)]  # E's definition changed with the CAD format
+    for c in forgot_current:
         e = c["scorecard"]["cad"].get("erasure_score")
         if e is not None and c["relearn"]["recovery"] is not None:
             es.append(float(e))
             rl.append(float(c["relearn"]["recovery"]))
             drop.append(float(c["scorecard"]["properties"]["forgetting"]["value"]))
     r_e, r_ep = spearman_ci(es, rl), spearman_ci(es, rl, zs=drop)
-    rel = relearn_reliability([c for c in forgot if c["scorecard"]["cad"].get("erasure_score") is not None
+    rel = relearn_reliability([c for c in forgot_current if c["scorecard"]["cad"].get("erasure_score") is not None
                                and c["relearn"]["recovery"] is not None and c["split"] in (bases or {})], bases or {})
     out["verdict_score"] = {
         "claim": "the verdict's erasure score E predicts relearning: Spearman ρ(E, relearning recovery) ≤ −0.6 over "
@@ -319,6 +338,12 @@ def markdown(doc: dict[str, Any]) -> str:
     for m, r in doc["table"].items():
         p = r["properties"]
         lines.append(f"| {m} | " + " | ".join(f"{CALL[p[k]['call']]} {_f(p[k])}" for k in PROPS) + " |")
+    stale = [c for c in doc["cells"] if not _cad_current(c)]
+    if stale:
+        lines += ["", f"**{len(stale)} of {len(doc['cells'])} cells carry CAD evidence of an older format** (marked in "
+                  "the per-split table): their verdicts are not comparable with the current ones and are left out of "
+                  "the structural-erasure share and the verdict-score claim; the next run of the command refreshes "
+                  "them."]
     lines += ["", "## Per split (each cell's own scorecard: paired bootstrap CI over its rows, call from the CI)", "",
               "| method | split | seed | forgetting | retain drop | PTQ gap | CAD verdict | relearn recovery |",
               "|---|---|---|---|---|---|---|---|"]
@@ -332,7 +357,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
         rec = cell["relearn"]["recovery"]
         lines.append(f"| {cell['method']} | {cell['split']} | {cell['seed']} | {one('forgetting')} | {one('retain')} | "
-                     f"{one('ptq_gap')} | {p['structural_erasure'].get('verdict')} | "
+                     f"{one('ptq_gap')} | {_verdict_cell(cell)} | "
                      f"{'–' if rec is None else f'{rec:.3g}'} |")
     lines += ["", "## The paper's claims on this model", ""]
     for k, cl in doc["claims"].items():

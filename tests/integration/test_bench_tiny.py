@@ -92,3 +92,43 @@ def test_reduced_benchmark(sequential):
     assert any("split0: reused circuit" in m for m in said), said
     assert not any("sweep ga {" in m or "finding the base forget circuit" in m or "base-model outcomes" in m
                    for m in said), said
+
+
+def test_cells_with_old_cad_evidence_are_refreshed(sequential, tmp_path):
+    """A cell whose CAD evidence has an older format is marked in the summary (and left out of the CAD
+    statistics) until the next run refreshes it: the method is rerun, the rebuilt weights match, only CAD is
+    measured again, and the result equals what ``assess`` measured for the cell in the first place; a cell
+    whose weights no longer rebuild is rerun whole."""
+    import shutil
+
+    cfg, out, res = sequential
+    work = tmp_path / "bench"
+    shutil.copytree(out, work)
+    old_path, bad_path = work / "cells" / "ga-split1-seed0.json", work / "cells" / "mansu-split1-seed0.json"
+    original = json.loads(old_path.read_text())
+    old = json.loads(old_path.read_text())
+    del old["scorecard"]["cad"]["format"]            # as written before the summary recorded its format
+    old["scorecard"]["cad"]["verdict"] = "unchanged"
+    old_path.write_text(json.dumps(old))
+    bad = json.loads(bad_path.read_text())
+    del bad["scorecard"]["cad"]["format"]
+    bad["edited"]["sha256"] = "0" * 64                # weights that no longer rebuild
+    bad_path.write_text(json.dumps(bad))
+
+    held = run_bench(cfg, work, max_cells=0)          # nothing computed: the stale cells are only marked
+    md = (work / "results.md").read_text()
+    assert "2 of 4 cells carry CAD evidence of an older format" in md and "unchanged (old format cad/3 or earlier)" in md
+    assert held["table"]["ga"]["columns"]["erasure_share"]["n_groups"] == 1   # only ga's current cell counts
+
+    said: list[str] = []
+    again = run_bench(cfg, work, progress=said.append)
+    assert any("ga split1 seed 0: refreshing its CAD evidence" in m for m in said), said
+    assert any("mansu split1 seed 0: the rebuilt weights differ from the cell's; rerunning it" in m for m in said)
+    fresh = json.loads(old_path.read_text())
+    assert fresh["scorecard"]["cad"] == original["scorecard"]["cad"]         # CAD re-measured, same evidence
+    assert fresh["scorecard"]["properties"] == original["scorecard"]["properties"]
+    assert fresh["correct"] == original["correct"] and fresh["relearn"] == original["relearn"]
+    assert fresh["cad_refreshed"]["verdict_before"] == "unchanged"
+    assert "cad_refreshed" not in json.loads(bad_path.read_text())          # rerun whole, as a new cell
+    assert f"{original['scorecard']['cad']['verdict']} (was unchanged)" in (work / "results.md").read_text()
+    assert again["table"]["ga"]["columns"]["erasure_share"]["n_groups"] == cfg.n_splits
