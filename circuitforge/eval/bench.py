@@ -22,7 +22,7 @@ Here the variance comes from resampling *which facts are forgotten* (:mod:`circu
 
 A cell is reused when its file exists with the same config ``version``; change ``version`` when a setting
 changes. Base-model evaluations per split are cached in ``splits/<split>.json``. A cell whose CAD evidence
-has an older format than the library's (:func:`cad_current`) is refreshed on the next run: the method is
+has an older format than the library's (:func:`circuitforge.eval.bench_summary.cad_current`) is refreshed on the next run: the method is
 rerun and, when the rebuilt weights equal the cell's, only CAD is measured again (:func:`refresh_cad_cell`;
 the cell records ``cad_refreshed``); otherwise the whole cell is rerun. Until then the summary counts only
 current-format cells in its CAD statistics and the table marks the others.
@@ -41,6 +41,7 @@ import tomllib
 
 from circuitforge._provenance import versions, write_json_atomic, write_text_atomic
 from circuitforge.errors import CircuitForgeError
+from circuitforge.eval.bench_summary import cad_current
 
 Say = Callable[[str], None]
 FORMAT = "circuitforge.bench/2"
@@ -308,14 +309,6 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
         "stop_reason": getattr(res, "stop_reason", None), "unlearn_seconds": t_unlearn,
         "edited": m.identity(), "split_identity": split.identity(), "seconds": time.time() - t0,
     }
-
-
-def cad_current(cell: dict[str, Any]) -> bool:
-    """Whether a cell's CAD evidence has the library's current format (cells made before the summary
-    recorded its format are older than ``circuitforge.cad/4``)."""
-    from circuitforge.cad.api import FORMAT as CAD_FORMAT
-
-    return bool(cell["scorecard"]["cad"].get("format") == CAD_FORMAT)
 
 
 def refresh_cad_cell(cfg: BenchConfig, cell: dict[str, Any], split: Any, retain: Any, base: Any,

@@ -50,10 +50,12 @@ def _cols(cfg: Any) -> list[tuple[str, str]]:
             ("share edited", "changed_share"), ("cell s", "seconds")]
 
 
-def _cad_current(c: dict[str, Any]) -> bool:
-    from circuitforge.eval.bench import cad_current
+def cad_current(cell: dict[str, Any]) -> bool:
+    """Whether a cell's CAD evidence has the library's current format (cells made before the summary
+    recorded its format are older than ``circuitforge.cad/4``)."""
+    from circuitforge.cad.api import FORMAT as CAD_FORMAT
 
-    return cad_current(c)
+    return bool(cell["scorecard"]["cad"].get("format") == CAD_FORMAT)
 
 
 def _verdict_cell(cell: dict[str, Any]) -> str:
@@ -61,7 +63,7 @@ def _verdict_cell(cell: dict[str, Any]) -> str:
     the earlier verdict of a refreshed cell."""
     cad = cell["scorecard"]["cad"]
     v = str(cad.get("verdict"))
-    if not _cad_current(cell):
+    if not cad_current(cell):
         return f"{v} (old format {cad.get('format', 'cad/3 or earlier').rsplit('.', 1)[-1]})"
     before = (cell.get("cad_refreshed") or {}).get("verdict_before")
     return f"{v} (was {before})" if before is not None else v
@@ -123,7 +125,7 @@ def method_columns(cfg: Any, cells: list[dict[str, Any]], bases: dict[str, Any])
     out["cad_value"] = _cellwise(cells, lambda c: c["scorecard"]["cad"].get("value"))
     out["cad_z"] = _cellwise(cells, lambda c: c["scorecard"]["cad"].get("z"))
     out["erasure_share"] = _cellwise(cells, lambda c: float(c["scorecard"]["cad"].get("verdict") == "erasure")
-                                     if _cad_current(c) else None)
+                                     if cad_current(c) else None)
     out["bin_ratio"] = _cellwise(cells, lambda c: c.get("median_binwidth_to_update_ratio"))
     out["flip_rate"] = _cellwise(cells, lambda c: c.get("code_flip_rate"))
     out["changed_share"] = _cellwise(cells, lambda c: c.get("changed_share"))
@@ -209,7 +211,7 @@ def claims(cfg: Any, table: dict[str, Any], cells: list[dict[str, Any]], th: Any
     # the validated verdict's score (erasure score E) against the floored relearning recovery, raw and with
     # the forget drop partialled out (a method that forgets more may both erase more and relearn less)
     es, rl, drop = [], [], []
-    forgot_current = [c for c in forgot if _cad_current(c)]  # E's definition changed with the CAD format
+    forgot_current = [c for c in forgot if cad_current(c)]  # E's definition changed with the CAD format
     for c in forgot_current:
         e = c["scorecard"]["cad"].get("erasure_score")
         if e is not None and c["relearn"]["recovery"] is not None:
@@ -338,7 +340,7 @@ def markdown(doc: dict[str, Any]) -> str:
     for m, r in doc["table"].items():
         p = r["properties"]
         lines.append(f"| {m} | " + " | ".join(f"{CALL[p[k]['call']]} {_f(p[k])}" for k in PROPS) + " |")
-    stale = [c for c in doc["cells"] if not _cad_current(c)]
+    stale = [c for c in doc["cells"] if not cad_current(c)]
     if stale:
         lines += ["", f"**{len(stale)} of {len(doc['cells'])} cells carry CAD evidence of an older format** (marked in "
                   "the per-split table): their verdicts are not comparable with the current ones and are left out of "

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from circuitforge.cad.api import FORMAT as CAD_FORMAT
 from circuitforge.eval.bench_summary import markdown, method_columns, summarise
 
 CFG = SimpleNamespace(scheme="nf4", extra_schemes=(), methods=("mansu", "ga"), n_forget=8, n_retain=8,
@@ -18,7 +19,7 @@ def _base() -> dict:
 
 
 def _cell(method, split, *, forget, q, retain=ONES, attacked2=(False,) * 4, attacked4=(True, True, False, False),
-          floor4=0.0, cad=1.0, verdict="erasure"):
+          floor4=0.0, cad=1.0, verdict="erasure", cad_format=CAD_FORMAT):
     f = sum(forget) / 8
     return {
         "method": method, "split": split, "seed": 0,
@@ -26,7 +27,7 @@ def _cell(method, split, *, forget, q, retain=ONES, attacked2=(False,) * 4, atta
                     "retain_same": ONES, "paraphrase": ONES[:4] + [False] * 4},
         "relearn": {"correct": {"before": [False] * 4, "attacked": {"2": list(attacked2), "4": list(attacked4)}},
                     "floor_by_budget": {"2": 0.0, "4": floor4}, "recovery": None},
-        "scorecard": {"cad": {"value": cad, "z": 5.0, "verdict": verdict},
+        "scorecard": {"cad": {"value": cad, "z": 5.0, "verdict": verdict, "format": cad_format},
                       "properties": {"forgetting": {"value": 1 - f, "ci": [1 - f, 1 - f], "call": "pass"},
                                      "retain": {"value": 0.0}, "ptq_gap": {"value": 0.0},
                                      "structural_erasure": {"value": 5.0, "verdict": verdict}},
@@ -189,3 +190,15 @@ def test_a_sweep_point_made_under_other_library_defaults_is_rerun(tmp_path, tiny
     assert reruns() == [f"sweep ga {rec['point']}"]             # made under another default: rerun
     p0.write_text(json.dumps({k: v for k, v in rec.items() if k != "resolved_settings"}))
     assert reruns() == []                                       # recorded before: reused on its overrides
+
+
+def test_old_format_cad_evidence_is_left_out_and_marked():
+    """A cell whose CAD evidence predates the current format neither counts towards the erasure share nor
+    decides structural erasure; the per-split table marks it. Fails if the format check is dropped."""
+    bases = {"split0": _base(), "split1": _base()}
+    cells = [_cell("mansu", s, forget=ZEROS, q=ZEROS, cad_format="circuitforge.cad/3") for s in bases]
+    doc = summarise(CFG, cells, bases)
+    assert doc["table"]["mansu"]["properties"]["structural_erasure"]["call"] == "undecided"
+    md = markdown({"model": "m", "command": "c", "config": {**CFG.__dict__}, "n_cells": 2, "n_cells_planned": 2,
+                   "splits_run": sorted(bases), "cell_seconds": 2.0, "cores": 2, "cells": cells, **doc})
+    assert "old format cad/3" in md and "2 of 2 cells carry CAD evidence of an older format" in md
