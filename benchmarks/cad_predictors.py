@@ -44,6 +44,8 @@ FEATURES: dict[str, tuple[str, Callable[[Cell], float | None], str]] = {
     "erasure_score": ("the verdict's erasure score E", lambda c: c["scorecard"]["cad"].get("erasure_score"), "-"),
     "paper_cad": ("the paper's CAD value", lambda c: c["scorecard"]["cad"].get("value"), "-"),
     "behavioural_cad": ("CAD's behavioural value", lambda c: c["scorecard"]["cad"].get("behavioural_value"), "-"),
+    "presence": ("the verdict's answer presence Π (lens fitted on M0, read on M1)",
+                 lambda c: c["scorecard"]["cad"].get("presence"), "+"),
     "own_forget_ratio": ("M1's own forget metric ÷ M0's", lambda c: c["scorecard"]["cad"].get("own_forget_ratio"), "+"),
     "suppression_share": ("CAD's suppression share", lambda c: c["scorecard"]["cad"].get("suppression_share"), "+"),
     "hybrid_area": ("mean hybrid recovery R_L over L ≥ 1 (M1 below L, M0 above)",
@@ -61,17 +63,23 @@ FEATURES: dict[str, tuple[str, Callable[[Cell], float | None], str]] = {
 
 
 def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
-    """The cells that forgot with a defined relearning recovery, each tagged with its benchmark."""
+    """The cells that forgot with a defined relearning recovery and CAD evidence of the current format, each
+    tagged with its benchmark (cells of an older format are counted in the metadata and left out)."""
+    from circuitforge.eval.bench_summary import cad_current
+
     out, meta = [], {}
     for d in results_dirs:
         with open(os.path.join(d, "results.json")) as f:
             res = json.load(f)
         thr = float(res["thresholds"]["min_forget_drop"])
-        meta[d] = {"model": res["model"], "min_forget_drop": thr,
+        meta[d] = {"model": res["model"], "min_forget_drop": thr, "old_cad_format_left_out": 0,
                    "relearn_reliability": res["claims"].get("verdict_score", {}).get("measured", {}).get("relearn_reliability")}
         for p in sorted(glob.glob(os.path.join(d, "cells", "*.json"))):
             with open(p) as f:
                 c = json.load(f)
+            if not cad_current(c):
+                meta[d]["old_cad_format_left_out"] += 1
+                continue
             if (c["scorecard"]["properties"]["forgetting"]["value"] or 0) >= thr and c["relearn"]["recovery"] is not None:
                 c["_bench"] = res["model"]
                 out.append(c)
@@ -124,6 +132,26 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
     return out
 
 
+def by_verdict(cells: list[Cell], n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Relearning recovery of the runs the verdict calls ``erasure`` against all other runs: per verdict n,
+    median, mean and range; the difference of means (erasure − rest) with a 95% percentile bootstrap CI over
+    runs (each group resampled on its own). A verdict that tracked erasure gives a difference below 0."""
+    rec = {}
+    for c in cells:
+        rec.setdefault(str(c["scorecard"]["cad"].get("verdict")), []).append(float(c["relearn"]["recovery"]))
+    groups = {v: {"n": len(x), "median": float(np.median(x)), "mean": float(np.mean(x)),
+                  "min": float(np.min(x)), "max": float(np.max(x))} for v, x in sorted(rec.items())}
+    er = np.array(rec.get("erasure", []))
+    rest = np.array([y for v, x in rec.items() if v != "erasure" for y in x])
+    diff: dict[str, Any] = {"value": None, "lo": None, "hi": None}
+    if len(er) and len(rest):
+        g = np.random.default_rng(seed)
+        d = [g.choice(er, len(er)).mean() - g.choice(rest, len(rest)).mean() for _ in range(n_boot)]
+        diff = {"value": float(er.mean() - rest.mean()), "lo": float(np.quantile(d, 0.025)),
+                "hi": float(np.quantile(d, 0.975)), "n_erasure": len(er), "n_rest": len(rest)}
+    return {"groups": groups, "erasure_minus_rest": diff}
+
+
 def markdown(doc: dict[str, Any]) -> str:
     def f(e: dict[str, Any]) -> str:
         return "–" if e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
@@ -136,6 +164,14 @@ def markdown(doc: dict[str, Any]) -> str:
             continue
         lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {f(r['spearman'])} | "
                      f"{f(r['partial_spearman_forget_drop'])} | {f(r['within_method_spearman'])} | {r['erasure_sign']} |")
+    bv = doc.get("by_verdict")
+    if bv:
+        lines += ["", "| verdict | n | median recovery | mean | min | max |", "|---|---|---|---|---|---|"]
+        lines += [f"| {v} | {g['n']} | {g['median']:.2f} | {g['mean']:.2f} | {g['min']:.2f} | {g['max']:.2f} |"
+                  for v, g in bv["groups"].items()]
+        d = bv["erasure_minus_rest"]
+        if d["value"] is not None:
+            lines += ["", f"mean recovery, `erasure` − the rest: {f(d)} ({d['n_erasure']} vs {d['n_rest']} runs)"]
     return "\n".join(lines)
 
 
@@ -153,8 +189,9 @@ def main() -> None:
            "benchmarks": meta, "n_runs": len(cells), "runs_per_model": by, "n_boot": args.boot,
            "runs": [{"model": c["_bench"], "method": c["method"], "split": c["split"], "seed": c["seed"],
                      "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
-           "table": table(cells, args.boot)}
-    print(f"{len(cells)} runs that forgot ({by})")
+           "table": table(cells, args.boot), "by_verdict": by_verdict(cells, args.boot)}
+    print(f"{len(cells)} runs that forgot ({by}); old CAD format left out: "
+          f"{ {d: m['old_cad_format_left_out'] for d, m in meta.items()} }")
     print(markdown(doc))
     if args.out:
         from circuitforge._provenance import write_json_atomic

@@ -110,13 +110,13 @@ def verify_cmd(
         rec = "undefined (nothing to recover)" if rl["recovery"] is None else f"{rl['recovery']:.2f}{ci}"
         out.print(f"relearning: recovery {rec} of the held-out targeted facts after {rl['best_budget']} steps on the "
                   f"other half ({rl['n_held']} held rows; floor: {rl['floor']})")
-        if c.verdict == "erasure" and rl["recovery"] is not None and rl.get("ci") and rl["ci"][0] > 0:
-            out.print("[yellow]note: CAD's `erasure` says the answer is no longer readable from the residual stream; "
-                      "the relearning attack brings part of it back, so the knowledge is not gone from the weights")
         if max_relearn is not None:
             out.print(f"relearning recovery ≤ {max_relearn:.2f}: {'pass' if rl['pass'] else '[red]FAIL'} "
                       f"(from the CI: {rl['call']}); "
                       f"overall: {'PASS' if passed else 'FAIL'}")
+    d["notes"] = verdict_notes(c.verdict, a.relearn)
+    for note in d["notes"]:
+        out.print(f"[yellow]note: {note}")
     write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": a.relearn} if json_path else None)
     if html_path:
         from circuitforge._provenance import write_text_atomic
@@ -125,6 +125,24 @@ def verify_cmd(
         write_text_atomic(html_path, verify_report(d, c.to_dict()))
         console.print(f"wrote {html_path}")
     raise typer.Exit(0 if passed else 1)
+
+
+def verdict_notes(verdict: str, relearn: dict | None) -> list[str]:  # type: ignore[type-arg]
+    """What the printed summary and the JSON's ``notes`` say beside an ``erasure`` verdict: that it reads the
+    residual stream, not the weights; that on real unlearning runs it has not predicted relearning (docs/cad.md,
+    "Out of sample"), so without ``--relearn`` nothing measured says the knowledge is gone; and, with the attack
+    run, when the attack's CI lies above 0."""
+    if verdict != "erasure":
+        return []
+    if relearn is None:
+        return ["CAD's `erasure` says the answer is no longer readable from the residual stream; on the SmolLM2 "
+                "benchmark runs called `erasure` relearned as much as the rest (docs/cad.md, 'Out of sample'): "
+                "add --relearn to measure whether the knowledge comes back"]
+    ci = relearn.get("ci")
+    if relearn.get("recovery") is not None and ci and ci[0] > 0:
+        return ["CAD's `erasure` says the answer is no longer readable from the residual stream; the relearning "
+                "attack brings part of it back, so the knowledge is not gone from the weights"]
+    return []
 
 
 def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]

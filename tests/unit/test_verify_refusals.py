@@ -190,3 +190,16 @@ def test_max_relearn_call_comes_from_the_ci():
     assert relearn_call({"recovery": 0.10, "ci": [-0.05, 0.31], "n_held": 24}, 0.5) == "pass"
     assert relearn_call({"recovery": 0.10, "n_held": 24}, 0.5) == "undecided"   # no CI: nothing decided
     assert relearn_call({"recovery": None}, 0.5) == "pass"
+
+
+def test_erasure_verdict_carries_its_caveat():
+    """An `erasure` verdict without the relearning attack points to it (the verdict has not predicted relearning
+    out of sample); with the attack, the note appears only when the attack's CI lies above 0; other verdicts
+    carry no note."""
+    from circuitforge.cli.verify import verdict_notes
+
+    assert "--relearn" in verdict_notes("erasure", None)[0]
+    assert "not gone from the weights" in verdict_notes("erasure", {"recovery": 0.7, "ci": [0.4, 0.9]})[0]
+    assert verdict_notes("erasure", {"recovery": 0.05, "ci": [-0.1, 0.2]}) == []
+    assert verdict_notes("erasure", {"recovery": None}) == []
+    assert verdict_notes("suppression", None) == [] and verdict_notes("indeterminate", None) == []
