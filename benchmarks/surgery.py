@@ -2,13 +2,17 @@
 of a domain while keeping the rest.
 
     python benchmarks/surgery.py [--model smollm2-135m] [--targets 32] [--same 32] [--general 32]
-                                 [--methods mansu,mansu-node,graddiff] [--set METHOD:NAME=VALUE] [--out FILE.json]
+                                 [--methods mansu,mansu-node,graddiff] [--set METHOD:NAME=VALUE] [--augment]
+                                 [--out FILE.json]
 
 Splits (all from the built-in data, deterministic): ``targets`` facts of ``builtin:forget`` to forget
 (evenly spaced rows whose answer has a paraphrase); ``same`` other chemistry facts of ``builtin:forget``
 with different answers (same-domain retain); ``general`` rows of ``builtin:retain_general``; the
 paraphrases of the targeted facts (``builtin:forget_paraphrase`` rows with a targeted answer). Every method
-gets retain = same-domain + general. ``mansu-node`` is MANSU with ``circuit_level=node``.
+gets retain = same-domain + general. ``mansu-node`` is MANSU with ``circuit_level=node``. ``--augment``:
+every method's forget set is the targets plus their rewordings in templates no evaluation set uses
+(``circuitforge.data.augment.CHEMISTRY``; refused if one equals an evaluation prompt), scored as the set
+``reworded``; the paraphrase set stays the held-out evaluation of other wordings.
 
 For each method (seed 0): accuracy on the four sets in full precision and after the NF4 round trip
 (bitsandbytes, route b), the share of linear parameters in the mask and edited (exact diff), the NF4
@@ -61,6 +65,8 @@ def main() -> None:
                     help="same-domain rows kept out of every method's retain set, evaluated as same_heldout")
     ap.add_argument("--methods", default="mansu,mansu-node,graddiff")
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
+    ap.add_argument("--augment", action="store_true",
+                    help="train on the targets plus their rewordings in templates no evaluation set uses")
     ap.add_argument("--out", default=None)
     ap.add_argument("--table", action="append", default=None,
                     help="only print the markdown table of this results JSON (repeat to merge runs on the same sets)")
@@ -80,13 +86,22 @@ def main() -> None:
     sets = splits(args.targets, args.same, args.general, args.heldout, args.offset)
     retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
     forget = sets["targets"]
+    if args.augment:
+        from circuitforge.data import load_task
+        from circuitforge.data.augment import reworded
+
+        evals = (load_task("builtin:forget_paraphrase"), load_task("builtin:chemistry_paraphrase"), *sets.values())
+        sets["reworded"] = reworded(forget, avoid=evals, name=f"targets reworded[{len(forget)} facts]")
+        forget = Task(f"forget[targets + reworded {len(sets['reworded'])}]", "cloze",
+                      forget.items + sets["reworded"].items, "benchmark")
 
     def accs(h, tag: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
         return {f"{k}_{tag}": evaluate(h, t).accuracy for k, t in sets.items()}
 
     out: dict = {"model": args.model, "command": "python benchmarks/surgery.py " + " ".join(
         f"--{k} {v}" for k, v in (("targets", args.targets), ("same", args.same), ("general", args.general),
-                                  ("heldout", args.heldout), ("offset", args.offset), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set),
+                                  ("heldout", args.heldout), ("offset", args.offset), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set)
+        + (" --augment" if args.augment else ""),
         "sets": {k: {"rows": len(t), "sha256": t.sha256} for k, t in sets.items()}, "results": []}
     q = quantized_copy(base, "nf4")
     row0 = {"method": "base", **accs(base, "fp"), **accs(q, "nf4")}
@@ -156,8 +171,10 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
              + "; NF4 = bitsandbytes round trip", "",
              "| method | targets fp / NF4 | paraphrases fp / NF4 | same-domain retain fp / NF4 | general retain fp / NF4 "
              + ("| same-domain held out fp / NF4 " if "same_heldout" in out["sets"] else "")
+             + ("| reworded targets (trained on) fp / NF4 " if "reworded" in out["sets"] else "")
              + "| mask / edited (share of linear) | code-flip rate | retain-output change (max / bound) | stop | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "same_heldout" in out["sets"] else "")]
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if "same_heldout" in out["sets"] else "")
+             + ("---|" if "reworded" in out["sets"] else "")]
     for r in out["results"]:
         def pair(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
             return f"{r[k + '_fp']:.3f} / {r[k + '_nf4']:.3f}"
@@ -167,6 +184,7 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
         oc = "—" if "retain_output_change_max" not in r else f"{r['retain_output_change_max']:.4f} / {r['retain_output_bound']}"
         wall = "—" if "wall_s" not in r else f"{r['wall_s']:.0f}"
         held = f"| {pair('same_heldout')} " if "same_heldout" in out["sets"] else ""
+        held += f"| {pair('reworded')} " if "reworded" in out["sets"] else ""
         name = r["method"] + (" (" + ", ".join(f"{k}={v}" for k, v in r["settings"].items()) + ")" if r.get("settings") else "")
         lines.append(f"| {name} | {pair('targets')} | {pair('paraphrase')} | {pair('same_domain')} | {pair('general')} "
                      f"{held}| {share} | {flip} | {oc} | {r.get('stop_reason', '—')} | {wall} |")
