@@ -375,8 +375,7 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
         pending = [sp for sp in cfg.split_names()
                    if any(stale(_cell_or_none(cfg, out_dir, m, s, seed, sweep)) for m, s, seed in cfg.cells() if s == sp)]
         _run_workers(cfg, out_dir, pending, workers, max_cells, say)
-        done = [c for c in (_cell_or_none(cfg, out_dir, m, sp, seed, sweep) for m, sp, seed in cfg.cells()) if c]
-        return _write(cfg, out_dir, done, sweep, command, t_start, markdown, summarise)
+        return _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
     cells: list[dict[str, Any]] = []
     ctxs: dict[str, dict[str, Any]] = {}
     by_name = {s.name: s for s in splits}
@@ -401,8 +400,8 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
                 say(f"{method} {sp} seed {seed}: CAD {cell['scorecard']['cad'].get('verdict')} → "
                     f"{fresh['scorecard']['cad']['verdict']} ({fresh['cad_refreshed']['seconds']:.0f} s)")
                 cells.append(fresh)
-                if write_results:
-                    _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+                if write_results:  # every finished cell, those not reached yet included (stale ones marked)
+                    _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
                 continue
         if cell is not None:
             cells.append(cell)
@@ -420,11 +419,17 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
         new += 1
         say(f"{method} {sp} seed {seed}: {cell['seconds']:.0f} s")
         if write_results:  # a summary of what finished so far, in case the run is interrupted
-            _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+            _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
     if not write_results:
         return {}
     # always once more at the end: cells reused after the last computed one are not in the summary above
     return _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+
+
+def _finished(cfg: BenchConfig, out_dir: Path, sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every finished cell of the configuration on disk, in cell order (cells with CAD evidence of an older
+    format included: the summary marks them)."""
+    return [c for c in (_cell_or_none(cfg, out_dir, m, sp, seed, sweep) for m, sp, seed in cfg.cells()) if c]
 
 
 def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: int,

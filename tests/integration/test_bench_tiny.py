@@ -104,7 +104,7 @@ def test_cells_with_old_cad_evidence_are_refreshed(sequential, tmp_path):
     cfg, out, res = sequential
     work = tmp_path / "bench"
     shutil.copytree(out, work)
-    old_path, bad_path = work / "cells" / "ga-split1-seed0.json", work / "cells" / "mansu-split1-seed0.json"
+    old_path, bad_path = work / "cells" / "ga-split0-seed0.json", work / "cells" / "mansu-split1-seed0.json"
     original = json.loads(old_path.read_text())
     old = json.loads(old_path.read_text())
     del old["scorecard"]["cad"]["format"]            # as written before the summary recorded its format
@@ -121,8 +121,17 @@ def test_cells_with_old_cad_evidence_are_refreshed(sequential, tmp_path):
     assert held["table"]["ga"]["columns"]["erasure_share"]["n_groups"] == 1   # only ga's current cell counts
 
     said: list[str] = []
-    again = run_bench(cfg, work, progress=said.append)
-    assert any("ga split1 seed 0: refreshing its CAD evidence" in m for m in said), said
+    interim: list[int] = []   # cells in results.json, read at each progress line once a refresh was written
+
+    def progress(m: str) -> None:
+        said.append(m)
+        if any("CAD" in x and "→" in x for x in said):
+            interim.append(json.loads((work / "results.json").read_text())["n_cells"])
+
+    again = run_bench(cfg, work, progress=progress)
+    # the summary written mid-run holds every finished cell, not only those the loop has reached
+    assert interim and set(interim) == {len(cfg.cells())}, interim
+    assert any("ga split0 seed 0: refreshing its CAD evidence" in m for m in said), said
     assert any("mansu split1 seed 0: the rebuilt weights differ from the cell's; rerunning it" in m for m in said)
     fresh = json.loads(old_path.read_text())
     assert fresh["scorecard"]["cad"] == original["scorecard"]["cad"]         # CAD re-measured, same evidence
