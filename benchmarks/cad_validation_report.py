@@ -284,6 +284,7 @@ def report(out: Path, page: Path) -> None:
                      f"partial on the forget drop {_f(pp['rho'])} {_f(pp['ci'])} | "
                      + ("not a test (between-world difference)" if scope.startswith("pooled") else
                         _met((sp, pp), lambda x: x[0]['rho'] <= -0.6 and x[0]['ci'][1] < 0 and x[1]['ci'][1] < 0)) + " |")
+    L += _bench_targets(Path("docs/results/cad_predictors_smollm2.json"))
     cost = Path("docs/results/cad_cost_smollm2.json")
     if cost.is_file():   # benchmarks/cad_cost.py: one CAD call in units of one EAP-IG attribution, side by side
         calls = json.loads(cost.read_text())["calls"]
@@ -349,6 +350,28 @@ def _verdict(s: dict[str, Any], presence: bool = True) -> str:
     return decide(s["own_forget_ratio"], s["own_forget_ratio_ci"], s["basis"], s["erasure_score"], s["erasure_score_ci"],
                   s["benign_percentile"], s.get("presence") if presence else None,
                   s.get("presence_ci") if presence else None).verdict
+
+
+def _bench_targets(path: Path) -> list[str]:
+    """Target rows for the out-of-sample population: the SmolLM2 benchmark's runs
+    (``benchmarks/cad_predictors.py``; none of them seen when the thresholds were fixed)."""
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    row = {r["feature"]: r for r in d["table"]}.get("erasure_score")
+    if not row or "spearman" not in row:
+        return []
+    sp, pp = row["spearman"], row["partial_spearman_forget_drop"]
+    L = [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, SmolLM2 benchmark runs (out of sample, "
+         f"`{d['command']}`) | {_f(sp['value'])} {_f([sp['lo'], sp['hi']])} (n = {row['n']}); partial on the "
+         f"forget drop {_f(pp['value'])} {_f([pp['lo'], pp['hi']])} | "
+         + _met((sp, pp), lambda x: x[0]["value"] <= -0.6 and x[0]["hi"] < 0 and x[1]["hi"] < 0) + " |"]
+    diff = (d.get("by_verdict") or {}).get("erasure_minus_rest") or {}
+    if diff.get("value") is not None:
+        L.append(f"| runs called `erasure` relearn less than the rest (same runs) | mean recovery difference "
+                 f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_erasure']} vs {diff['n_rest']} runs) | "
+                 + _met(diff, lambda x: x["hi"] < 0) + " |")
+    return L
 
 
 def _reliability(path: Path) -> list[str]:
