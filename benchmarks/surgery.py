@@ -77,7 +77,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-    from circuitforge.data import Task, evaluate
+    from circuitforge.data import Task, evaluate, load_task
     from circuitforge.models import load
     from circuitforge.quant import diff_report, quantized_copy
     from circuitforge.surgery import parse_settings, settings_class, unlearn
@@ -87,7 +87,6 @@ def main() -> None:
     retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
     forget = sets["targets"]
     if args.augment:
-        from circuitforge.data import load_task
         from circuitforge.data.augment import reworded
 
         evals = (load_task("builtin:forget_paraphrase"), load_task("builtin:chemistry_paraphrase"), *sets.values())

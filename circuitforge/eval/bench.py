@@ -376,7 +376,6 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
                    if any(stale(_cell_or_none(cfg, out_dir, m, s, seed, sweep)) for m, s, seed in cfg.cells() if s == sp)]
         _run_workers(cfg, out_dir, pending, workers, max_cells, say)
         return _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
-    cells: list[dict[str, Any]] = []
     ctxs: dict[str, dict[str, Any]] = {}
     by_name = {s.name: s for s in splits}
     new = 0
@@ -399,12 +398,10 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
                 write_json_atomic(out_dir / "cells" / f"{method}-{sp}-seed{seed}.json", fresh)
                 say(f"{method} {sp} seed {seed}: CAD {cell['scorecard']['cad'].get('verdict')} → "
                     f"{fresh['scorecard']['cad']['verdict']} ({fresh['cad_refreshed']['seconds']:.0f} s)")
-                cells.append(fresh)
                 if write_results:  # every finished cell, those not reached yet included (stale ones marked)
                     _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
                 continue
         if cell is not None:
-            cells.append(cell)
             say(f"{method} {sp} seed {seed}: done earlier, reused")
             continue
         if max_cells is not None and new >= max_cells:
@@ -415,15 +412,14 @@ def run_bench(cfg: BenchConfig, out_dir: Path, command: str = "", progress: Say 
         cell = {**run_cell(cfg, method, seed, by_name[sp], retain, base, ctxs[sp], settings),
                 "config_version": cfg.version}
         write_json_atomic(out_dir / "cells" / f"{method}-{sp}-seed{seed}.json", cell)
-        cells.append(cell)
         new += 1
         say(f"{method} {sp} seed {seed}: {cell['seconds']:.0f} s")
         if write_results:  # a summary of what finished so far, in case the run is interrupted
             _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
     if not write_results:
         return {}
-    # always once more at the end: cells reused after the last computed one are not in the summary above
-    return _write(cfg, out_dir, cells, sweep, command, t_start, markdown, summarise)
+    # always once more at the end (also when nothing was computed): the summary of every finished cell
+    return _write(cfg, out_dir, _finished(cfg, out_dir, sweep), sweep, command, t_start, markdown, summarise)
 
 
 def _finished(cfg: BenchConfig, out_dir: Path, sweep: dict[str, Any]) -> list[dict[str, Any]]:
