@@ -7,7 +7,9 @@ check, the benign-null percentile, the paper's (upstream mechanistic) CAD and it
 verify in units of one EAP-IG edge attribution, all measured in this run:
 verify given the base circuit (what a CI job pays once the circuit is cached), the same verify also given
 the base reference file (``verify --base-reference``: the base model's accuracies and CAD attributions,
-measured once per base model and tasks), and finding the base circuit (paid once per base model and task). ``--circuit`` reuses a circuit JSON (e.g. the one
+measured once per base model and tasks), verify's default relearning attack timed on its own (the base
+model's attack curve, kept in the base reference, and the attack on the checkpoint) and added to both, and
+finding the base circuit (paid once per base model and task). ``--circuit`` reuses a circuit JSON (e.g. the one
 ``circuitforge demo`` writes) when it was found on the same weights and rows; its discovery time is then
 not measured here (``demo.json`` records it under ``timings.circuit``).
 """
@@ -108,6 +110,18 @@ def main() -> None:
                       base_reference=BaseReference.from_json(f"{d}/ref.json"))
         t_warm = time.perf_counter() - t0
     same = warm.scorecard.to_dict()["properties"] == cold.scorecard.to_dict()["properties"]
+    # verify's default relearning attack (on since the attack became the default gate), timed on its own:
+    # cold = the base model's attack curve computed too; warm = that curve read from the base reference
+    from circuitforge.eval.relearn import RelearnSettings, base_curve, relearning_attack, split_by_fact
+
+    rl_set = RelearnSettings()
+    train, held = split_by_fact(forget)
+    t0 = time.perf_counter()
+    curve = base_curve(base, train, held, rl_set)
+    t_curve = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rl = relearning_attack(None, edited, train, held, rl_set, base_attacked=curve)
+    t_attack = time.perf_counter() - t0
     t0 = time.perf_counter()
     attribute(base, task, method="eap-ig", level="edge", ig_steps=a.ig_steps)
     t_attr = (t_attr + time.perf_counter() - t0) / 2   # the unit: attributions just before and after
@@ -124,6 +138,11 @@ def main() -> None:
     print(f"full verify given the base circuit (suppression control): {t_verify:.1f} s = {t_verify / t_attr:.1f}x attribution")
     print(f"full verify given the base circuit and the base reference file: {t_warm:.1f} s = "
           f"{t_warm / t_attr:.1f}x attribution (same properties as the cold run: {same})")
+    print(f"relearning attack (verify's default; recovery {rl.recovery}): base curve {t_curve:.1f} s + attack on the "
+          f"checkpoint {t_attack:.1f} s")
+    print(f"default verify (with the attack) given the base circuit: {t_verify + t_curve + t_attack:.1f} s = "
+          f"{(t_verify + t_curve + t_attack) / t_attr:.1f}x attribution; with the base reference file: "
+          f"{t_warm + t_attack:.1f} s = {(t_warm + t_attack) / t_attr:.1f}x")
     if t_circ is not None:
         print(f"finding the base circuit (once per base model and task): {t_circ:.1f} s = {t_circ / t_attr:.1f}x attribution")
     if a.json:
@@ -137,6 +156,9 @@ def main() -> None:
             "verify_seconds_given_circuit_and_base_reference": t_warm,
             "verify_with_base_reference_over_attribution": t_warm / t_attr, "verify_timings_with_base_reference": ph_warm,
             "base_reference_reproduces_properties": same,
+            "relearn_base_curve_seconds": t_curve, "relearn_attack_seconds": t_attack, "relearn_recovery": rl.recovery,
+            "default_verify_over_attribution": (t_verify + t_curve + t_attack) / t_attr,
+            "default_verify_with_base_reference_over_attribution": (t_warm + t_attack) / t_attr,
             "rows": {"forget": len(forget), "retain": len(retain), "cad": a.rows}})
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
-"""``circuitforge verify``: the four-property scorecard of an unlearned checkpoint (exit 0 pass / 1 fail / 2 bad input)."""
+"""``circuitforge verify``: the four-property scorecard of an unlearned checkpoint and the relearning gate (exit 0 pass / 1 fail / 2 bad input)."""
 
+import math
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from circuitforge.cli._common import Device, Dtype, app, console, load_model, out, write_json
+
+if TYPE_CHECKING:
+    from circuitforge.data import Task
+
+DEFAULT_MAX_RELEARN = 0.5
+"""``verify``'s default relearning gate: fail when more than half of the base model's relearning curve comes back
+on the held-out forget facts. On the SmolLM2 benchmark the median run relearns 0.69 (docs/results/unlearning); a
+checkpoint that keeps at most half is already better than most runs there."""
 
 
 @app.command("verify")
@@ -30,20 +39,23 @@ def verify_cmd(
         "--base-reference", help="cache file of the base model's own measurements (accuracies in fp and under "
         "--scheme, CAD's base attributions): reused where the base weights, tasks and settings match (sha256), "
         "rewritten after the run")] = None,
-    relearn: Annotated[bool, typer.Option("--relearn", help="also run the relearning attack: fine-tune on half the "
-                                          "forget facts, measure how much of the other half comes back")] = False,
+    relearn: Annotated[bool | None, typer.Option(
+        "--relearn/--no-relearn", help="run the relearning attack (the default): fine-tune on half the forget "
+        "facts, measure how much of the other half comes back, and fail when it exceeds --max-relearn; "
+        "--no-relearn skips it (the verdict alone does not say whether the knowledge comes back)")] = None,
     relearn_unknown: Annotated[str | None, typer.Option(help="rows the base model never knew: the relearning "
                                                         "attack's floor")] = None,
     relearn_lr: Annotated[float, typer.Option(help="the attacker's Adam step size")] = 1e-4,
-    max_relearn: Annotated[float | None, typer.Option(help="with --relearn: fail (exit 1) when the relearning "
-                                                      "recovery exceeds this (e.g. 0.5); without it the attack "
-                                                      "is evidence only")] = None,
+    max_relearn: Annotated[float | None, typer.Option(help=f"fail (exit 1) when the relearning recovery exceeds "
+                                                      f"this (default {DEFAULT_MAX_RELEARN}; 'inf' = report "
+                                                      f"the attack without gating on it)")] = None,
     device: Device = "cpu",
     dtype: Dtype = "float32",
 ) -> None:
-    """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD).
+    """Score an unlearned checkpoint: forgetting, retain, PTQ gap, structural erasure (CAD), relearning.
 
-    Exit 0: every property passes; 1: a property fails; 2: bad input (one line on stderr: incompatible
+    Exit 0: every property passes and the relearning attack recovers at most --max-relearn; 1: a property
+    fails or more comes back; 2: bad input (one line on stderr: incompatible
     models, non-finite weights, an empty or over-long task, a malformed circuit or one found on other
     weights or rows); 3: an internal error.
     """
@@ -65,12 +77,22 @@ def verify_cmd(
     from circuitforge.eval.relearn import RelearnSettings
 
     try:
-        rl_settings = RelearnSettings(lr=relearn_lr) if relearn else None
+        rl_settings = RelearnSettings(lr=relearn_lr) if relearn is not False else None
     except ValueError as e:
         raise CircuitForgeError(f"--relearn-lr: {e}") from e
     unknown = load_task(relearn_unknown) if relearn_unknown else None
-    if max_relearn is not None and not relearn:
-        raise CircuitForgeError("--max-relearn needs --relearn")
+    if relearn is False and (max_relearn is not None or relearn_unknown):
+        raise CircuitForgeError(f"{'--max-relearn' if max_relearn is not None else '--relearn-unknown'} needs the "
+                                "relearning attack (drop --no-relearn)")
+    gate = DEFAULT_MAX_RELEARN if max_relearn is None else max_relearn
+    if not gate >= 0:
+        raise CircuitForgeError(f"--max-relearn must be ≥ 0 (got {gate})")
+    skipped = None
+    if relearn is None:   # the default: run the attack where the forget rows can be split by fact
+        skipped = relearn_skip_reason(f)
+        relearn = skipped is None
+        if not relearn:
+            rl_settings = None
     circ = Circuit.from_json(circuit) if circuit else None
     ref = BaseReference.from_json(base_reference) if base_reference and os.path.exists(base_reference) else None
     with console.status("loading models"):
@@ -100,49 +122,68 @@ def verify_cmd(
     passed = card.passed
     if a.relearn is not None:
         rl = a.relearn
-        if max_relearn is not None:   # recovery undefined = nothing was forgotten: forgetting already fails
-            rl["threshold"] = max_relearn
-            rl["pass"] = relearn_gate(rl, max_relearn)
-            rl["call"] = relearn_call(rl, max_relearn)
+        gated = math.isfinite(gate)
+        if gated:   # recovery undefined = nothing was forgotten: forgetting already fails
+            rl["threshold"] = gate
+            rl["pass"] = relearn_gate(rl, gate)
+            rl["call"] = relearn_call(rl, gate)
             passed = passed and rl["pass"]
-            d["pass"] = passed
+        d["pass"] = passed
         ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""
         rec = "undefined (nothing to recover)" if rl["recovery"] is None else f"{rl['recovery']:.2f}{ci}"
         out.print(f"relearning: recovery {rec} of the held-out targeted facts after {rl['best_budget']} steps on the "
                   f"other half ({rl['n_held']} held rows; floor: {rl['floor']})")
-        if max_relearn is not None:
-            out.print(f"relearning recovery ≤ {max_relearn:.2f}: {'pass' if rl['pass'] else '[red]FAIL'} "
+        if gated:
+            out.print(f"relearning recovery ≤ {gate:.2f}: {'pass' if rl['pass'] else '[red]FAIL'} "
                       f"(from the CI: {rl['call']}); "
                       f"overall: {'PASS' if passed else 'FAIL'}")
-    d["notes"] = verdict_notes(c.verdict, a.relearn)
+    d["notes"] = verdict_notes(c.verdict, a.relearn, skipped)
     for note in d["notes"]:
         out.print(f"[yellow]note: {note}")
-    write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": a.relearn} if json_path else None)
+    rl_doc = a.relearn if a.relearn is not None else ({"skipped": skipped} if skipped else None)
+    write_json(json_path, {**d, "cad_detail": c.to_dict(), "relearn": rl_doc} if json_path else None)
     if html_path:
         from circuitforge._provenance import write_text_atomic
         from circuitforge.viz.report import verify_report
 
-        write_text_atomic(html_path, verify_report(d, c.to_dict()))
+        write_text_atomic(html_path, verify_report(d, c.to_dict(), rl_doc))
         console.print(f"wrote {html_path}")
     raise typer.Exit(0 if passed else 1)
 
 
-def verdict_notes(verdict: str, relearn: dict | None) -> list[str]:  # type: ignore[type-arg]
-    """What the printed summary and the JSON's ``notes`` say beside an ``erasure`` verdict: that it reads the
-    residual stream, not the weights; that on real unlearning runs it has not predicted relearning (docs/cad.md,
-    "Out of sample"), so without ``--relearn`` nothing measured says the knowledge is gone; and, with the attack
-    run, when the attack's CI lies above 0."""
+def relearn_skip_reason(forget: "Task") -> str | None:
+    """Why the default relearning attack cannot run on ``forget`` (its rows do not split into two groups of
+    facts, :func:`circuitforge.eval.relearn.split_by_fact`), or ``None`` when it can. An explicit
+    ``--relearn`` raises instead."""
+    from circuitforge.errors import CircuitForgeError
+    from circuitforge.eval.relearn import split_by_fact
+
+    try:
+        split_by_fact(forget)
+    except CircuitForgeError as e:
+        return str(e)
+    return None
+
+
+def verdict_notes(verdict: str, relearn: dict | None, skipped: str | None = None) -> list[str]:  # type: ignore[type-arg]
+    """What the printed summary and the JSON's ``notes`` say: when the default relearning attack could not
+    run, why; and beside an ``erasure`` verdict, that it reads the residual stream, not the weights; that on
+    real unlearning runs it has not predicted relearning (docs/cad.md, "Out of sample"), so without the
+    attack nothing measured says the knowledge is gone; and, with the attack run, when the attack's CI lies
+    above 0."""
+    notes = [f"relearning attack not run: {skipped}"] if skipped else []
     if verdict != "erasure":
-        return []
+        return notes
     if relearn is None:
-        return ["CAD's `erasure` says the answer is no longer readable from the residual stream; on the SmolLM2 "
-                "benchmark runs called `erasure` relearned as much as the rest (docs/cad.md, 'Out of sample'): "
-                "add --relearn to measure whether the knowledge comes back"]
+        return notes + ["CAD's `erasure` says the answer is no longer readable from the residual stream; on the "
+                        "SmolLM2 benchmark runs called `erasure` relearned as much as the rest (docs/cad.md, 'Out "
+                        "of sample'): without the relearning attack nothing here measures whether the knowledge "
+                        "comes back"]
     ci = relearn.get("ci")
     if relearn.get("recovery") is not None and ci and ci[0] > 0:
-        return ["CAD's `erasure` says the answer is no longer readable from the residual stream; the relearning "
-                "attack brings part of it back, so the knowledge is not gone from the weights"]
-    return []
+        return notes + ["CAD's `erasure` says the answer is no longer readable from the residual stream; the "
+                        "relearning attack brings part of it back, so the knowledge is not gone from the weights"]
+    return notes
 
 
 def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]

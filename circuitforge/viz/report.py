@@ -94,34 +94,69 @@ def _bullet_title(name: str, p: dict[str, Any]) -> str:
             f"{float(p['threshold']):.3g}{extra}")
 
 
-def verify_report(card: dict[str, Any], cad_result: dict[str, Any]) -> str:
-    """The HTML page of ``circuitforge verify --html``."""
-    from circuitforge.viz.cad import plot_cad_null, plot_layer_mass
+def relearn_row(relearn: dict[str, Any] | None) -> str:
+    """The verify page's one-line account of the relearning attack (``relearn`` block of the verify JSON)."""
+    if relearn is None:
+        return "not run (--no-relearn): nothing here measures whether the knowledge comes back"
+    if relearn.get("skipped"):
+        return f"not run: {relearn['skipped']}"
+    if relearn.get("recovery") is None:
+        return "undefined: the checkpoint forgot nothing the attack could bring back"
+    ci = relearn.get("ci")
+    text = f"recovery {relearn['recovery']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    text += f" after {relearn.get('best_budget')} steps ({relearn.get('n_held')} held-out rows)"
+    if "threshold" in relearn:
+        text += (f"; gate ≤ {relearn['threshold']:.2f}: {'pass' if relearn['pass'] else 'FAIL'} "
+                 f"(from the CI: {relearn.get('call')})")
+    else:
+        text += "; reported only (--max-relearn inf)"
+    return text
+
+
+def verify_report(card: dict[str, Any], cad_result: dict[str, Any], relearn: dict[str, Any] | None = None) -> str:
+    """The HTML page of ``circuitforge verify --html``: the overall call, the CAD verdict with its erasure
+    score and rule, the relearning attack (``relearn``: the verify JSON's block, ``None`` when not run), the
+    notes, the scorecard, the hybrid recovery curve and the circuit diff."""
+    from circuitforge.viz.cad import _curves, plot_cad_null, plot_hybrid_recovery, plot_layer_mass
     from circuitforge.viz.diff import plot_edge_diff, plot_layer_change
 
     props = card["properties"]
+    ev = cad_result.get("evidence") or {}
+    verdict = f"{cad_result['verdict']}"
+    if ev.get("erasure_score") is not None and ev.get("erasure_score_ci"):
+        lo, hi = ev["erasure_score_ci"]
+        verdict += f" (erasure score E {ev['erasure_score']:.2f} [{lo:.2f}, {hi:.2f}])"
+    if ev.get("rule"):
+        verdict += f": {ev['rule']}"
     rows = [("base", f"{card['base']['spec']} ({card['base']['sha256'][:12]})"),
             ("unlearned", f"{card['unlearned']['spec']} ({card['unlearned']['sha256'][:12]})"),
             ("overall", "PASS" if card["pass"] else "FAIL"),
-            ("CAD verdict", f"{cad_result['verdict']} (mechanistic z = {cad_result['z']:.1f}, "
-                            f"behavioural z = {cad_result['behavioural']['z']:.1f})")]
+            ("CAD verdict", verdict),
+            ("paper's CAD", f"{cad_result['value']:.3f} (mechanistic z = {cad_result['z']:.1f}, "
+                            f"behavioural z = {cad_result['behavioural']['z']:.1f})"),
+            ("relearning attack", relearn_row(relearn))]
+    rows += [("note", n) for n in card.get("notes", [])]
     rows += [(k, f"{v:.3f}") for k, v in card["accuracies"].items()]
     m = cad_result["mechanistic_upstream"]
     b = cad_result["behavioural"]
     lm = cad_result["layer_mass"]
-    sections = [
-        ("Scorecard", plot_scorecard(props)),
-        ("CAD, mechanistic (M₁'s layers through M₀'s readout, upstream edges)",
-         plot_cad_null(m["null"], m["value"], m["z"], "Mechanistic CAD vs split-half null")),
-        ("CAD, behavioural (M₁'s own readout)", plot_cad_null(b["null"], b["value"], b["z"], "Behavioural CAD vs split-half null")),
-        ("Where the change sits", plot_layer_mass(lm["layers"], lm["base"], {
-            "M₁, own readout": lm["edited_own_readout"], "M₁, base readout": lm["edited_base_readout"]})),
+    sections: list[tuple[str, Any]] = [("Scorecard", plot_scorecard(props))]
+    if _curves(cad_result):
+        sections.append(("Recovery evidence: layer hybrids (the verdict's erasure score reads these curves)",
+                         plot_hybrid_recovery(cad_result)))
+    sections += [
+        ("Circuit diff: the changed edges", plot_edge_diff({"unlearned": cad_result})),
         ("Attribution lost and gained per layer (M₁ through M₀'s readout − M₀)",
          plot_layer_change({"unlearned": cad_result})),
-        ("Circuit diff: the changed edges", plot_edge_diff({"unlearned": cad_result})),
+        ("Where the change sits", plot_layer_mass(lm["layers"], lm["base"], {
+            "M₁, own readout": lm["edited_own_readout"], "M₁, base readout": lm["edited_base_readout"]})),
+        ("Paper's CAD, mechanistic (M₁'s layers through M₀'s readout, upstream edges)",
+         plot_cad_null(m["null"], m["value"], m["z"], "Mechanistic CAD vs split-half null")),
+        ("Paper's CAD, behavioural (M₁'s own readout)",
+         plot_cad_null(b["null"], b["value"], b["z"], "Behavioural CAD vs split-half null")),
     ]
-    for _, fig in sections:  # figures from viz.cad: follow the page width, name the histogram's y-axis
+    for heading, fig in sections:  # figures from viz.cad: follow the page width, name the histogram's y-axis
         fig.update_layout(autosize=True, width=None)
-    for _, fig in sections[1:3]:
-        fig.update_layout(yaxis_title="split-half null draws (count)")
+        if heading.startswith("Paper's CAD"):
+            fig.update_layout(yaxis_title="split-half null draws (count)")
     return html_report("circuitforge verify", sections, rows)

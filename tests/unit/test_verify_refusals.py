@@ -165,8 +165,48 @@ def test_verify_relearn_reports_the_attack(capsys, copy_dir, tmp_path):
     assert "relearning: recovery" in stdout and "held rows" in stdout
     code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--relearn", "--relearn-lr", "-1")
     assert code == 2 and "--relearn-lr" in one_error_line(err)
-    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--max-relearn", "0.5")
-    assert code == 2 and "--max-relearn needs --relearn" in one_error_line(err)
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--no-relearn", "--max-relearn", "0.5")
+    assert code == 2 and "--max-relearn needs the relearning attack" in one_error_line(err)
+    code, _, err = cli(capsys, "verify", *BASE, "--unlearned", str(copy_dir), "--max-relearn", "-0.1")
+    assert code == 2 and "--max-relearn must be ≥ 0" in one_error_line(err)
+
+
+def test_the_relearning_gate_is_on_by_default(capsys, tiny_facts, tmp_path):
+    """Without any relearning option verify runs the attack and gates on recovery ≤ 0.5: a first-block gradient
+    ascent that the attack (lr 1e-3) brings back (0.81 of the base model's curve, seed 0) fails the gate and
+    the run; ``--max-relearn inf`` reports the same attack without gating, so the exit code is the four
+    properties' alone; ``--no-relearn`` runs no attack."""
+    from circuitforge.cad.controls import early_ascent
+    from circuitforge.data import load_task
+
+    folder = save(early_ascent(tiny_facts, load_task("tiny-facts:forget")), tmp_path / "early")
+    args = ("verify", *BASE, "--unlearned", str(folder), "--cad-rows", "8", "--ig-steps", "2", "--relearn-lr", "1e-3",
+            "--base-reference", str(tmp_path / "ref.json"))
+    code, stdout, err = cli(capsys, *args, "--json", str(tmp_path / "gated.json"))
+    d = json.loads((tmp_path / "gated.json").read_text())
+    rl = d["relearn"]
+    assert rl["threshold"] == 0.5 and rl["recovery"] > 0.5 and rl["pass"] is False, rl
+    assert d["pass"] is False and code == 1 and "relearning recovery ≤ 0.50: FAIL" in stdout
+    code2, stdout2, _ = cli(capsys, *args, "--max-relearn", "inf", "--json", str(tmp_path / "report.json"))
+    d2 = json.loads((tmp_path / "report.json").read_text())
+    assert "pass" not in d2["relearn"] and d2["relearn"]["recovery"] == pytest.approx(rl["recovery"])
+    assert d2["pass"] == all(p["pass"] for p in d2["properties"].values()) and code2 == (0 if d2["pass"] else 1)
+    assert "relearning recovery ≤" not in stdout2
+    code3, _, _ = cli(capsys, *args, "--no-relearn", "--json", str(tmp_path / "none.json"))
+    assert json.loads((tmp_path / "none.json").read_text())["relearn"] is None
+
+
+def test_default_attack_skipped_when_the_rows_do_not_split():
+    """The default attack needs two groups of facts; rows that share one answer form one group, so the
+    default run skips it and says why (an explicit ``--relearn`` raises instead: assess's error)."""
+    from circuitforge.cli.verify import relearn_skip_reason, verdict_notes
+    from circuitforge.data import load_task
+
+    f = load_task("tiny-facts:forget")
+    assert relearn_skip_reason(f) is None
+    one = f.subset([0], name="one row")
+    why = relearn_skip_reason(one)
+    assert why and verdict_notes("indeterminate", None, why) == [f"relearning attack not run: {why}"]
 
 
 def test_max_relearn_turns_the_attack_into_a_gate():
@@ -198,7 +238,7 @@ def test_erasure_verdict_carries_its_caveat():
     carry no note."""
     from circuitforge.cli.verify import verdict_notes
 
-    assert "--relearn" in verdict_notes("erasure", None)[0]
+    assert "without the relearning attack" in verdict_notes("erasure", None)[0]
     assert "not gone from the weights" in verdict_notes("erasure", {"recovery": 0.7, "ci": [0.4, 0.9]})[0]
     assert verdict_notes("erasure", {"recovery": 0.05, "ci": [-0.1, 0.2]}) == []
     assert verdict_notes("erasure", {"recovery": None}) == []

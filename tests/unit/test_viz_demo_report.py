@@ -184,3 +184,35 @@ def test_verify_report_uses_the_width_responsive_diff():
     page = verify_report(card, cad)
     assert "1 of 300 edges changed" in page
     assert re.search(r'"width":\s*[0-9]{4}', page) is None
+
+
+def test_verify_report_shows_the_evidence_the_exit_code_reads():
+    """The verify page carries what decides the exit code beside the verdict: the relearning attack's
+    recovery and gate (or why it did not run), the notes, the verdict's erasure score and rule, and the
+    hybrid recovery curve when the CAD result has one."""
+    from circuitforge.viz.report import relearn_row, verify_report
+
+    c = _circuit(30)
+    cad = _cad(c, {"input->m0": 0.0}, "erasure")
+    cad["behavioural"] = dict(cad["mechanistic_upstream"])
+    cad["layer_mass"] = {"layers": [-1, 0, 1], "base": [1.0, 2.0, 3.0], "edited_own_readout": [0.5, 1.0, 3.0],
+                         "edited_base_readout": [0.0, 1.0, 3.0]}
+    cad["evidence"] = {"erasure_score": 0.96, "erasure_score_ci": [0.94, 0.98], "rule": "erasure score CI above 0.12"}
+    cad["recovery"] = {"forget": {"layers": [0, 1, 2], "recovery": [1.0, 0.1, 0.0], "recovery_ci": None},
+                       "retain": {"layers": [0, 1, 2], "recovery": [1.0, 0.9, 0.95], "recovery_ci": None}}
+    card = {"base": {"spec": "b", "sha256": "0" * 64}, "unlearned": {"spec": "u", "sha256": "1" * 64}, "pass": False,
+            "properties": _props(0.7, 0.0, 0.0, 7.5, "erasure"), "accuracies": {"forget": 0.2},
+            "notes": ["the relearning attack brings part of it back"]}
+    rl = {"recovery": 0.95, "ci": [0.86, 1.07], "best_budget": 10, "n_held": 64, "threshold": 0.5, "pass": False,
+          "call": "fail"}
+    page = verify_report(card, cad, rl)
+    assert "recovery 0.95 [0.86, 1.07] after 10 steps (64 held-out rows); gate ≤ 0.50: FAIL (from the CI: fail)" in page
+    assert "the relearning attack brings part of it back" in page
+    assert "E 0.96 [0.94, 0.98]" in page and "erasure score CI above 0.12" in page
+    assert "Recovery evidence: layer hybrids" in page
+    assert "not run (--no-relearn)" in verify_report(card, cad, None)
+    assert relearn_row({"skipped": "one group"}) == "not run: one group"
+    assert relearn_row({"recovery": None}).startswith("undefined")
+    assert relearn_row({"recovery": 0.2, "ci": None, "best_budget": 5, "n_held": 8}).endswith("reported only (--max-relearn inf)")
+    del cad["recovery"]
+    assert "Recovery evidence: layer hybrids" not in verify_report(card, cad, rl)   # no curves, no empty figure
