@@ -55,6 +55,11 @@ def main() -> None:
                           for k, p in props.items())
         rows.append([f"{m}: verdict", d["cad"]["verdict"],
                      f"all four properties pass: {'yes' if d['scorecard']['pass'] else 'no'}" + (f" — {calls}" if calls else "")])
+        rl = d.get("relearn")
+        if rl and rl.get("recovery") is not None:   # the attack verify runs by default (demos since 2026-12-03)
+            ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""
+            rows.append([f"{m}: relearning recovery", f"{rl['recovery']:.2f}{ci}",
+                         f"gate ≤ {rl['threshold']:.2f}: {'pass' if rl['pass'] else 'fail'} (CI: {rl['call']})"])
     from circuitforge._provenance import run_info, write_json_atomic
 
     command = ("python benchmarks/demo.py " + " ".join(sys.argv[1:])).strip()

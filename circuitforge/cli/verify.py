@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from circuitforge.data import Task
 
 DEFAULT_MAX_RELEARN = 0.5
-"""``verify``'s default relearning gate: fail when more than half of the base model's relearning curve comes back
-on the held-out forget facts. On the SmolLM2 benchmark the median run relearns 0.69 (docs/results/unlearning); a
-checkpoint that keeps at most half is already better than most runs there."""
+"""``circuitforge.eval.relearn.DEFAULT_MAX_RELEARN`` (the gate's rule lives there), restated so that the CLI's
+help is built without importing torch; a unit test keeps the two equal."""
+
+
 
 
 @app.command("verify")
@@ -64,6 +65,7 @@ def verify_cmd(
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
     from circuitforge.eval import BaseReference, Thresholds, assess
+    from circuitforge.eval.relearn import relearn_call, relearn_gate
 
     try:
         th = Thresholds(min_forget_drop, max_retain_drop, max_ptq_gap, cad_z)
@@ -184,22 +186,3 @@ def verdict_notes(verdict: str, relearn: dict | None, skipped: str | None = None
         return notes + ["CAD's `erasure` says the answer is no longer readable from the residual stream; the "
                         "relearning attack brings part of it back, so the knowledge is not gone from the weights"]
     return notes
-
-
-def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]
-    """``--max-relearn``: pass when the relearning recovery is at most ``threshold`` (undefined recovery —
-    nothing was forgotten — passes here; the forgetting property fails such a model)."""
-    return relearn["recovery"] is None or relearn["recovery"] <= threshold
-
-
-def relearn_call(relearn: dict, threshold: float) -> str:  # type: ignore[type-arg]
-    """The ``--max-relearn`` property judged from the recovery's bootstrap CI like the four properties
-    (:func:`circuitforge.eval.stats.judge`): ``pass`` when the whole CI is ≤ ``threshold``, ``fail`` when
-    it is all above, else ``undecided`` (also without a CI; an undefined recovery — nothing forgotten —
-    is ``pass`` here as in :func:`relearn_gate`)."""
-    from circuitforge.eval.stats import Estimate, judge
-
-    if relearn["recovery"] is None:
-        return "pass"
-    lo, hi = relearn.get("ci") or (None, None)
-    return judge(Estimate(relearn["recovery"], lo, hi, int(relearn.get("n_held", 0)), 1), threshold, "<=")

@@ -87,11 +87,25 @@ def _chance(task: Any) -> float | None:
     return None if not opts or min(opts) < 2 else sum(1 / k for k in opts) / len(opts)
 
 
+def demo_relearn(rl: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The demo's record of the relearning attack (``Assessment.relearn``): recovery, CI, budget, held rows and
+    the gate verify applies by default (recovery ≤ ``DEFAULT_MAX_RELEARN``: ``pass`` on the point value,
+    ``call`` from the CI)."""
+    from circuitforge.eval.relearn import DEFAULT_MAX_RELEARN, relearn_call, relearn_gate
+
+    if rl is None:
+        return None
+    return {"recovery": rl["recovery"], "ci": rl.get("ci"), "best_budget": rl.get("best_budget"),
+            "n_held": rl.get("n_held"), "threshold": DEFAULT_MAX_RELEARN, "pass": relearn_gate(rl, DEFAULT_MAX_RELEARN),
+            "call": relearn_call(rl, DEFAULT_MAX_RELEARN)}
+
+
 def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: Progress | None = None) -> DemoResult:
     """Run the demo into ``out_dir`` (refused when it exists and is not empty, unless ``overwrite``)."""
     from circuitforge.cad import CADSettings
     from circuitforge.data import load_task
     from circuitforge.eval.assess import assess
+    from circuitforge.eval.relearn import RelearnSettings
     from circuitforge.models import load
     from circuitforge.quant import diff_report
     from circuitforge.surgery import unlearn
@@ -133,7 +147,10 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         "methods": {}, "timings": timings,
     }
     cads: dict[str, dict[str, Any]] = {}
-    ref: Any = None  # the first assessment: its base-model evaluations are reused
+    ref: Any = None  # the first assessment: its base-model evaluations (and relearning curve) are reused
+    # the relearning attack verify runs by default: how much of the held-out half of the forget facts comes back
+    # after fine-tuning on the other half (the CAD verdict does not predict it: docs/cad.md, "Out of sample")
+    rl_settings = RelearnSettings(seed=cfg.seed)
     for method in ("mansu", cfg.baseline):
         # MANSU finds and edits its own neuron-level circuit (surgical mask); the edge circuit above is the
         # one CAD compares M₀ and M₁ on
@@ -145,7 +162,7 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
                   partial(assess, base, edited, forget, retain, circuit=circuit, cad_rows=cfg.n_cad,
                           cad_settings=CADSettings(ig_steps=cfg.ig_steps, n_benign=cfg.n_benign,
                                                    hybrid_points=cfg.hybrid_points, seed=cfg.seed),
-                          extra_tasks={"paraphrase": para}, seed=cfg.seed, base_reference=ref))
+                          extra_tasks={"paraphrase": para}, seed=cfg.seed, base_reference=ref, relearn=rl_settings))
         ref = ref or a
         diag = timed(f"quant_{method}", f"{method}: NF4 bin-width diagnostics", partial(diff_report, base, edited, "nf4"))
         acc = a.scorecard.accuracies
@@ -157,6 +174,7 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
             "median_binwidth_to_update_ratio": diag.get("median_binwidth_to_update_ratio"),
             "code_flip_rate": diag.get("code_flip_rate"), "changed_share": diag.get("changed_share"),
             "stop_reason": getattr(res, "stop_reason", None), "hyperparameters": getattr(res, "settings", {}),
+            "relearn": demo_relearn(a.relearn),
         }
         cads[method] = a.cad.to_dict()
         del res, edited, a

@@ -311,3 +311,28 @@ def relearning_attack(base: ModelHandle | None, unlearned: ModelHandle, train: T
            for b in s.budgets}
     return RelearnResult(res.before, res.attacked, res.base_attacked, res.unknown_before, res.unknown_attacked,
                          s, res.seconds, rec)
+
+
+DEFAULT_MAX_RELEARN = 0.5
+"""The default relearning gate of ``verify`` and the demo: fail when more than half of the base model's relearning curve comes back
+on the held-out forget facts. On the SmolLM2 benchmark the median run relearns 0.69 (docs/results/unlearning); a
+checkpoint that keeps at most half is already better than most runs there."""
+
+
+def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]
+    """The relearning gate (``verify --max-relearn``): pass when the relearning recovery is at most ``threshold`` (undefined recovery —
+    nothing was forgotten — passes here; the forgetting property fails such a model)."""
+    return relearn["recovery"] is None or relearn["recovery"] <= threshold
+
+
+def relearn_call(relearn: dict, threshold: float) -> str:  # type: ignore[type-arg]
+    """The ``--max-relearn`` property judged from the recovery's bootstrap CI like the four properties
+    (:func:`circuitforge.eval.stats.judge`): ``pass`` when the whole CI is ≤ ``threshold``, ``fail`` when
+    it is all above, else ``undecided`` (also without a CI; an undefined recovery — nothing forgotten —
+    is ``pass`` here as in :func:`relearn_gate`)."""
+    from circuitforge.eval.stats import Estimate, judge
+
+    if relearn["recovery"] is None:
+        return "pass"
+    lo, hi = relearn.get("ci") or (None, None)
+    return judge(Estimate(relearn["recovery"], lo, hi, int(relearn.get("n_held", 0)), 1), threshold, "<=")

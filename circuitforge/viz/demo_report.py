@@ -64,12 +64,22 @@ def _props(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _passed(m: dict[str, Any]) -> bool | None:
-    """The scorecard's overall pass; None when the method has no scorecard (no verdict is invented)."""
+    """The scorecard's overall pass, and the relearning gate's where the demo ran the attack (as ``verify``'s
+    exit code); None when the method has no scorecard (no verdict is invented)."""
     sc = m.get("scorecard", {})
+    rl = m.get("relearn") or {}
     if "pass" in sc:
-        return bool(sc["pass"])
+        return bool(sc["pass"]) and rl.get("pass", True)
     props = _props(m).values()
-    return all(p.get("pass") for p in props) if props else None
+    return (all(p.get("pass") for p in props) and rl.get("pass", True)) if props else None
+
+
+def _relearn_text(rl: dict[str, Any]) -> str:
+    rec = rl.get("recovery")
+    if rec is None:
+        return "the relearning attack had nothing to bring back"
+    return (f"relearning brings back {_f(rec)}{_ci_text(rl.get('ci'))} of the held-out targeted facts "
+            f"(allowed ≤ {_f(rl['threshold'])})")
 
 
 def chance_levels(summary: dict[str, Any]) -> dict[str, float]:
@@ -159,10 +169,17 @@ def verdict_sentence(name: str, m: dict[str, Any], base_acc: dict[str, float]) -
     verdict = _passed(m)
     if verdict is None:
         return f"{name}: NO VERDICT — the demo recorded no scorecard for this method.{para}"
+    rl = m.get("relearn")
+    fails, oks = [say(p) for p in failed], [say(p) for p in ok]
+    short_ok = [SHORT.get(p, p) for p in ok]
+    if rl:
+        (oks if rl.get("pass") else fails).append(_relearn_text(rl))
+        if rl.get("pass"):
+            short_ok.append("the relearning gate")
     if verdict:
-        return f"{name}: PASS — {'; '.join(say(p) for p in ok)}.{para}"
-    tail = f" It passes {' and '.join(SHORT.get(p, p) for p in ok)}." if ok else ""
-    return f"{name}: FAIL — {'; '.join(say(p) for p in failed)}.{tail}{para}"
+        return f"{name}: PASS — {'; '.join(oks)}.{para}"
+    tail = f" It passes {' and '.join(short_ok)}." if short_ok else ""
+    return f"{name}: FAIL — {'; '.join(fails)}.{tail}{para}"
 
 
 def _cell(value: Any, prop: dict[str, Any] | None, digits: int = 2, show: str | None = None, ci: Any = None) -> str:
@@ -178,6 +195,16 @@ def _cell(value: Any, prop: dict[str, Any] | None, digits: int = 2, show: str | 
         call = f", CI: {_e(prop['call'])}" if "call" in prop else ""
         text += f" {mark}<br><span class='note'>{_e(_f(prop['value'], digits))}{_e(_ci_text(prop.get('ci')))}{call}</span>"
     return f"<td{cls}>{text}</td>"
+
+
+def _relearn_cell(rl: dict[str, Any] | None) -> str:
+    """The relearning column: recovery with its CI, ✓/✗ by the gate (``–`` where the demo did not run it)."""
+    if not rl:
+        return "<td>–<br><span class='note'>not measured in this run</span></td>"
+    if rl.get("recovery") is None:
+        return "<td>undefined<br><span class='note'>nothing forgotten</span></td>"
+    prop = {"pass": rl["pass"], "value": rl["recovery"], "ci": rl.get("ci"), "call": rl.get("call")}
+    return _cell(rl["recovery"], prop, show=f"{_f(rl['recovery'])}")
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -205,12 +232,15 @@ def summary_table(summary: dict[str, Any]) -> str:
             "share of weights edited",
             "CAD verdict" + (f"<br><span class='note'>erasure: {_e(cad_rule)}</span>" if cad_rule else "" if z is None
                              else f"<br><span class='note'>erasure: z {direction('structural_erasure', z)} "
-                                  f"{_f(z['threshold'], 1)}</span>"), "verdict"]
+                                  f"{_f(z['threshold'], 1)}</span>"),
+            "relearning recovery<br><span class='note'>held-out targeted facts back after fine-tuning on the "
+            "others; ≤ " + _f(next((m["relearn"]["threshold"] for m in methods.values() if m.get("relearn")), None))
+            + "</span>", "verdict"]
     body: list[tuple[str, list[str]]] = []
     if base_acc:
         body.append(("base", [_cell(base_acc.get(k), None, ci=_acc_ci(summary.get("base", {}), k))
                               for k in ("forget", "paraphrase", "retain", "retain_nf4")] +
-                     [_cell(_gap(base_acc), None), "<td>–</td>", "<td>–</td>", "<td>–</td>"]))
+                     [_cell(_gap(base_acc), None), "<td>–</td>", "<td>–</td>", "<td>–</td>", "<td>–</td>"]))
     for name, m in methods.items():
         acc, props = m.get("accuracy", {}), _props(m)
         share = m.get("changed_share")
@@ -226,6 +256,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             _cell(cad.get("z"), erasure_rule_property(props["structural_erasure"], cad)
                   if "structural_erasure" in props else None,
                   show=f"{cad.get('verdict', '?')} (CAD z {_f(cad.get('z'), 1)})" if cad else None),
+            _relearn_cell(m.get("relearn")),
             "<td>no scorecard</td>" if ok is None else f"<td class='{'ok' if ok else 'bad'}'><span class="
             f"'{'pass' if ok else 'fail'}'>{'PASS' if ok else 'FAIL'}</span></td>"]))
     wide = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]

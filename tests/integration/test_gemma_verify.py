@@ -38,7 +38,9 @@ def test_verify_gemma3_readout_edit_end_to_end(tmp_path):
     (tmp_path / "retain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(retain)))
     res = CliRunner().invoke(app, ["verify", "--base", "gemma3-270m", "--unlearned", str(folder),
                                    "--forget", str(tmp_path / "forget.jsonl"), "--retain", str(tmp_path / "retain.jsonl"),
-                                   "--cad-rows", str(ROWS), "--method", "eap", "--json", str(out)])
+                                   "--cad-rows", str(ROWS), "--method", "eap", "--no-relearn", "--json", str(out)])
+    # --no-relearn: the default relearning attack (tested on the tiny model, tests/unit/test_verify_refusals.py)
+    # took 185 s of this test's 978 s on a contended machine; the CAD verdict on Gemma 3 is what this test checks
     # 0 / 1 = verdict reached (pass / a property fails); CliRunner also reports an uncaught exception as 1
     assert res.exit_code in (0, 1) and (res.exception is None or isinstance(res.exception, SystemExit)), \
         (res.output, repr(res.exception))

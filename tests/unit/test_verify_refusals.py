@@ -211,7 +211,7 @@ def test_default_attack_skipped_when_the_rows_do_not_split():
 
 def test_max_relearn_turns_the_attack_into_a_gate():
     """The gate's rule on hand-made attack results (the CLI sets ``pass`` and ANDs it into the exit code)."""
-    from circuitforge.cli.verify import relearn_gate
+    from circuitforge.eval.relearn import relearn_gate
 
     assert relearn_gate({"recovery": 0.95}, 0.5) is False
     assert relearn_gate({"recovery": 0.2}, 0.5) is True
@@ -222,7 +222,7 @@ def test_max_relearn_call_comes_from_the_ci():
     """The gate's pass / fail / undecided from the recovery CI, as the four properties are judged: the
     GradDiff checkpoint of docs/verify.md (0.95 [0.86, 1.07]) fails a 0.5 gate, a CI straddling it is
     undecided whatever the point estimate says."""
-    from circuitforge.cli.verify import relearn_call
+    from circuitforge.eval.relearn import relearn_call
 
     assert relearn_call({"recovery": 0.95, "ci": [0.86, 1.07], "n_held": 64}, 0.5) == "fail"
     assert relearn_call({"recovery": 0.45, "ci": [0.30, 0.62], "n_held": 24}, 0.5) == "undecided"
@@ -243,3 +243,11 @@ def test_erasure_verdict_carries_its_caveat():
     assert verdict_notes("erasure", {"recovery": 0.05, "ci": [-0.1, 0.2]}) == []
     assert verdict_notes("erasure", {"recovery": None}) == []
     assert verdict_notes("suppression", None) == [] and verdict_notes("indeterminate", None) == []
+
+
+def test_cli_default_gate_is_the_library_default():
+    """The CLI restates the gate's default for a torch-free ``--help``; it must equal the library's."""
+    from circuitforge.cli.verify import DEFAULT_MAX_RELEARN as cli_default
+    from circuitforge.eval.relearn import DEFAULT_MAX_RELEARN
+
+    assert cli_default == DEFAULT_MAX_RELEARN
