@@ -394,18 +394,24 @@ def _bench_targets(path: Path) -> list[str]:
     return L
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    """A benchmark's JSON when it has been run (``None`` leaves its section out of the page)."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def est(e: dict[str, Any]) -> str:
+    """An estimate as ``value [lo, hi]``."""
+    return f"{_f(e['value'])} {_f([e['lo'], e['hi']])}"
+
+
 def _reliability(path: Path) -> list[str]:
     """The section on how reliable the relearning truth is (``benchmarks/cad_relearn_reliability.py``)."""
-    if not path.is_file():
+    d = _read(path)
+    if d is None:
         return []
-    d = json.loads(path.read_text())
-
-    def est(e: dict[str, Any]) -> str:
-        return f"{_f(e['value'])} {_f([e['lo'], e['hi']])}"
-
     L = ["", "## How reliable the relearning truth is", "",
-         f"`{d['command']}` rebuilt every unlearned model above that forgot (each reproduces its stored recovery to "
-         "1e-3) and attacked it a second time with other attacker data: the same attack (three budgets, best kept) "
+         f"`{d['command']}` rebuilt every unlearned model above that forgot (each reproduced its stored recovery to "
+         "1e-3 on the machine of that run; on another machine they do not, see the next section) and attacked it a second time with other attacker data: the same attack (three budgets, best kept) "
          "fine-tuning on the *other* forget split's rows instead of rows 32–47 (A, T models: rows 16–31; B, U: rows "
          "0–15). Test–retest = Spearman between the two recoveries over models; split-half = even vs odd forget "
          "rows, Spearman–Brown corrected; rel(score) = 1 − mean(se²) ÷ var(score) from the stored bootstrap CIs "
@@ -434,13 +440,9 @@ def _reliability(path: Path) -> list[str]:
 def _gradient_transfer(path: Path) -> list[str]:
     """The section on the gradient-transfer scores (``benchmarks/cad_gradient_transfer.py``) and on how the
     relearning truth carries across machines."""
-    if not path.is_file():
+    d = _read(path)
+    if d is None:
         return []
-    d = json.loads(path.read_text())
-
-    def est(e: dict[str, Any]) -> str:
-        return f"{_f(e['value'])} {_f([e['lo'], e['hi']])}"
-
     L = ["", "## Tried: gradient transfer, a score no forward pass gives (and the truth across machines)", "",
          f"`{d['command']}`. Relearning on *disjoint* same-domain facts restores the targets when what the unlearning "
          "removed is shared by the facts — a gate that training on any of them undoes — which is a statement about "
