@@ -21,7 +21,7 @@ def save_html_many(figs: list[Any], path: str | os.PathLike[str], title: str = "
                       + "\n".join(divs) + "</body></html>")
 
 
-def _curves(cad: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def recovery_curves(cad: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"forget": {layers, recovery, recovery_ci}, "retain": ...}`` from a ``CADResult.to_dict()`` or a
     ``CADResult.summary()``."""
     rec = cad.get("recovery")
@@ -41,12 +41,12 @@ def plot_hybrid_recovery(cad_dict: dict[str, Any], title: str | None = None) -> 
     ``CADResult.to_dict()`` or ``.summary()``, or a mapping ``name → such dict`` (one forget curve each)."""
     import plotly.graph_objects as go
 
-    many = not _curves(cad_dict) and all(isinstance(v, dict) for v in cad_dict.values())
+    many = not recovery_curves(cad_dict) and all(isinstance(v, dict) for v in cad_dict.values())
     items = list(cad_dict.items()) if many else [("", cad_dict)]
     fig = go.Figure()
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
     for i, (name, d) in enumerate(items):
-        c = _curves(d)
+        c = recovery_curves(d)
         colour = palette[i % len(palette)]
         for side, dash in (("forget", "solid"), ("retain", "dash")):
             if side not in c or (many and side == "retain"):

@@ -117,7 +117,7 @@ def verify_report(card: dict[str, Any], cad_result: dict[str, Any], relearn: dic
     """The HTML page of ``circuitforge verify --html``: the overall call, the CAD verdict with its erasure
     score and rule, the relearning attack (``relearn``: the verify JSON's block, ``None`` when not run), the
     notes, the scorecard, the hybrid recovery curve and the circuit diff."""
-    from circuitforge.viz.cad import _curves, plot_cad_null, plot_hybrid_recovery, plot_layer_mass
+    from circuitforge.viz.cad import plot_cad_null, plot_hybrid_recovery, plot_layer_mass, recovery_curves
     from circuitforge.viz.diff import plot_edge_diff, plot_layer_change
 
     props = card["properties"]
@@ -141,7 +141,7 @@ def verify_report(card: dict[str, Any], cad_result: dict[str, Any], relearn: dic
     b = cad_result["behavioural"]
     lm = cad_result["layer_mass"]
     sections: list[tuple[str, Any]] = [("Scorecard", plot_scorecard(props))]
-    if _curves(cad_result):
+    if recovery_curves(cad_result):
         sections.append(("Recovery evidence: layer hybrids (the verdict's erasure score reads these curves)",
                          plot_hybrid_recovery(cad_result)))
     sections += [
