@@ -118,7 +118,7 @@ def test_unchanged_copy_fails_with_exit_1(capsys, copy_dir, tmp_path):
     out = tmp_path / "v.json"
     ref = tmp_path / "base_reference.json"
     args = ("verify", *BASE, "--unlearned", str(copy_dir), "--cad-rows", "8", "--ig-steps", "2",
-            "--base-reference", str(ref))
+            "--base-reference", str(ref), "--no-relearn")
     code, stdout, err = cli(capsys, *args, "--json", str(out))
     assert code == 1, err
     d = json.loads(out.read_text())
