@@ -17,8 +17,6 @@ DEFAULT_MAX_RELEARN = 0.5
 help is built without importing torch; a unit test keeps the two equal."""
 
 
-
-
 @app.command("verify")
 def verify_cmd(
     base: Annotated[str, typer.Option("--base", help="base model spec")],
@@ -65,7 +63,7 @@ def verify_cmd(
     from circuitforge.data import load_task
     from circuitforge.errors import CircuitForgeError
     from circuitforge.eval import BaseReference, Thresholds, assess
-    from circuitforge.eval.relearn import relearn_call, relearn_gate
+    from circuitforge.eval.relearn import gate_fields
 
     try:
         th = Thresholds(min_forget_drop, max_retain_drop, max_ptq_gap, cad_z)
@@ -126,9 +124,7 @@ def verify_cmd(
         rl = a.relearn
         gated = math.isfinite(gate)
         if gated:   # recovery undefined = nothing was forgotten: forgetting already fails
-            rl["threshold"] = gate
-            rl["pass"] = relearn_gate(rl, gate)
-            rl["call"] = relearn_call(rl, gate)
+            rl.update(gate_fields(rl, gate))
             passed = passed and rl["pass"]
         d["pass"] = passed
         ci = f" [{rl['ci'][0]:.2f}, {rl['ci'][1]:.2f}]" if rl.get("ci") else ""

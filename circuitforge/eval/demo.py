@@ -91,13 +91,12 @@ def demo_relearn(rl: dict[str, Any] | None) -> dict[str, Any] | None:
     """The demo's record of the relearning attack (``Assessment.relearn``): recovery, CI, budget, held rows and
     the gate verify applies by default (recovery ≤ ``DEFAULT_MAX_RELEARN``: ``pass`` on the point value,
     ``call`` from the CI)."""
-    from circuitforge.eval.relearn import DEFAULT_MAX_RELEARN, relearn_call, relearn_gate
+    from circuitforge.eval.relearn import DEFAULT_MAX_RELEARN, gate_fields
 
     if rl is None:
         return None
     return {"recovery": rl["recovery"], "ci": rl.get("ci"), "best_budget": rl.get("best_budget"),
-            "n_held": rl.get("n_held"), "threshold": DEFAULT_MAX_RELEARN, "pass": relearn_gate(rl, DEFAULT_MAX_RELEARN),
-            "call": relearn_call(rl, DEFAULT_MAX_RELEARN)}
+            "n_held": rl.get("n_held"), **gate_fields(rl, DEFAULT_MAX_RELEARN)}
 
 
 def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: Progress | None = None) -> DemoResult:

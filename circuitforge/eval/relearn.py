@@ -314,14 +314,15 @@ def relearning_attack(base: ModelHandle | None, unlearned: ModelHandle, train: T
 
 
 DEFAULT_MAX_RELEARN = 0.5
-"""The default relearning gate of ``verify`` and the demo: fail when more than half of the base model's relearning curve comes back
-on the held-out forget facts. On the SmolLM2 benchmark the median run relearns 0.69 (docs/results/unlearning); a
+"""The default relearning gate of ``verify`` and the demo: fail when more than half of the base model's
+relearning curve comes back on the held-out forget facts. On the SmolLM2 benchmark the median run relearns 0.69 (docs/results/unlearning); a
 checkpoint that keeps at most half is already better than most runs there."""
 
 
 def relearn_gate(relearn: dict, threshold: float) -> bool:  # type: ignore[type-arg]
-    """The relearning gate (``verify --max-relearn``): pass when the relearning recovery is at most ``threshold`` (undefined recovery —
-    nothing was forgotten — passes here; the forgetting property fails such a model)."""
+    """The relearning gate (``verify --max-relearn``): pass when the relearning recovery is at most
+    ``threshold`` (undefined recovery — nothing was forgotten — passes here; the forgetting property fails
+    such a model)."""
     return relearn["recovery"] is None or relearn["recovery"] <= threshold
 
 
@@ -336,3 +337,9 @@ def relearn_call(relearn: dict, threshold: float) -> str:  # type: ignore[type-a
         return "pass"
     lo, hi = relearn.get("ci") or (None, None)
     return judge(Estimate(relearn["recovery"], lo, hi, int(relearn.get("n_held", 0)), 1), threshold, "<=")
+
+
+def gate_fields(relearn: dict, threshold: float) -> dict:  # type: ignore[type-arg]
+    """The gate's fields added to a relearning result (``verify``'s JSON, the demo's record): ``threshold``,
+    ``pass`` (:func:`relearn_gate`, the point value) and ``call`` (:func:`relearn_call`, from the CI)."""
+    return {"threshold": threshold, "pass": relearn_gate(relearn, threshold), "call": relearn_call(relearn, threshold)}
