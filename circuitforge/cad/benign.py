@@ -18,6 +18,7 @@ import torch
 
 from circuitforge.data import Task
 from circuitforge.models import ModelHandle, clone
+from circuitforge.models.hf import adam
 
 
 def _base_tensor(base: ModelHandle, sd0: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
@@ -36,10 +37,12 @@ def edit_stats(base: ModelHandle, edited: ModelHandle) -> dict[str, float | int]
         v0 = _base_tensor(base, sd0, k)
         if v0 is None or v0.shape != v1.shape or not v1.is_floating_point():
             continue
+        total += v1.numel()
+        if torch.equal(v0, v1):   # no temporaries for the tensors the edit left alone
+            continue
         d = (v1 - v0).float()
         l2 += float((d**2).sum())
         changed += int((d != 0).sum())
-        total += d.numel()
     return {"l2": l2**0.5, "changed": changed, "total": total}
 
 
@@ -57,6 +60,8 @@ def _matched(base: ModelHandle, edited: ModelHandle, spec: str,
             v0 = _base_tensor(base, sd0, k)
             if v0 is None or k not in params or v0.shape != sd1[k].shape or not sd1[k].is_floating_point():
                 continue
+            if torch.equal(sd1[k], v0):   # unchanged by the edit: the copy already holds M₀ there
+                continue
             d = (sd1[k] - v0).float().flatten()
             n_changed = int((d != 0).sum())
             new = v0.detach().clone().float().flatten()
@@ -66,6 +71,26 @@ def _matched(base: ModelHandle, edited: ModelHandle, spec: str,
             params[k].data.copy_(new.view_as(v0).to(params[k].dtype))
     out.invalidate_identity()
     return out
+
+
+RANDPERM_MAX = 2**25
+"""Above this many entries :func:`distinct_positions` stops drawing a full permutation (an untied
+262k-token unembedding has 168 M entries: one ``randperm`` of it took 25 s on 2 cores)."""
+
+
+def distinct_positions(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """``k`` distinct positions of ``range(n)``, every k-subset equally likely, drawn from ``g``.
+
+    Up to :data:`RANDPERM_MAX` entries (or when ``k > n / 2``) the first ``k`` of a random permutation;
+    above it, uniform draws with replacement until ``k`` distinct values are in hand, then a random ``k`` of
+    those (the set of distinct draws is exchangeable over ``range(n)``, so the subset is uniform) — time
+    and memory in ``k``, not ``n``."""
+    if n <= RANDPERM_MAX or 2 * k > n:
+        return torch.randperm(n, generator=g)[:k]
+    got = torch.empty(0, dtype=torch.long)
+    while got.numel() < k:
+        got = torch.unique(torch.cat([got, torch.randint(0, n, (k - got.numel() + 64,), generator=g)]))
+    return got[torch.randperm(got.numel(), generator=g)[:k]]
 
 
 def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -> ModelHandle:
@@ -78,8 +103,7 @@ def matched_random_sign(base: ModelHandle, edited: ModelHandle, seed: int = 0) -
         if k == d.numel():   # a dense edit: every entry moves, no positions to draw
             return sign * (float(d.norm()) / k**0.5)
         step = torch.zeros_like(d)
-        pos = torch.randperm(d.numel(), generator=g)[:k]
-        step[pos] += sign * float(d.norm()) / k**0.5
+        step[distinct_positions(d.numel(), k, g)] += sign * float(d.norm()) / k**0.5
         return step
 
     return _matched(base, edited, f"{base.spec}+benign-random-sign-{seed}", change)
@@ -130,7 +154,7 @@ def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, st
         p.requires_grad_(name in touched)
     if not trained:
         return _matched(base, edited, f"{base.spec}+benign-finetune-{seed}", lambda *a: None)
-    opt = torch.optim.Adam(trained, lr=lr)
+    opt = adam(trained, lr)
     ft.bridge.eval()
     try:
         for _ in range(steps):

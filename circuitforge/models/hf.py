@@ -135,3 +135,14 @@ def clone(handle: ModelHandle, spec: str | None = None) -> ModelHandle:
         fresh.tie_weights()
     fresh.eval()
     return from_hf(fresh, handle.tokenizer, spec=spec or handle.spec, source_dir=handle.source_dir)
+
+
+def adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it exists (CPU and CUDA tensors of float32 / float16 / bfloat16:
+    the same update, ≈ 5× faster than the per-tensor loop on CPU — 0.11 s vs 0.59 s a step for SmolLM2's
+    135 M weights), the per-tensor loop otherwise. Used by the relearning attack and the benign fine-tune;
+    the unlearning methods keep the per-tensor loop (their benchmark cells are rebuilt and compared by
+    sha256)."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)

@@ -4,7 +4,8 @@ matched benign null, on the tiny trained model."""
 import pytest
 import torch
 
-from circuitforge.cad.benign import edit_stats, matched_random_sign, percentile
+import circuitforge.cad.benign as benign
+from circuitforge.cad.benign import distinct_positions, edit_stats, matched_random_sign, percentile
 from circuitforge.cad.controls import untie_unembedding
 from circuitforge.cad.hybrids import hybrid_layers, hybrid_margins, margin_batch, margins
 from circuitforge.cad.recovery import erasure_score, recovery
@@ -109,6 +110,30 @@ def test_matched_random_sign_matches_norm_and_count(tiny_facts, perturbed):
     assert not torch.equal(d != 0, mask)                    # random positions, not the edit's
     assert (d > 0).sum() > 0 and (d < 0).sum() > 0          # both signs
     assert percentile(1.0, [0.0, 0.5, 1.0, 2.0]) == pytest.approx(0.625)
+
+
+def test_distinct_positions_above_the_permutation_limit(tiny_facts, monkeypatch):
+    """The draw used for tensors too large to permute: k distinct positions, deterministic per generator,
+    every position equally likely (checked over many draws), and the same matched edit as before."""
+    monkeypatch.setattr(benign, "RANDPERM_MAX", 100)
+    g = torch.Generator().manual_seed(0)
+    draws = [distinct_positions(1000, 30, g) for _ in range(2000)]
+    assert all(d.numel() == 30 and d.unique().numel() == 30 and 0 <= int(d.min()) and int(d.max()) < 1000
+               for d in draws)
+    assert torch.equal(distinct_positions(1000, 30, torch.Generator().manual_seed(5)),
+                       distinct_positions(1000, 30, torch.Generator().manual_seed(5)))
+    counts = torch.bincount(torch.cat(draws), minlength=1000).float()   # expected 60 each
+    assert counts.min() > 25 and counts.max() < 100
+    assert abs(float(counts[:500].sum() - counts[500:].sum())) < 1500   # no half favoured (sd ≈ 245)
+    # and the matched random-sign edit still matches count and norm through this path
+    sparse = clone(tiny_facts)
+    w = sparse.hf.model.layers[0].mlp.up_proj.weight
+    with torch.no_grad():
+        w.view(-1)[:7].add_(0.1)
+    sparse.invalidate_identity()
+    want, got = edit_stats(tiny_facts, sparse), edit_stats(tiny_facts, matched_random_sign(tiny_facts, sparse, seed=1))
+    assert w.numel() > 100 and got["changed"] == want["changed"] == 7
+    assert got["l2"] == pytest.approx(want["l2"], rel=1e-4)
 
 
 def test_hybrid_recovery_figure_from_summary_and_full_result():

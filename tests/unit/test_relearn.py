@@ -9,12 +9,14 @@ from circuitforge.cad.controls import suppression_edit
 from circuitforge.data import evaluate
 from circuitforge.eval.relearn import (
     RelearnSettings,
+    answer_nll,
     attack_curve,
     base_curve,
     finetune,
     recovery,
     relearning_attack,
 )
+from circuitforge.models.hf import adam
 
 
 def _acc(xs):
@@ -34,6 +36,52 @@ def test_settings_validate():
     with pytest.raises(ValueError):
         RelearnSettings(budgets=())
     assert RelearnSettings(budgets=(2, 4, 8)).steps == 8
+
+
+def _full_logits_nll(handle, task, rows):
+    """The reference: every position unembedded, the answer tokens read from the full log-softmax."""
+    from circuitforge.data.scoring import encode, pad_batch
+
+    enc = [encode(handle, task.items[i].prompt, task.items[i].answer) for i in rows]
+    logp = torch.log_softmax(handle.logits(pad_batch([e[0] for e in enc])), dim=-1)
+    lps = [logp[r, n - 1 + t, tok] for r, (ids, n) in enumerate(enc) for t, tok in enumerate(ids[n:])]
+    return -torch.stack(lps).mean()
+
+
+def test_answer_nll_reads_only_answer_positions_with_full_logit_values(tiny_facts, forget_task):
+    rows = list(range(6))
+    flags = {k: p.requires_grad for k, p in tiny_facts.named_parameters().items()}
+    for p in tiny_facts.named_parameters().values():
+        p.requires_grad_(True)
+    try:
+        fast, ref = answer_nll(tiny_facts, forget_task, rows), _full_logits_nll(tiny_facts, forget_task, rows)
+        assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
+        params = list(tiny_facts.named_parameters().values())
+        g_fast = torch.autograd.grad(fast, params, allow_unused=True)
+        g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+        for a, b in zip(g_fast, g_ref, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    finally:
+        for k, p in tiny_facts.named_parameters().items():
+            p.requires_grad_(flags[k])
+
+
+def test_fused_adam_takes_the_per_tensor_loops_step():
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(50, 7)), torch.nn.Parameter(torch.randn(13))]
+    b = [torch.nn.Parameter(x.detach().clone()) for x in a]
+    init = [x.detach().clone() for x in a]
+    fast, loop = adam(a, 1e-2), torch.optim.Adam(b, lr=1e-2, foreach=False)
+    assert fast.defaults["fused"]
+    for _ in range(3):
+        for ps, opt in ((a, fast), (b, loop)):
+            opt.zero_grad()
+            sum((p**3).sum() for p in ps).backward()
+            opt.step()
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
+    assert not any(torch.allclose(x, y) for x, y in zip(a, init, strict=True))   # the steps moved the weights
 
 
 def test_finetune_is_a_deterministic_copy(tiny_facts, forget_task):
