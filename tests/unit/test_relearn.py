@@ -54,7 +54,8 @@ def test_answer_nll_reads_only_answer_positions_with_full_logit_values(tiny_fact
     for p in tiny_facts.named_parameters().values():
         p.requires_grad_(True)
     try:
-        fast, ref = answer_nll(tiny_facts, forget_task, rows), _full_logits_nll(tiny_facts, forget_task, rows)
+        task = _uneven_task(forget_task)
+        fast, ref = answer_nll(tiny_facts, task, rows), _full_logits_nll(tiny_facts, task, rows)
         assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
         params = list(tiny_facts.named_parameters().values())
         g_fast = torch.autograd.grad(fast, params, allow_unused=True)
@@ -154,3 +155,12 @@ def test_split_by_fact_keeps_reversals_and_shared_answers_together():
            {"prompt": "Au stands for", "answer": " gold", "distractors": [" silver"]}]
     with pytest.raises(CircuitForgeError, match="no held-out facts"):
         split_by_fact(task_from_rows(one, "one"))
+
+
+def _uneven_task(task):
+    """The first rows of ``task`` with answers of 1, 2 and 3 tokens and prompts of unequal length."""
+    from circuitforge.data import ClozeItem, Task
+
+    items = [ClozeItem(it.prompt + " the" * (i % 2), it.answer * (1 + i % 3), it.distractors)
+             for i, it in enumerate(task.items[:6])]
+    return Task(f"{task.name}[uneven]", "cloze", tuple(items))
