@@ -307,7 +307,7 @@ def report(out: Path, page: Path) -> None:
     if rl.is_file():   # the same benchmark after verify's relearning attack became the default
         v = json.loads(rl.read_text())
         L.append("| the same, with the relearning attack `verify` runs by default (`" + v["command"] + "`, "
-                 f"1-min load {v['run_info']['load_average_1min']:.1f}: beside other jobs) | without the attack "
+                 f"1-min load {v['run_info']['load_average_1min']:.1f}) | without the attack "
                  f"{v['verify_over_attribution']:.1f}× cold, {v['verify_with_base_reference_over_attribution']:.1f}× "
                  f"with the reference; with it {v['default_verify_over_attribution']:.1f}× cold (base curve "
                  f"{v['relearn_base_curve_seconds']:.0f} s + attack {v['relearn_attack_seconds']:.0f} s), "
