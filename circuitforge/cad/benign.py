@@ -13,16 +13,12 @@ M₁) is compared with M₀'s tied embedding.
 """
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
 from circuitforge.data import Task
 from circuitforge.models import ModelHandle, clone
 from circuitforge.models.hf import adam
-
-if TYPE_CHECKING:
-    from circuitforge.surgery.objectives import AnswerBatch
 
 
 def _base_tensor(base: ModelHandle, sd0: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
@@ -133,21 +129,6 @@ def percentile(observed: float, null: list[float]) -> float:
     return (below + 0.5 * ties) / len(null)
 
 
-def answer_nll_at(handle: ModelHandle, batch: "AnswerBatch") -> torch.Tensor:
-    """:func:`circuitforge.surgery.objectives.answer_nll` of ``batch`` with only the positions that predict
-    continuation tokens unembedded (:meth:`ModelHandle.logits_at`): the same value, without the
-    vocabulary-wide unembedding and its backward at every prompt position (Gemma 3's is 262k wide)."""
-    tgt = batch.targets[:, :-1]
-    need = [torch.nonzero(row).flatten().tolist() for row in tgt]
-    width = max(len(n) for n in need)
-    at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
-    logp = torch.log_softmax(handle.logits_at(batch.tokens.to(handle.device), at).float(), dim=-1)
-    nxt = batch.tokens.gather(1, at + 1).to(logp.device)
-    keep = torch.tensor([[j < len(n) for j in range(width)] for n in need], device=logp.device)
-    tok = logp.gather(-1, nxt[..., None])[..., 0]
-    return -(tok * keep).sum() / keep.sum().clamp(min=1)
-
-
 def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, steps: int = 10, lr: float = 1e-4,
                      batch_size: int = 8, seed: int = 0) -> ModelHandle:
     """M₀ + a fine-tune on ``unrelated`` rows, matched to M₁ − M₀ per tensor.
@@ -160,7 +141,7 @@ def matched_finetune(base: ModelHandle, edited: ModelHandle, unrelated: Task, st
     the last blocks, the backward pass below them). Same size and spread as the edit, a direction that
     training on other data takes — a stricter null than random signs, whose directions no training
     produces. Neither input is modified."""
-    from circuitforge.surgery.objectives import answer_batch
+    from circuitforge.surgery.objectives import answer_batch, answer_nll_at
 
     ft = clone(base, spec=f"{base.spec}+benign-finetune-{seed}")
     params = ft.named_parameters()

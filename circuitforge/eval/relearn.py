@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from circuitforge.data import Task, evaluate
-from circuitforge.data.scoring import encode, pad_batch
 from circuitforge.models import ModelHandle, clone
 from circuitforge.models.hf import adam
 
@@ -61,24 +60,11 @@ class RelearnSettings:
 
 
 def answer_nll(handle: ModelHandle, task: Task, rows: list[int]) -> torch.Tensor:
-    """Mean NLL of the answer tokens of ``task.items[rows]`` (a differentiable scalar).
+    """Mean NLL of the answer tokens of ``task.items[rows]`` (a differentiable scalar): only the positions
+    that predict answer tokens are unembedded (:func:`circuitforge.surgery.objectives.answer_nll_at`)."""
+    from circuitforge.surgery.objectives import answer_batch, answer_nll_at
 
-    Only the positions that predict answer tokens are unembedded (:meth:`ModelHandle.logits_at`): the
-    same values as reading the full logits there, without the vocabulary-wide unembedding and its backward
-    at every prompt position (about half of a training step's backward on SmolLM2)."""
-    enc = [encode(handle, task.items[i].prompt, task.items[i].answer) for i in rows]  # type: ignore[union-attr,arg-type]
-    toks = pad_batch([e[0] for e in enc]).to(handle.device)
-    # row r's answer tokens ids[n_ctx:] are predicted at positions n_ctx-1 .. len(ids)-2
-    need = [list(range(n_ctx - 1, len(ids) - 1)) for ids, n_ctx in enc]
-    width = max(len(n) for n in need)
-    at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
-    logp = torch.log_softmax(handle.logits_at(toks, at), dim=-1)
-    total, count = logp.new_zeros(()), 0
-    for r, (ids, n_ctx) in enumerate(enc):
-        tgt = torch.tensor(ids[n_ctx:], device=logp.device)
-        total = total - logp[r, : len(tgt)].gather(1, tgt[:, None]).sum()
-        count += len(tgt)
-    return total / max(count, 1)
+    return answer_nll_at(handle, answer_batch(handle, task, rows))
 
 
 def attack_curve(handle: ModelHandle, train: Task, evals: Mapping[str, Task],

@@ -113,6 +113,23 @@ def answer_nll(logits: Float[torch.Tensor, "seq pos vocab"], batch: AnswerBatch)
     return -sequence_logprob(logits, batch).sum() / n_tok
 
 
+def answer_nll_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, ""]:
+    """:func:`answer_nll` of ``batch`` with only the positions that predict
+    continuation tokens unembedded (:meth:`ModelHandle.logits_at`): the same value, without the
+    vocabulary-wide unembedding and its backward at every prompt position (Gemma 3's is 262k wide;
+    on SmolLM2 about half of a training step's backward). Used by the relearning attack and CAD's benign
+    fine-tune."""
+    tgt = batch.targets[:, :-1]
+    need = [torch.nonzero(row).flatten().tolist() for row in tgt]
+    width = max(len(n) for n in need)
+    at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
+    logp = torch.log_softmax(handle.logits_at(batch.tokens.to(handle.device), at).float(), dim=-1)
+    nxt = batch.tokens.gather(1, at + 1).to(logp.device)
+    keep = torch.tensor([[j < len(n) for j in range(width)] for n in need], device=logp.device)
+    tok = logp.gather(-1, nxt[..., None])[..., 0]
+    return -(tok * keep).sum() / keep.sum().clamp(min=1)
+
+
 def npo_loss(
     logp: Float[torch.Tensor, " seq"], ref_logp: Float[torch.Tensor, " seq"], beta: float
 ) -> Float[torch.Tensor, ""]:

@@ -137,7 +137,7 @@ def test_distinct_positions_above_the_permutation_limit(tiny_facts, monkeypatch)
 
 
 def test_benign_finetune_loss_reads_answer_positions_with_full_logit_values(tiny_facts, forget_task):
-    from circuitforge.surgery.objectives import answer_batch, answer_nll
+    from circuitforge.surgery.objectives import answer_batch, answer_nll, answer_nll_at
 
     b = answer_batch(tiny_facts, _uneven_task(forget_task), list(range(5)))
     assert sorted(set(b.targets.sum(1).tolist())) == [1, 2, 3]   # answers of 1-3 tokens: padded positions
@@ -145,7 +145,7 @@ def test_benign_finetune_loss_reads_answer_positions_with_full_logit_values(tiny
     flag = w.requires_grad
     w.requires_grad_(True)
     try:
-        fast, ref = benign.answer_nll_at(tiny_facts, b), answer_nll(tiny_facts.logits(b.tokens), b)
+        fast, ref = answer_nll_at(tiny_facts, b), answer_nll(tiny_facts.logits(b.tokens), b)
         assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
         (g_fast,), (g_ref,) = torch.autograd.grad(fast, [w]), torch.autograd.grad(ref, [w])
         assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-7) and g_ref.abs().max() > 0
