@@ -68,6 +68,17 @@ def forget_task():
 
 
 @pytest.fixture(scope="session")
+def uneven_task(forget_task):
+    """The first rows of the tiny forget task with answers of 1, 2 and 3 tokens and prompts of unequal
+    length (padded answer positions for the answer-position losses)."""
+    from circuitforge.data import ClozeItem, Task
+
+    items = [ClozeItem(it.prompt + " the" * (i % 2), it.answer * (1 + i % 3), it.distractors)
+             for i, it in enumerate(forget_task.items[:6])]
+    return Task(f"{forget_task.name}[uneven]", "cloze", tuple(items))
+
+
+@pytest.fixture(scope="session")
 def retain_task():
     from circuitforge.data import load_task
 

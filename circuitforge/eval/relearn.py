@@ -33,6 +33,7 @@ import torch
 from circuitforge.data import Task, evaluate
 from circuitforge.models import ModelHandle, clone
 from circuitforge.models.hf import adam
+from circuitforge.surgery.objectives import answer_batch, answer_nll_at
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,8 +63,6 @@ class RelearnSettings:
 def answer_nll(handle: ModelHandle, task: Task, rows: list[int]) -> torch.Tensor:
     """Mean NLL of the answer tokens of ``task.items[rows]`` (a differentiable scalar): only the positions
     that predict answer tokens are unembedded (:func:`circuitforge.surgery.objectives.answer_nll_at`)."""
-    from circuitforge.surgery.objectives import answer_batch, answer_nll_at
-
     return answer_nll_at(handle, answer_batch(handle, task, rows))
 
 

@@ -136,10 +136,10 @@ def test_distinct_positions_above_the_permutation_limit(tiny_facts, monkeypatch)
     assert got["l2"] == pytest.approx(want["l2"], rel=1e-4)
 
 
-def test_benign_finetune_loss_reads_answer_positions_with_full_logit_values(tiny_facts, forget_task):
+def test_benign_finetune_loss_reads_answer_positions_with_full_logit_values(tiny_facts, uneven_task):
     from circuitforge.surgery.objectives import answer_batch, answer_nll, answer_nll_at
 
-    b = answer_batch(tiny_facts, _uneven_task(forget_task), list(range(5)))
+    b = answer_batch(tiny_facts, uneven_task, list(range(5)))
     assert sorted(set(b.targets.sum(1).tolist())) == [1, 2, 3]   # answers of 1-3 tokens: padded positions
     w = tiny_facts.hf.model.layers[1].mlp.down_proj.weight
     flag = w.requires_grad
@@ -250,12 +250,3 @@ def test_hybrids_of_unedited_parts_are_copied_not_recomputed(tiny_facts, forget_
     rev_full = hybrid_margins(m, tiny_facts, task, parts=None)
     rev_fast = hybrid_margins(m, tiny_facts, task)
     torch.testing.assert_close(rev_fast.hybrid, rev_full.hybrid, atol=1e-4, rtol=1e-4)
-
-
-def _uneven_task(task):
-    """The first rows of ``task`` with answers of 1, 2 and 3 tokens and prompts of unequal length."""
-    from circuitforge.data import ClozeItem, Task
-
-    items = [ClozeItem(it.prompt + " the" * (i % 2), it.answer * (1 + i % 3), it.distractors)
-             for i, it in enumerate(task.items[:6])]
-    return Task(f"{task.name}[uneven]", "cloze", tuple(items))

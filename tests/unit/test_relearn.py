@@ -48,14 +48,13 @@ def _full_logits_nll(handle, task, rows):
     return -torch.stack(lps).mean()
 
 
-def test_answer_nll_reads_only_answer_positions_with_full_logit_values(tiny_facts, forget_task):
+def test_answer_nll_reads_only_answer_positions_with_full_logit_values(tiny_facts, uneven_task):
     rows = list(range(6))
     flags = {k: p.requires_grad for k, p in tiny_facts.named_parameters().items()}
     for p in tiny_facts.named_parameters().values():
         p.requires_grad_(True)
     try:
-        task = _uneven_task(forget_task)
-        fast, ref = answer_nll(tiny_facts, task, rows), _full_logits_nll(tiny_facts, task, rows)
+        fast, ref = answer_nll(tiny_facts, uneven_task, rows), _full_logits_nll(tiny_facts, uneven_task, rows)
         assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
         params = list(tiny_facts.named_parameters().values())
         g_fast = torch.autograd.grad(fast, params, allow_unused=True)
@@ -155,12 +154,3 @@ def test_split_by_fact_keeps_reversals_and_shared_answers_together():
            {"prompt": "Au stands for", "answer": " gold", "distractors": [" silver"]}]
     with pytest.raises(CircuitForgeError, match="no held-out facts"):
         split_by_fact(task_from_rows(one, "one"))
-
-
-def _uneven_task(task):
-    """The first rows of ``task`` with answers of 1, 2 and 3 tokens and prompts of unequal length."""
-    from circuitforge.data import ClozeItem, Task
-
-    items = [ClozeItem(it.prompt + " the" * (i % 2), it.answer * (1 + i % 3), it.distractors)
-             for i, it in enumerate(task.items[:6])]
-    return Task(f"{task.name}[uneven]", "cloze", tuple(items))
