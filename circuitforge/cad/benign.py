@@ -42,7 +42,7 @@ def edit_stats(base: ModelHandle, edited: ModelHandle) -> dict[str, float | int]
             continue
         d = (v1 - v0).float()
         l2 += float((d**2).sum())
-        changed += int((d != 0).sum())
+        changed += int(torch.count_nonzero(d))
     return {"l2": l2**0.5, "changed": changed, "total": total}
 
 
@@ -63,7 +63,7 @@ def _matched(base: ModelHandle, edited: ModelHandle, spec: str,
             if torch.equal(sd1[k], v0):   # unchanged by the edit: the copy already holds M₀ there
                 continue
             d = (sd1[k] - v0).float().flatten()
-            n_changed = int((d != 0).sum())
+            n_changed = int(torch.count_nonzero(d))
             new = v0.detach().clone().float().flatten()
             step = change(k, new, d, n_changed) if n_changed else None
             if step is not None:

@@ -14,6 +14,7 @@ Specs:
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,9 +38,39 @@ def check_finite(handle: ModelHandle) -> None:
             raise CircuitForgeError(f"{handle.spec}: {bad} non-finite (NaN/Inf) weights in {name}")
 
 
+_TOKENIZERS: dict[tuple[Any, ...], Any] = {}
+
+
+def tokenizer(folder: Path) -> Any:
+    """The tokenizer of a checkpoint folder, as the bridge will use it, loaded once per process.
+
+    TransformerLens' bridge replaces a tokenizer that does not prepend BOS by one loaded again with
+    ``add_bos_token=True`` (``get_tokenizer_with_bos``), so every load read the tokenizer files twice (Gemma 3's
+    262k-token tokenizer: ≈ 4 s each, most of a cached load). We load it with ``add_bos_token=True`` at once,
+    which the bridge then keeps (the same call it makes; tokenizations checked equal on the seven built-in
+    specs), or plainly when that is refused (no BOS token). Kept per folder and its non-weight files' names,
+    sizes and modification times, so a later load of the same files reuses it (handles already share their
+    tokenizer with their clones); a rewritten tokenizer file is read again."""
+    from transformers import AutoTokenizer
+
+    files = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir()
+                         if p.is_file() and not p.name.endswith((".safetensors", ".bin", ".pt", ".pth"))
+                         for st in (p.stat(),)))
+    key = (str(folder.resolve()), files)
+    if key not in _TOKENIZERS:
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, add_bos_token=True)
+        except (ValueError, TypeError, AttributeError):
+            tok = None
+        if tok is None or tok.bos_token is None:
+            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        _TOKENIZERS[key] = tok
+    return _TOKENIZERS[key]
+
+
 def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_pickle: bool = False) -> ModelHandle:
     """Load a local HF checkpoint folder. Weights must be safetensors unless ``allow_pickle``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = Path(folder)
     spec = spec or str(folder)
@@ -72,7 +103,7 @@ def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_p
               f"with transformers' own {model_type!r} classes", file=sys.stderr)
     try:
         with quiet():
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            tok = tokenizer(path)
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=torch.float32, use_safetensors=has_st, trust_remote_code=False
             )
@@ -153,7 +184,8 @@ def load(spec: str = "smollm2-135m", *, allow_pickle: bool = False, progress: bo
     """
     dev, dt = parse_device(device), parse_dtype(dtype)
     h = _load(spec, allow_pickle=allow_pickle, progress=progress)
-    if dev is not None or (dt is not None and dt != torch.float32):
+    # moved only when it is not there already (the bridge's move walks every weight: ≈ 1 s for Gemma 3)
+    if (dev is not None and dev != h.device) or (dt is not None and dt != h.dtype):
         h.bridge.to(device=dev, dtype=dt)
         h.hf.to(device=dev, dtype=dt)
         if dev is not None and hasattr(h.bridge.cfg, "device"):

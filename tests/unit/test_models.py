@@ -93,6 +93,29 @@ def test_save_reload_identical_logits_and_manifest(spec, fresh, tmp_path):
     save(h, folder, overwrite=True)
 
 
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-llama", "tiny-gemma3"])
+def test_folder_tokenizer_read_once_and_as_the_bridge_made_it(spec, fresh, tmp_path):
+    from transformer_lens.utilities import get_tokenizer_with_bos
+    from transformers import AutoTokenizer
+
+    folder = save(fresh(spec), tmp_path / "ck")
+    a, b = load(str(folder)), load(str(folder))
+    assert a.tokenizer is b.tokenizer   # the folder's tokenizer files are read once per process
+    # what the bridge used before: the plain tokenizer, reloaded with add_bos_token=True
+    ref = get_tokenizer_with_bos(AutoTokenizer.from_pretrained(folder))
+    for text in [*PROMPTS, " sym3", ""]:
+        for special in (True, False):
+            assert a.tokenizer(text, add_special_tokens=special)["input_ids"] == \
+                ref(text, add_special_tokens=special)["input_ids"]
+    assert a.to_tokens(PROMPTS[0])[0].tolist() == ref(PROMPTS[0])["input_ids"]
+    cfg = folder / "tokenizer_config.json"   # a rewritten tokenizer file is read again
+    d = json.loads(cfg.read_text())
+    d["model_max_length"] = 12345
+    cfg.write_text(json.dumps(d))
+    c = load(str(folder))
+    assert c.tokenizer is not a.tokenizer and c.tokenizer.model_max_length == 12345
+
+
 def test_clone_is_independent(tiny_llama):
     c = clone(tiny_llama)
     with torch.no_grad():
