@@ -139,8 +139,8 @@ def clone(handle: ModelHandle, spec: str | None = None) -> ModelHandle:
 
 def adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam with torch's fused kernel where it exists (CPU and CUDA tensors of float32 / float16 / bfloat16:
-    the same update, ≈ 5× faster than the per-tensor loop on CPU — 0.11 s vs 0.59 s a step for SmolLM2's
-    135 M weights), the per-tensor loop otherwise. Used by the relearning attack and the benign fine-tune;
+    the same update; on CPU 0.088 s vs 0.61 s a step for SmolLM2's 135 M weights, 0.60 s vs 2.58 s for Gemma 3's
+    268 M, ``benchmarks/relearn_step.py``), the per-tensor loop otherwise. Used by the relearning attack and the benign fine-tune;
     the unlearning methods keep the per-tensor loop (their benchmark cells are rebuilt and compared by
     sha256)."""
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
