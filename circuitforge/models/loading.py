@@ -13,6 +13,7 @@ Specs:
 """
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ def check_finite(handle: ModelHandle) -> None:
             raise CircuitForgeError(f"{handle.spec}: {bad} non-finite (NaN/Inf) weights in {name}")
 
 
-_TOKENIZERS: dict[tuple[Any, ...], Any] = {}
+_TOKENIZERS: "OrderedDict[tuple[Any, ...], Any]" = OrderedDict()
+_TOKENIZERS_KEPT = 4   # the most recently loaded folders' tokenizers (a Gemma 3 tokenizer holds ≈ 100 MB)
 
 
 def tokenizer(folder: Path) -> Any:
@@ -50,22 +52,26 @@ def tokenizer(folder: Path) -> Any:
     which the bridge then keeps (the same call it makes; tokenizations checked equal on the seven built-in
     specs), or plainly when that is refused (no BOS token). Kept per folder and its non-weight files' names,
     sizes and modification times, so a later load of the same files reuses it (handles already share their
-    tokenizer with their clones); a rewritten tokenizer file is read again."""
+    tokenizer with their clones); a rewritten tokenizer file is read again. The last four folders' are kept."""
     from transformers import AutoTokenizer
 
     files = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir()
                          if p.is_file() and not p.name.endswith((".safetensors", ".bin", ".pt", ".pth"))
                          for st in (p.stat(),)))
     key = (str(folder.resolve()), files)
-    if key not in _TOKENIZERS:
-        try:
-            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, add_bos_token=True)
-        except (ValueError, TypeError, AttributeError):
-            tok = None
-        if tok is None or tok.bos_token is None:
-            tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        _TOKENIZERS[key] = tok
-    return _TOKENIZERS[key]
+    if key in _TOKENIZERS:
+        _TOKENIZERS.move_to_end(key)
+        return _TOKENIZERS[key]
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, add_bos_token=True)
+    except (ValueError, TypeError, AttributeError):
+        tok = None
+    if tok is None or tok.bos_token is None:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    _TOKENIZERS[key] = tok
+    while len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+        _TOKENIZERS.popitem(last=False)
+    return tok
 
 
 def load_folder(folder: str | os.PathLike[str], spec: str | None = None, allow_pickle: bool = False) -> ModelHandle:

@@ -116,6 +116,17 @@ def test_folder_tokenizer_read_once_and_as_the_bridge_made_it(spec, fresh, tmp_p
     assert c.tokenizer is not a.tokenizer and c.tokenizer.model_max_length == 12345
 
 
+def test_folder_tokenizers_kept_are_bounded(tiny_llama, tmp_path, monkeypatch):
+    from circuitforge.models import loading
+
+    monkeypatch.setattr(loading, "_TOKENIZERS_KEPT", 1)
+    one, two = save(tiny_llama, tmp_path / "one"), save(tiny_llama, tmp_path / "two")
+    first = load(str(one)).tokenizer
+    assert load(str(one)).tokenizer is first
+    load(str(two))   # keeps only the latest folder's
+    assert len(loading._TOKENIZERS) == 1 and load(str(one)).tokenizer is not first
+
+
 def test_clone_is_independent(tiny_llama):
     c = clone(tiny_llama)
     with torch.no_grad():
