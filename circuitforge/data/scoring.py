@@ -148,14 +148,14 @@ def evaluate(handle: ModelHandle, task: Task, batch_size: int = BATCH, logits_fn
 
 @torch.no_grad()
 def _first_token_match(handle: ModelHandle, task: Task, batch_size: int, logits_fn: LogitsFn | None) -> list[bool]:
-    fn = logits_fn or handle.logits
     out = []
     items = task.items
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         ctx = [handle.to_tokens(it.prompt)[0].tolist() for it in chunk]  # type: ignore[union-attr]
         toks = pad_batch(ctx)
-        last = fn(toks.to(handle.device))[torch.arange(len(ctx)), torch.tensor([len(c) - 1 for c in ctx])]
+        # only each prompt's last position is unembedded (unless logits_fn runs the model whole)
+        last = _logits_at(handle, toks, torch.tensor([[len(c) - 1] for c in ctx]), logits_fn)[:, 0]
         for j, it in enumerate(chunk):
             first = handle.tokenizer(it.answer, add_special_tokens=False)["input_ids"][0]  # type: ignore[union-attr]
             out.append(int(last[j].argmax()) == first)

@@ -104,13 +104,15 @@ def test_cloze_scoring_matches_hand_computation(tiny_facts):
 
 def test_cloze_without_distractors_is_greedy_first_token(tiny_facts):
     items = load_task("tiny-facts:retain").items[:4]
-    t = Task("t", "cloze", tuple(ClozeItem(it.prompt, a) for it, a in zip(items, [items[0].answer, " city0", items[2].answer, items[3].answer], strict=True)))
+    rows = [ClozeItem(it.prompt, a) for it, a in zip(items, [items[0].answer, " city0", items[2].answer, items[3].answer], strict=True)]
+    rows.append(ClozeItem("the capital of land2 is governed from", " city1"))   # a longer prompt: padded rows in one batch
+    t = Task("t", "cloze", tuple(rows))
     res = evaluate(tiny_facts, t)
     for k, it in enumerate(t.items):
         with torch.no_grad():
             nxt = tiny_facts.logits(tiny_facts.to_tokens(it.prompt))[0, -1].argmax().item()
         assert res.correct[k] == (nxt == tiny_facts.tokenizer(it.answer, add_special_tokens=False)["input_ids"][0])
-    assert res.correct[0] and res.n == 4
+    assert res.correct[0] and res.n == 5
 
 
 def test_multiple_choice_scoring_matches_hand_computation(tiny_facts):
