@@ -40,7 +40,7 @@ from circuitforge.surgery.objectives import (
     margin_loss,
     npo_loss,
     row_chunks,
-    sequence_logprob,
+    sequence_logprob_at,
 )
 
 Mask = dict[str, torch.Tensor]  # HF name → Bool[out, in]
@@ -162,15 +162,15 @@ def forget_gradient(
             b = answer_batch(handle, forget, rows, options=objective == "margin")
             where = (weight_grad_positions(handle, at_subject, subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
                      if at_subject else nullcontext())
-            with where:
-                logits = forward(handle, b.tokens)
+            with where:   # only the continuation positions are unembedded (objectives.sequence_logprob_at)
+                logp = sequence_logprob_at(handle, b)
             if objective == "margin":
-                loss = margin_loss(sequence_logprob(logits, b), b, margin)
+                loss = margin_loss(logp, b, margin)
             elif objective == "npo":
                 assert ref_logprob is not None
-                loss = npo_loss(sequence_logprob(logits, b), ref_logprob[rows], beta)
-            else:
-                loss = -answer_nll(logits, b)
+                loss = npo_loss(logp, ref_logprob[rows], beta)
+            else:   # −NLL per continuation token
+                loss = logp.sum() / b.targets[:, :-1].sum().clamp(min=1)
             (loss * len(rows) / n).backward()
             total += float(loss.detach()) * len(rows) / n
         grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone() * mask[k].to(p.device)

@@ -113,13 +113,11 @@ def answer_nll(logits: Float[torch.Tensor, "seq pos vocab"], batch: AnswerBatch)
     return -sequence_logprob(logits, batch).sum() / n_tok
 
 
-def answer_nll_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, ""]:
-    """:func:`answer_nll` of ``batch`` with only the positions that predict
-    continuation tokens unembedded (:meth:`ModelHandle.logits_at`): the same value, without the
-    vocabulary-wide unembedding and its backward at every prompt position. Measured side by side
-    (``benchmarks/relearn_step.py``, 16 forget rows): on Gemma 3 (262k-token vocabulary) forward 1.9× and
-    backward 1.25× faster; on SmolLM2 (49k) no gain (forward 1.15×, backward 0.94×). Used by the relearning
-    attack and CAD's benign fine-tune."""
+def _continuation_logprobs_at(handle: ModelHandle, batch: AnswerBatch) -> tuple[
+        Float[torch.Tensor, "seq k"], Bool[torch.Tensor, "seq k"]]:
+    """Log-prob of each continuation token of each sequence, ``k`` = the most continuation tokens of any
+    sequence (``keep`` marks the real ones), from a forward pass that unembeds only the positions
+    predicting them (:meth:`ModelHandle.logits_at`)."""
     tgt = batch.targets[:, :-1]
     need = [torch.nonzero(row).flatten().tolist() for row in tgt]
     width = max(len(n) for n in need)
@@ -127,8 +125,27 @@ def answer_nll_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor
     logp = torch.log_softmax(handle.logits_at(batch.tokens.to(handle.device), at).float(), dim=-1)
     nxt = batch.tokens.gather(1, at + 1).to(logp.device)
     keep = torch.tensor([[j < len(n) for j in range(width)] for n in need], device=logp.device)
-    tok = logp.gather(-1, nxt[..., None])[..., 0]
+    return logp.gather(-1, nxt[..., None])[..., 0], keep
+
+
+def answer_nll_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, ""]:
+    """:func:`answer_nll` of ``batch`` with only the positions that predict
+    continuation tokens unembedded (:meth:`ModelHandle.logits_at`): the same value, without the
+    vocabulary-wide unembedding and its backward at every prompt position. Measured side by side
+    (``benchmarks/relearn_step.py``, 16 forget rows): on Gemma 3 (262k-token vocabulary) forward 1.9× and
+    backward 1.25× faster; on SmolLM2 (49k) no gain (forward 1.15×, backward 0.94×). Used by the relearning
+    attack and CAD's benign fine-tune."""
+    tok, keep = _continuation_logprobs_at(handle, batch)
     return -(tok * keep).sum() / keep.sum().clamp(min=1)
+
+
+def sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, " seq"]:
+    """:func:`sequence_logprob` of ``batch`` with only the continuation positions unembedded. MANSU's forget
+    gradient scores every option of every row (4 sequences a row): on Qwen2.5-0.5B (152k-token vocabulary)
+    its full ``[64, positions, vocab]`` logits, their float copy, log-softmax and gradients put the run over
+    24 GB (killed by the kernel's OOM killer in the benchmark)."""
+    tok, keep = _continuation_logprobs_at(handle, batch)
+    return (tok * keep).sum(-1)
 
 
 def npo_loss(

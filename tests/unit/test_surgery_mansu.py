@@ -332,3 +332,23 @@ def test_forget_rows_recalled_pulls_only_rows_still_answered(mansu, tiny_facts, 
     assert min(h["gradient_rows"] for h in steps) < n          # forgotten rows stop pulling
     assert r.diagnostics["final"]["forget_acc"] <= 0.25 or r.stop_reason != "forget_target_reached"
     assert r.stop_reason == mansu.stop_reason
+
+
+def test_forget_gradient_logprobs_read_only_continuation_positions_with_full_logit_values(tiny_facts, uneven_task):
+    """MANSU's forget gradient unembeds only the continuation positions (``sequence_logprob_at``): every
+    option of every row (answer + distractors, 1-3 tokens, padded) gets the full-logit log-prob and gradient."""
+    from circuitforge.surgery.objectives import sequence_logprob, sequence_logprob_at
+
+    b = answer_batch(tiny_facts, uneven_task, list(range(6)), options=True)
+    assert b.tokens.shape[0] > 6 and sorted(set(b.targets.sum(1).tolist())) == [1, 2, 3]
+    w = tiny_facts.hf.model.layers[2].mlp.gate_proj.weight
+    flag = w.requires_grad
+    w.requires_grad_(True)
+    try:
+        fast, ref = sequence_logprob_at(tiny_facts, b), sequence_logprob(tiny_facts.logits(b.tokens), b)
+        assert fast.shape == ref.shape == (b.tokens.shape[0],)
+        assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5) and (ref < 0).all()
+        (g_fast,), (g_ref,) = torch.autograd.grad(fast.sum(), [w]), torch.autograd.grad(ref.sum(), [w])
+        assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-6) and g_ref.abs().max() > 0
+    finally:
+        w.requires_grad_(flag)
