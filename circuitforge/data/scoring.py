@@ -8,8 +8,11 @@
   ``"{question}\\nA. {c0}\\nB. {c1}...\\nAnswer:"`` and each choice is scored by the log-likelihood of
   ``" A"``, ``" B"``...; the highest wins.
 
-Sequences are right-padded; with causal attention a position never sees the padding to its right, so
-the log-probs are exact (checked against unbatched scoring in the tests). :data:`BATCH` sequences a pass.
+The options of one prompt run as one packed sequence (the prompt once, then each option's input under a
+block mask with positions restarted at the prompt's length: :mod:`circuitforge.data.packing`), which gives
+each option the log-prob of its own sequence with fewer tokens. Sequences are right-padded; a position never
+attends to the padding, so the log-probs are exact up to float summation order (checked against one
+unbatched forward per option in the tests). :data:`BATCH` sequences a pass.
 """
 
 import string
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
+from circuitforge.data.packing import PACKED_MODEL_TYPES, pack, packed_batch
 from circuitforge.data.task import ChoiceItem, ClozeItem, Task
 from circuitforge.models.handle import ModelHandle
 
@@ -78,31 +82,72 @@ def continuation_logprobs(
     every one of its tokens. ``logits_fn`` overrides the forward pass (e.g. a quantized model).
 
     A continuation's log-probs are read from the forward of ``context + continuation[:-1]`` (the last token
-    is predicted, never read), so pairs with the same such input — every single-token option of one
-    prompt — share one forward pass: a 4-option cloze row of single-token options costs one sequence, and
-    two options that encode to the same tokens get bitwise-equal log-probs (a tie, never float noise)."""
+    is predicted, never read). The pairs of one context are packed into one sequence, the context once and
+    each option's input after it under a block mask (:mod:`circuitforge.data.packing`; the same log-probs,
+    half the tokens on SmolLM2's built-in rows): a 4-option cloze row costs one sequence, and two options
+    with the same input get bitwise-equal log-probs (a tie, never float noise). Without packing (a
+    ``logits_fn``, an untested architecture, a group longer than a sliding window) pairs with the same
+    input share one unpacked sequence. ``batch_size``: sequences a forward pass."""
     enc = [encode(handle, c, x) for c, x in pairs]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ids, _) in enumerate(enc):
-        groups.setdefault(tuple(ids[:-1]), []).append(i)
-    inputs = sorted(groups, key=len)  # batch similar lengths together
     lps, greedy = [0.0] * len(enc), [False] * len(enc)
+    window = pack_window(handle, logits_fn)
+    rest = list(range(len(enc)))
+    if window is not None:
+        by_ctx: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, n_ctx) in enumerate(enc):
+            by_ctx.setdefault(tuple(ids[:n_ctx]), []).append(i)
+        packed = [pack(enc, m) for m in by_ctx.values()]
+        fits = sorted((p for p in packed if len(p.tokens) <= window), key=lambda p: len(p.tokens))
+        rest = sorted(i for p in packed if len(p.tokens) > window for i in p.reads)
+        for start in range(0, len(fits), batch_size):
+            chunk = fits[start : start + batch_size]
+            toks, positions, mask = packed_batch(chunk)
+            first = [min(r for rd in p.reads.values() for r in rd) for p in chunk]
+            need = [list(range(f, len(p.tokens))) for f, p in zip(first, chunk, strict=True)]
+            logp = torch.log_softmax(
+                handle.logits_at(toks, _pad_reads(need), attention_mask=mask, position_ids=positions).float(), dim=-1
+            ).cpu()
+            for row, p in enumerate(chunk):
+                for i, rd in p.reads.items():
+                    lps[i], greedy[i] = _score(logp[row, [r - first[row] for r in rd]], enc[i])
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in rest:
+        groups.setdefault(tuple(enc[i][0][:-1]), []).append(i)
+    inputs = sorted(groups, key=len)  # batch similar lengths together
     for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start : start + batch_size]
-        toks = pad_batch([list(x) for x in chunk])
+        chunk_in = inputs[start : start + batch_size]
+        toks = pad_batch([list(x) for x in chunk_in])
         # the positions that predict each continuation token: row j reads positions at[j, :n_j]
-        need = [list(range(enc[groups[x][0]][1] - 1, len(x))) for x in chunk]
-        width = max(len(n) for n in need)
-        at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
-        logp = torch.log_softmax(_logits_at(handle, toks, at, logits_fn).float(), dim=-1).cpu()
-        for row, x in enumerate(chunk):
+        need = [list(range(enc[groups[x][0]][1] - 1, len(x))) for x in chunk_in]
+        logp = torch.log_softmax(_logits_at(handle, toks, _pad_reads(need), logits_fn).float(), dim=-1).cpu()
+        for row, x in enumerate(chunk_in):
             for i in groups[x]:
-                ids, n_ctx = enc[i]
-                tgt = torch.tensor(ids[n_ctx:])
-                pred = logp[row, : len(tgt)]
-                lps[i] = pred.gather(1, tgt[:, None]).sum().item()
-                greedy[i] = bool((pred.argmax(-1) == tgt).all())
+                lps[i], greedy[i] = _score(logp[row, : len(enc[i][0]) - enc[i][1]], enc[i])
     return lps, greedy
+
+
+def pack_window(handle: ModelHandle, logits_fn: LogitsFn | None) -> float | None:
+    """The longest packed sequence :func:`continuation_logprobs` may run on ``handle`` (the sliding window,
+    or unbounded), or ``None`` when it scores unpacked (a ``logits_fn``, an architecture not in
+    :data:`~circuitforge.data.packing.PACKED_MODEL_TYPES`)."""
+    if logits_fn is not None or handle.model_type not in PACKED_MODEL_TYPES:
+        return None
+    cfg = handle.hf.config
+    sliding = "sliding_attention" in (getattr(cfg, "layer_types", None) or ()) or getattr(cfg, "use_sliding_window", False)
+    return float(cfg.sliding_window) if sliding and getattr(cfg, "sliding_window", None) else float("inf")
+
+
+def _pad_reads(need: list[list[int]]) -> Int[torch.Tensor, "batch k"]:
+    width = max(len(n) for n in need)
+    return torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
+
+
+def _score(pred: Float[torch.Tensor, "k vocab"], enc: tuple[list[int], int]) -> tuple[float, bool]:
+    """Summed log-prob of the continuation ``enc[0][enc[1]:]`` under the log-prob rows ``pred`` (one per
+    continuation token), and whether it is the argmax at every token."""
+    ids, n_ctx = enc
+    tgt = torch.tensor(ids[n_ctx:])
+    return pred.gather(1, tgt[:, None]).sum().item(), bool((pred.argmax(-1) == tgt).all())
 
 
 def _logits_at(handle: ModelHandle, toks: Int[torch.Tensor, "batch pos"], at: Int[torch.Tensor, "batch k"],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 Family = Literal["llama", "gpt2"]
 
@@ -148,11 +148,14 @@ class ModelHandle:
         return self.bridge(tokens)
 
     def logits_at(self, tokens: Int[torch.Tensor, "batch pos"], at: Int[torch.Tensor, "batch k"],
-                  hooks: list[tuple[str, Any]] | None = None) -> Float[torch.Tensor, "batch k vocab"]:
+                  hooks: list[tuple[str, Any]] | None = None,
+                  attention_mask: Bool[torch.Tensor, "batch 1 pos pos"] | None = None,
+                  position_ids: Int[torch.Tensor, "batch pos"] | None = None) -> Float[torch.Tensor, "batch k vocab"]:
         """Forward pass on ``tokens`` (with bridge ``hooks``) returning the logits at positions ``at[j]`` of
         row ``j`` only. Only those positions are unembedded (with a 262k-token vocabulary the unembedding
         is most of a forward pass; the final norm is per position, so the values equal the full logits
-        read there)."""
+        read there). ``attention_mask`` (True = may attend) and ``position_ids``, when given, replace the
+        causal mask and the positions ``0..pos-1`` (packed scoring, :mod:`circuitforge.data.packing`)."""
         b = self.bridge
         rows = torch.arange(tokens.shape[0], device=self.device)[:, None]
         at = at.to(self.device)
@@ -160,8 +163,13 @@ class ModelHandle:
         pick = "unembed.hook_in" in b.hook_dict
         if pick:
             hooks.append(("unembed.hook_in", lambda x, hook: x[rows, at]))
+        kw: dict[str, Any] = {}
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask.to(self.device)
+        if position_ids is not None:
+            kw["position_ids"] = position_ids.to(self.device)
         with b.hooks(fwd_hooks=hooks):
-            out = b(tokens.to(self.device))
+            out = b(tokens.to(self.device), **kw)
         return out if pick else out[rows, at]
 
     @property

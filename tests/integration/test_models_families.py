@@ -175,3 +175,32 @@ def test_qwen_layer_hybrids_resumed_equal_hooked(qwen: ModelHandle) -> None:
     hooked = hybrid_margins(qwen, edited, task, layers=[0, 12, 24], resume=False, parts=None)
     torch.testing.assert_close(fast.hybrid, hooked.hybrid, atol=2e-3, rtol=1e-3)
     assert (fast.hybrid[0] - fast.hybrid[1]).abs().max() > 1e-3   # the hybrids differ: the edit sits at layer 3
+
+
+def _packed_vs_unpacked(h: ModelHandle, task_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared-prefix packed scoring (the default) against one sequence per option, on the model's own forget
+    rows (multi-token options included): the same log-probs up to float summation order, the same verdicts."""
+    import circuitforge.data.scoring as scoring
+    from circuitforge.data import evaluate, load_task
+
+    t = load_task(task_name).head(32)
+    multi = sum(len(h.tokenizer(o, add_special_tokens=False)["input_ids"]) > 1
+                for it in t.items for o in (it.answer, *it.distractors))
+    assert multi >= 8 and scoring.pack_window(h, None) is not None
+    packed = evaluate(h, t)
+    monkeypatch.setattr(scoring, "pack_window", lambda *a: None)
+    plain = evaluate(h, t)
+    assert packed.correct == plain.correct
+    assert packed.answer_logprob == pytest.approx(plain.answer_logprob, abs=2e-4)
+
+
+def test_gemma3_packed_scoring_equals_unpacked(gemma: ModelHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    _packed_vs_unpacked(gemma, "builtin:gemma3-270m/forget", monkeypatch)
+
+
+def test_qwen2_packed_scoring_equals_unpacked(qwen: ModelHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    _packed_vs_unpacked(qwen, "builtin:qwen2.5-0.5b/forget", monkeypatch)
+
+
+def test_smollm2_packed_scoring_equals_unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
+    _packed_vs_unpacked(load("smollm2-135m"), "builtin:forget", monkeypatch)

@@ -159,3 +159,54 @@ def test_task_helpers(forget_task):
     assert len(a) + len(b) == len(forget_task) and not set(a.items) & set(b.items)
     assert forget_task.head(5).sha256 != forget_task.sha256
     assert forget_task.identity()["n"] == 48
+
+
+def _packing_pairs():
+    """Two prompts, each with several multi-token options (so an option that could see another's tokens
+    would change its log-prob), a single-token option, two options with the same input (a tie) and a
+    one-option prompt."""
+    a, b = "the symbol of elem3 is", "the capital of land1 is governed from"
+    return [(a, " sym4 sym1"), (a, " sym2 sym2 sym3"), (a, " sym1"), (a, " sym4 sym1"), (a, " city2 sym4"),
+            (b, " city2 city3"), (b, " city3"), (b, " sym1 city2 city1 sym2"), ("elem5", " is the")]
+
+
+@pytest.mark.parametrize("spec", ["tiny-facts", "tiny-gpt2"])
+def test_packed_options_score_as_their_own_sequences(spec, tiny_facts, tiny_gpt2):
+    """Shared-prefix packing (one sequence per prompt, block mask, restarted positions) gives every option the
+    log-prob of its own unpacked sequence (Llama: RoPE; GPT-2: learned positions), batched or not."""
+    from circuitforge.data.scoring import pack_window
+
+    h = {"tiny-facts": tiny_facts, "tiny-gpt2": tiny_gpt2}[spec]
+    pairs = _packing_pairs()
+    calls: list[tuple[int, bool]] = []
+    orig = h.logits_at
+
+    def spy(toks, at, *a, **k):
+        calls.append((toks.shape[0], k.get("attention_mask") is not None))
+        return orig(toks, at, *a, **k)
+
+    h.logits_at = spy
+    try:
+        lp, greedy = continuation_logprobs(h, pairs)
+        lp1, _ = continuation_logprobs(h, pairs, batch_size=1)
+    finally:
+        del h.logits_at
+    assert pack_window(h, None) == float("inf")
+    assert calls[0] == (3, True) and len(calls) == 4    # three prompts, three sequences, one pass; then 3 of 1
+    want = [_manual_logprob(h, c, x) for c, x in pairs]
+    assert lp == pytest.approx(want, abs=1e-4) and lp1 == pytest.approx(want, abs=1e-4)
+    assert lp[0] == lp[3]                                  # same input: the same body, an exact tie
+    assert len(greedy) == len(pairs)
+
+
+def test_packing_falls_back_where_it_would_not_be_exact(tiny_gemma3, tiny_facts):
+    """A sliding window (tiny Gemma 3: 4 tokens) cuts packed and unpacked sequences differently: groups longer
+    than the window are scored unpacked; a logits_fn (a model run whole) is never packed."""
+    from circuitforge.data.scoring import pack_window
+
+    pairs = _packing_pairs()
+    assert pack_window(tiny_gemma3, None) == 4.0 and pack_window(tiny_facts, tiny_facts.logits) is None
+    lp, _ = continuation_logprobs(tiny_gemma3, pairs)
+    assert lp == pytest.approx([_manual_logprob(tiny_gemma3, c, x) for c, x in pairs], abs=1e-4)
+    lpf, _ = continuation_logprobs(tiny_facts, pairs, logits_fn=tiny_facts.logits)
+    assert lpf == pytest.approx([_manual_logprob(tiny_facts, c, x) for c, x in pairs], abs=1e-4)
