@@ -30,7 +30,9 @@ BATCH = 32
 """Sequences per forward pass. A pass over few tokens is bound by reading the weights (SmolLM2: ≈ 0.19 s for
 one 4-token row on 2 CPU cores), so fewer, larger passes are faster: scoring SmolLM2's built-in forget +
 retain rows took 1.14× (1.35× in an earlier run) as long at 16, 1.64× at 8, 0.87× at 64
-(``python benchmarks/eval_batch.py``); every row's verdict was the same at each size (log-probs within 1.3e-5)."""
+(``python benchmarks/eval_batch.py``, unpacked); every row's verdict was the same at each size (log-probs within
+1.3e-5). Packed (a sequence holds a prompt and all its options), 32 is still the fastest of 16 / 32 / 64 (0.57,
+0.49, 0.56 × the unpacked time, ``python benchmarks/eval_packing.py``)."""
 
 LogitsFn = Callable[[Int[torch.Tensor, "batch pos"]], Float[torch.Tensor, "batch pos vocab"]]
 
