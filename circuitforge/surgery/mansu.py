@@ -49,7 +49,8 @@ from circuitforge.surgery.mansu_steps import (
     circuit_mask,
     exclude_absmax,
     forget_gradient,
-    move_cost,
+    masked_index,
+    move_cost_at,
     output_change,
     retain_fisher,
     retain_inputs,
@@ -235,31 +236,87 @@ def _circuit(handle: ModelHandle, forget: Task, retain: Task, s: MANSUSettings, 
     return find_circuit(handle, forget, s, retain)
 
 
+def _rank(e: ModelHandle, at: ModelHandle, forget: Task, retain: Task, rows: list[int], mask: dict[str, torch.Tensor],
+          idx: dict[str, torch.Tensor], edited: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter],
+          names: list[str], inp: Any, s: MANSUSettings, ref_lp: torch.Tensor | None,
+          fisher: dict[str, torch.Tensor] | None) -> tuple[float, dict[str, torch.Tensor], torch.Tensor, int, int]:
+    """One iteration's ranking over the masked entries ``idx`` (:func:`masked_index`): ``(forget loss,
+    candidate moves [k] per matrix, flat gain ÷ cost ratios in ``names`` order, number of candidates, gradient
+    rows)``. ``edited``: [k] per matrix, the entries already moved. A function of its own so that the
+    gradients it builds are freed before the moves are applied and the next gradient is taken."""
+    pull = forget if len(rows) == len(forget) else forget.subset(rows, f"{forget.name}[recalled]")
+    floss, grads = forget_gradient(at, pull, mask, s.forget_loss, margin=s.margin, beta=s.beta,
+                                   ref_logprob=None if ref_lp is None else ref_lp[rows],
+                                   chunk=s.chunk_rows, positions=s.forget_positions, at=idx)
+    free = {n: ~edited[n] for n in names}
+    rgrads = None
+    if s.retain_gradient_filter:  # ∇ of −NLL_retain ("ga" objective), negated in place: ∇ NLL_retain
+        rgrads = {n: g.neg_() for n, g in forget_gradient(e, retain, mask, "ga", chunk=s.chunk_rows, at=idx)[1].items()}
+    moves, flat = _ranked_candidates(params, idx, grads, free, inp, s, rgrads, fisher, names)
+    return floss, moves, flat, int((flat > float("-inf")).sum()), len(rows)
+
+
+def _ranked_candidates(params: dict[str, torch.nn.Parameter], idx: dict[str, torch.Tensor],
+                       grads: dict[str, torch.Tensor], free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings,
+                       retain_grads: dict[str, torch.Tensor] | None, fisher: dict[str, torch.Tensor] | None,
+                       names: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """At the masked entries ``idx[n]`` of every matrix (``grads``, ``free``, ``retain_grads``, ``fisher``:
+    ``[k]`` there): the floored candidate moves (zero where not a candidate); and the gain ÷ cost ratio of
+    every entry (−inf where not a candidate), the matrices' ratios one after another in ``names`` order.
+    With ``retain_grads`` (gradient of the retain answer NLL) a move whose first-order retain-NLL change
+    ``∇NLL_retain · δ`` is positive is not a candidate. With ``fisher`` the cost is ``½ F δ²`` instead of the
+    output-change cost. Two passes (the moves and the mean candidate cost, then the ratios) so that no gain
+    or cost of every matrix is held at once."""
+    def cost(n: str, mv: torch.Tensor) -> torch.Tensor:
+        if fisher is not None:
+            return 0.5 * fisher[n] * mv.float() ** 2
+        return move_cost_at(inp, n, idx[n], params[n].shape[1], mv)
+
+    moves = {}
+    total, count = 0.0, 0
+    for n in params:   # the mean cost summed in the parameters' order
+        g = grads[n].cpu()
+        w = params[n].detach().cpu()
+        d = torch.zeros(w.numel(), dtype=g.dtype)   # the floor reads whole NF4 blocks: one matrix at a time
+        d[idx[n]] = -g * free[n]
+        mv = apply_floor(w, d.view(w.shape), s.kappa, 0.0, s.blocksize).flatten()[idx[n]]
+        ok = (mv != 0) & (-(g * mv) > 0)
+        if retain_grads is not None:
+            ok &= retain_grads[n].cpu() * mv <= 0
+        moves[n] = torch.where(ok, mv, torch.zeros_like(mv))
+        total += float(cost(n, moves[n])[ok].double().sum())
+        count += int(ok.sum())
+    floor = total / max(count, 1)  # mean single-move cost of this step's candidates
+    flat = torch.empty(sum(len(idx[n]) for n in names))
+    off = 0
+    for n in names:
+        gain = -(grads[n].cpu() * moves[n])   # > 0 exactly at the candidates (moves are 0 elsewhere)
+        k = gain.numel()
+        flat[off:off + k] = torch.where(gain > 0, gain / (cost(n, moves[n]) + floor + 1e-30),
+                                        torch.full_like(gain, float("-inf")))
+        off += k
+    return moves, flat
+
+
 def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor],
                 free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings,
                 retain_grads: dict[str, torch.Tensor] | None = None,
                 fisher: dict[str, torch.Tensor] | None = None,
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per matrix: the floored candidate moves (zero where not a candidate) and their gain ÷ cost ratio
-    (−inf where not a candidate). With ``retain_grads`` (gradient of the retain answer NLL) a move whose
-    first-order retain-NLL change ``∇NLL_retain · δ`` is positive is not a candidate. With ``fisher`` the
-    cost is ``½ F δ²`` instead of the output-change cost."""
-    moves, gains, costs = {}, {}, {}
-    total, count = 0.0, 0
-    for n, p in params.items():
-        mv = apply_floor(p.detach().cpu(), -grads[n].cpu() * free[n], s.kappa, 0.0, s.blocksize)
-        gain = -(grads[n].cpu() * mv)
-        ok = (mv != 0) & (gain > 0)
-        if retain_grads is not None:
-            ok &= retain_grads[n].cpu() * mv <= 0
-        moves[n] = torch.where(ok, mv, torch.zeros_like(mv))
-        gains[n] = torch.where(ok, gain, torch.zeros_like(gain))
-        costs[n] = 0.5 * fisher[n] * moves[n].float() ** 2 if fisher is not None else move_cost(inp, n, moves[n])
-        total += float(costs[n][ok].double().sum())
-        count += int(ok.sum())
-    floor = total / max(count, 1)  # mean single-move cost of this step's candidates
-    ratios = {n: torch.where(gains[n] > 0, gains[n] / (costs[n] + floor + 1e-30), torch.full_like(gains[n], float("-inf")))
-              for n in params}
+    """:func:`_ranked_candidates` on whole matrices (every entry of ``free`` a masked entry): moves and ratios
+    ``[out, in]`` per matrix, −inf where not a candidate."""
+    names = list(params)
+    idx = {n: torch.arange(p.numel()) for n, p in params.items()}
+    mv, flat = _ranked_candidates(
+        params, idx, {n: grads[n].flatten() for n in names}, {n: free[n].flatten() for n in names}, inp, s,
+        None if retain_grads is None else {n: retain_grads[n].flatten() for n in names},
+        None if fisher is None else {n: fisher[n].flatten() for n in names}, names)
+    moves, ratios, off = {}, {}, 0
+    for n in names:
+        k = params[n].numel()
+        moves[n] = mv[n].view(params[n].shape)
+        ratios[n] = flat[off:off + k].view(params[n].shape)
+        off += k
     return moves, ratios
 
 
@@ -302,9 +359,10 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     n_mask = int(sum(int(m.sum()) for m in mask.values()))
     n_linear = linear_weight_count(e)
     inp = retain_inputs(e, retain, mask, s.chunk_rows)
-    fisher = retain_fisher(e, retain, mask) if s.move_cost == "fisher" else None
+    idx = masked_index(mask)   # per-weight quantities are kept at the masked entries only
+    fisher = retain_fisher(e, retain, mask, at=idx) if s.move_cost == "fisher" else None
     ref_lp = reference_logprob(handle, forget, s.chunk_rows) if s.forget_loss == "npo" else None
-    edited = {n: torch.zeros_like(m) for n, m in mask.items()}
+    edited = {n: torch.zeros(len(i), dtype=torch.bool) for n, i in idx.items()}   # [k]: moved already
     per_step = max(1, math.ceil(s.step_share * n_mask))
     base_retain = mean_answer_nll(e, retain, s.chunk_rows)
     # the quantized copy (stop rule, gradient_at="quantized") is built once; edited matrices are re-quantized
@@ -325,68 +383,57 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
         if ranked is None:
             at = e if mirror is None or s.gradient_at == "full" else _refreshed(mirror, dirty)
             rows = recalled if s.forget_rows == "recalled" else list(range(len(forget)))
-            pull = forget if len(rows) == len(forget) else forget.subset(rows, f"{forget.name}[recalled]")
-            floss, grads = forget_gradient(at, pull, mask, s.forget_loss, margin=s.margin, beta=s.beta,
-                                           ref_logprob=None if ref_lp is None else ref_lp[rows],
-                                           chunk=s.chunk_rows, positions=s.forget_positions)
-            free = {n: mask[n] & ~edited[n] for n in names}
-            rgrads = None
-            if s.retain_gradient_filter:  # ∇ of −NLL_retain ("ga" objective), negated: ∇ NLL_retain
-                _, g_r = forget_gradient(e, retain, mask, "ga", chunk=s.chunk_rows)
-                rgrads = {n: -g for n, g in g_r.items()}
-            moves, ratios = _candidates(e, params, grads, free, inp, s, rgrads, fisher)
-            flat = torch.cat([ratios[n].flatten() for n in names])
-            ranked = (floss, moves, flat, int((flat > float("-inf")).sum()), len(rows))
+            ranked = _rank(e, at, forget, retain, rows, mask, idx, edited, params, names, inp, s, ref_lp, fisher)
         floss, moves, flat, n_ok, n_pull = ranked
         if n_ok == 0:
             stop = "no_candidates"
             break
         top = torch.topk(flat, min(size, n_ok)).indices  # rank order, best first
-        applied: dict[str, torch.Tensor] = {}
+        applied: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # name → (entries, flat indices, moves)
         offset = 0
         bound_cut = 0
         for n in names:
             k = moves[n].numel()
-            idx = top[(top >= offset) & (top < offset + k)] - offset
+            sel = top[(top >= offset) & (top < offset + k)] - offset   # masked entries, in rank order
             offset += k
-            if len(idx) == 0:
+            if len(sel) == 0:
                 continue
-            vals = moves[n].flatten()[idx]
+            at_w, vals = idx[n][sel], moves[n][sel]
             done = (params[n].detach().cpu() - r.base_state[n]).float()
-            p = bounded_prefix(inp, n, done, idx, vals, s.max_output_change)
-            bound_cut += len(idx) - p
+            p = bounded_prefix(inp, n, done, at_w, vals, s.max_output_change)
+            bound_cut += len(sel) - p
             if p:
-                pick = torch.zeros(k, dtype=torch.bool)
-                pick[idx[:p]] = True
-                applied[n] = pick.view(moves[n].shape)
+                applied[n] = (sel[:p], at_w[:p], vals[:p])
         if not applied:
             history.append({"step": step, "forget_loss": floss, "candidates": n_ok, "cut_by_output_bound": bound_cut})
             stop = "retain_budget_spent"
             break
         with torch.no_grad():
-            for n, pick in applied.items():
-                delta = torch.where(pick, moves[n], torch.zeros_like(moves[n]))
-                params[n].add_(delta.to(params[n].device, params[n].dtype))
+            for n, (_, at_w, vals) in applied.items():
+                w = params[n].view(-1)
+                dev = at_w.to(w.device)
+                w[dev] = w[dev] + vals.to(w.device, w.dtype)
         dirty |= set(applied)  # re-quantized at the next read, whether this iteration stays or is rolled back
         retain_nll = mean_answer_nll(e, retain, s.chunk_rows)
         if s.max_retain_nll_increase is not None and retain_nll - base_retain > s.max_retain_nll_increase:
             with torch.no_grad():  # roll the iteration back exactly
-                for n, pick in applied.items():
-                    params[n].copy_(torch.where(pick.to(params[n].device), r.base_state[n].to(params[n].device), params[n]))
+                for n, (_, at_w, _) in applied.items():
+                    w = params[n].view(-1)
+                    w[at_w.to(w.device)] = r.base_state[n].view(-1)[at_w].to(w.device, w.dtype)
             history.append({"step": step, "forget_loss": floss, "retain_nll": retain_nll, "rolled_back": 1.0,
-                            "tried": int(sum(int(p.sum()) for p in applied.values()))})
+                            "tried": int(sum(len(a[0]) for a in applied.values()))})
             size //= 2  # backtrack: the same ranking, half as many moves (weights are bit-identical again)
             if size < max(1, per_step // 2 ** s.max_halvings):
                 stop = "retain_budget_spent"
                 break
             continue
         ranked = None
-        for n, pick in applied.items():
-            edited[n] |= pick
+        for n, (sel, _, _) in applied.items():
+            edited[n][sel] = True
         acc, accs, recalled = _forget_acc(e, forget, s, stop_mirror, dirty)
         history.append({"step": step, "forget_loss": floss, **accs, "retain_nll": retain_nll,
                         "candidates": n_ok, "gradient_rows": n_pull,
-                        "applied": int(sum(int(p.sum()) for p in applied.values())),
+                        "applied": int(sum(len(a[0]) for a in applied.values())),
                         "cut_by_output_bound": bound_cut,
                         "n_edited": int(sum(int(x.sum()) for x in edited.values()))})
     else:

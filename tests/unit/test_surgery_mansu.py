@@ -15,6 +15,8 @@ from circuitforge.surgery.mansu_steps import (
     bounded_prefix,
     circuit_mask,
     exclude_absmax,
+    forget_gradient,
+    masked_index,
     output_change,
 )
 from circuitforge.surgery.objectives import answer_batch
@@ -271,6 +273,29 @@ def test_retain_fisher_is_the_mean_squared_per_row_gradient(tiny_facts, retain_t
     assert set(f) == {name} and float(want.abs().max()) > 0
     torch.testing.assert_close(f[name], want, rtol=1e-4, atol=1e-12)
     assert float(f[name][:, 7:].abs().max()) == 0.0
+    # what MANSU keeps: the same values at the masked entries only (masked_index), no matrix-sized tensor
+    at = masked_index(mask)
+    fs = retain_fisher(tiny_facts, rows, mask, at=at)
+    assert fs[name].shape == (int(mask[name].sum()),)
+    assert torch.equal(fs[name], f[name].flatten()[at[name]])
+
+
+def test_masked_entry_gradients_equal_the_masked_dense_gradient(tiny_facts, forget_task):
+    """``forget_gradient(at=masked_index(mask))`` (how MANSU takes its gradients) returns exactly the masked
+    entries of the dense masked gradient, in row-major order."""
+    params = tiny_facts.named_parameters()
+    g = torch.Generator().manual_seed(3)
+    mask = {n: torch.rand(params[n].shape, generator=g) < 0.05
+            for n in ("model.layers.0.self_attn.q_proj.weight", "model.layers.2.mlp.up_proj.weight")}
+    at = masked_index(mask)
+    rows = forget_task.head(8)
+    loss, dense = forget_gradient(tiny_facts, rows, mask)
+    loss_s, sparse = forget_gradient(tiny_facts, rows, mask, at=at)
+    assert loss_s == loss
+    for n in mask:
+        assert sparse[n].shape == (int(mask[n].sum()),) and float(sparse[n].abs().max()) > 0
+        assert torch.equal(sparse[n], dense[n].flatten()[at[n]])
+        assert float(dense[n][~mask[n]].abs().max()) == 0.0
 
 
 def test_fisher_move_cost_keeps_the_retain_nll_lower_on_the_way(mansu, tiny_facts, forget_task, retain_task):
