@@ -28,6 +28,7 @@ def main() -> None:
     from circuitforge.data import evaluate, load_task
     from circuitforge.data.packing import pack
     from circuitforge.models import load
+    from circuitforge.surgery.objectives import _pairs
 
     h = load(a.model)
     tasks = [load_task(t) for t in a.tasks]
@@ -38,10 +39,8 @@ def main() -> None:
     def tokens(packed: bool) -> int:
         n = 0
         for t in tasks:
-            for it in t.items:
-                opts = [it.answer, *it.distractors] if hasattr(it, "distractors") else [f" {c}" for c in "ABCDEFGH"[:len(it.choices)]]
-                prompt = it.prompt if hasattr(it, "prompt") else scoring.choice_prompt(it)
-                enc = [scoring.encode(h, prompt, o) for o in opts]
+            for it in t.items:   # every (context, option) pair evaluate scores for the row
+                enc = [scoring.encode(h, c, o) for c, o in _pairs(it, True)]
                 n += len(pack(enc, list(range(len(enc)))).tokens) if packed else \
                     sum(len(x) for x in {tuple(ids[:-1]) for ids, _ in enc})
         return n

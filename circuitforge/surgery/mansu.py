@@ -50,7 +50,7 @@ from circuitforge.surgery.mansu_steps import (
     exclude_absmax,
     forget_gradient,
     masked_index,
-    move_cost_at,
+    move_cost,
     output_change,
     retain_fisher,
     retain_inputs,
@@ -270,7 +270,7 @@ def _ranked_candidates(params: dict[str, torch.nn.Parameter], idx: dict[str, tor
     def cost(n: str, mv: torch.Tensor) -> torch.Tensor:
         if fisher is not None:
             return 0.5 * fisher[n] * mv.float() ** 2
-        return move_cost_at(inp, n, idx[n], params[n].shape[1], mv)
+        return move_cost(inp, n, idx[n], params[n].shape[1], mv)
 
     moves = {}
     total, count = 0.0, 0
@@ -296,28 +296,6 @@ def _ranked_candidates(params: dict[str, torch.nn.Parameter], idx: dict[str, tor
                                         torch.full_like(gain, float("-inf")))
         off += k
     return moves, flat
-
-
-def _candidates(e: ModelHandle, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor],
-                free: dict[str, torch.Tensor], inp: Any, s: MANSUSettings,
-                retain_grads: dict[str, torch.Tensor] | None = None,
-                fisher: dict[str, torch.Tensor] | None = None,
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """:func:`_ranked_candidates` on whole matrices (every entry of ``free`` a masked entry): moves and ratios
-    ``[out, in]`` per matrix, −inf where not a candidate."""
-    names = list(params)
-    idx = {n: torch.arange(p.numel()) for n, p in params.items()}
-    mv, flat = _ranked_candidates(
-        params, idx, {n: grads[n].flatten() for n in names}, {n: free[n].flatten() for n in names}, inp, s,
-        None if retain_grads is None else {n: retain_grads[n].flatten() for n in names},
-        None if fisher is None else {n: fisher[n].flatten() for n in names}, names)
-    moves, ratios, off = {}, {}, 0
-    for n in names:
-        k = params[n].numel()
-        moves[n] = mv[n].view(params[n].shape)
-        ratios[n] = flat[off:off + k].view(params[n].shape)
-        off += k
-    return moves, ratios
 
 
 def _forget_acc(e: ModelHandle, forget: Task, s: MANSUSettings, mirror: QuantizedMirror | None,

@@ -266,15 +266,11 @@ def retain_inputs(handle: ModelHandle, retain: Task, mask: Mask, chunk: int = 16
     return RetainInputs(x, cols, col_sq, {n: v / t for n, v in out_sq.items()}, t)
 
 
-def move_cost(inp: RetainInputs, name: str, move: Float[torch.Tensor, "out in"]) -> Float[torch.Tensor, "out in"]:
+def move_cost(inp: RetainInputs, name: str, idx: torch.Tensor, n_in: int, move: Float[torch.Tensor, " k"],
+              ) -> Float[torch.Tensor, " k"]:
     """Retain cost of each single move ``δ_rc`` on its own: ``δ_rc² · mean x̃_c² / mean ‖W x̃‖²`` — its share
-    of the mean per-token squared relative change of the matrix's retain outputs."""
-    return move.float() ** 2 * inp.col_sq[name][None, :].to(move.device) / max(inp.out_sq[name], 1e-30)
-
-
-def move_cost_at(inp: RetainInputs, name: str, idx: torch.Tensor, n_in: int, move: Float[torch.Tensor, " k"],
-                 ) -> Float[torch.Tensor, " k"]:
-    """:func:`move_cost` of the moves ``move`` at the flat indices ``idx`` of a matrix with ``n_in`` columns."""
+    of the mean per-token squared relative change of the matrix's retain outputs. ``move``: the moves at the
+    flat indices ``idx`` of the matrix ``name``, which has ``n_in`` columns (``c = idx mod n_in``)."""
     return move.float() ** 2 * inp.col_sq[name][idx % n_in] / max(inp.out_sq[name], 1e-30)
 
 

@@ -187,7 +187,7 @@ def test_mansu_rejects_bad_settings(tiny_facts, forget_task, retain_task):
 
 
 def test_retain_gradient_filter_drops_moves_that_raise_retain_nll_to_first_order(tiny_facts):
-    from circuitforge.surgery.mansu import MANSUSettings, _candidates
+    from circuitforge.surgery.mansu import MANSUSettings, _ranked_candidates
 
     params = {n: p for n, p in tiny_facts.named_parameters().items() if n.endswith("mlp.down_proj.weight")}
     g = torch.Generator().manual_seed(0)
@@ -197,12 +197,20 @@ def test_retain_gradient_filter_drops_moves_that_raise_retain_nll_to_first_order
     inp = RetainInputs(x={}, cols={}, col_sq={n: torch.ones(p.shape[1]) for n, p in params.items()},
                        out_sq=dict.fromkeys(params, 1.0), n_tokens=1)
     s = MANSUSettings()
-    m0, r0 = _candidates(tiny_facts, params, grads, free, inp, s)
-    m1, r1 = _candidates(tiny_facts, params, grads, free, inp, s, rgrads)
+    names = list(params)
+    idx = {n: torch.arange(p.numel()) for n, p in params.items()}   # every entry masked: whole matrices
+    flat = {k: {n: t[n].flatten() for n in names} for k, t in (("g", grads), ("r", rgrads), ("free", free))}
+
+    def candidates(retain_grads):   # moves and ratios per matrix, flattened
+        mv, ratio = _ranked_candidates(params, idx, flat["g"], flat["free"], inp, s, retain_grads, None, names)
+        return mv, dict(zip(names, ratio.split([params[n].numel() for n in names]), strict=True))
+
+    m0, r0 = candidates(None)
+    m1, r1 = candidates(flat["r"])
     for n in params:
         ok0, ok1 = r0[n] > float("-inf"), r1[n] > float("-inf")
         assert bool((ok1 <= ok0).all())  # the filter only removes candidates
-        assert bool(((rgrads[n] * m1[n])[ok1] <= 0).all())  # none left raises retain NLL to first order
+        assert bool(((flat["r"][n] * m1[n])[ok1] <= 0).all())  # none left raises retain NLL to first order
         assert int(ok1.sum()) < int(ok0.sum()) * 0.75  # about half the random-sign candidates are dropped
 
 
