@@ -14,7 +14,7 @@ Each option token then sees exactly the keys, values and positions it sees unpac
 same up to float summation order (checked against the unpacked path on every tested architecture: tiny
 GPT-2, Llama, Gemma 3, and SmolLM2, Gemma 3 270M, Qwen2.5-0.5B). The first token of every option is read
 at the prompt's last position, as before. On SmolLM2's built-in rows packing halves the tokens a scoring
-pass runs (7,688 → 3,747).
+pass runs (7,688 → 3,746, ``python benchmarks/eval_packing.py``).
 
 Packing is used only where it is exact:
 

@@ -104,7 +104,7 @@ def continuation_logprobs(
         for start in range(0, len(fits), batch_size):
             chunk = fits[start : start + batch_size]
             toks, positions, mask = packed_batch(chunk)
-            first = [min(r for rd in p.reads.values() for r in rd) for p in chunk]
+            first = [next(iter(p.reads.values()))[0] for p in chunk]   # every pair's first read: the prompt's last token
             need = [list(range(f, len(p.tokens))) for f, p in zip(first, chunk, strict=True)]
             logp = torch.log_softmax(
                 handle.logits_at(toks, _pad_reads(need), attention_mask=mask, position_ids=positions).float(), dim=-1
