@@ -11,7 +11,7 @@
 bitsandbytes is imported only inside the functions that need it.
 """
 
-from circuitforge.quant.bins import bin_edges, bin_width, code_index, distance_to_boundary
+from circuitforge.quant.bins import bin_edges, bin_width, bin_width_at, code_index, distance_to_boundary
 from circuitforge.quant.codebook import Scheme, code_table, dynamic_map, midpoints, sorted_codebook
 from circuitforge.quant.diagnostics import check_compatible, diff_report, tensor_diff
 from circuitforge.quant.fakequant import block_absmax, fake_quantize, storage_codes
@@ -27,7 +27,7 @@ from circuitforge.quant.routes import (
 from circuitforge.quant.survival import recovery_ratio, survival
 
 __all__ = [
-    "QuantizedMirror", "QuantizedModel", "Scheme", "bin_edges", "bin_width", "block_absmax", "bnb_config", "check_compatible",
+    "QuantizedMirror", "QuantizedModel", "Scheme", "bin_edges", "bin_width", "bin_width_at", "block_absmax", "bnb_config", "check_compatible",
     "code_index", "code_table", "diff_report", "distance_to_boundary", "dynamic_map", "fake_quantize",
     "load_quantized", "midpoints", "quantized_copy", "quantized_linear_names", "quantized_weights",
     "recovery_ratio", "sorted_codebook", "storage_codes", "survival", "tensor_diff",

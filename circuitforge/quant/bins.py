@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 
 from circuitforge.errors import CircuitForgeError
 from circuitforge.quant.codebook import midpoints, sorted_codebook
-from circuitforge.quant.fakequant import sorted_codes
+from circuitforge.quant.fakequant import scaled_at, sorted_codes
 
 
 def _check(scheme: str) -> None:
@@ -78,6 +78,19 @@ def bin_width(
     half_span = (padded[flat + 2] - padded[flat]) / 2
     a = _per_element_absmax(absmax, flat.numel(), blocksize)
     return (half_span * a).reshape(w.shape)
+
+
+def bin_width_at(
+    w: Float[torch.Tensor, "*shape"], at: Int[torch.Tensor, " k"], scheme: str = "nf4", blocksize: int = 64
+) -> Float[torch.Tensor, " k"]:
+    """:func:`bin_width` of the entries ``at`` of ``w`` flattened row-major, bitwise equal to
+    ``bin_width(w).flatten()[at]`` without computing every weight's code."""
+    _check(scheme)
+    scaled, a = scaled_at(w, at, blocksize)
+    idx = torch.bucketize(scaled, midpoints(scheme), out_int32=True).long()
+    values, _ = sorted_codebook(scheme)
+    padded = torch.cat([values[:1], values, values[-1:]])
+    return (padded[idx + 2] - padded[idx]) / 2 * a
 
 
 def distance_to_boundary(

@@ -52,6 +52,24 @@ def _scaled_blocks(flat: Float[torch.Tensor, " n"], blocksize: int) -> tuple[tor
     return scaled, absmax
 
 
+def scaled_at(w: Float[torch.Tensor, "*shape"], at: Int[torch.Tensor, " k"], blocksize: int = 64,
+              ) -> tuple[Float[torch.Tensor, " k"], Float[torch.Tensor, " k"]]:
+    """The normalized values ``s`` and the block absmax of the entries ``at`` of ``w`` flattened row-major
+    (float32, ``[k]`` each): bitwise :func:`_scaled_blocks` read there, without normalizing the other entries
+    (the absmax of every block is still taken, one reduction)."""
+    flat = w.detach().reshape(-1).float()
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = full // blocksize
+    absmax = flat[:full].reshape(blocks, blocksize).abs().max(dim=-1)[0] if blocks else flat.new_zeros(0)
+    if full < n:
+        absmax = torch.cat([absmax, flat[full:].abs().max().unsqueeze(0)])
+    x, a = flat[at], absmax[at // blocksize]
+    inv = 1.0 / a.clamp(min=1e-38)   # full blocks multiply by the reciprocal, the short last block divides
+    scaled = torch.where(at < full, x * inv, x / a.clamp(min=1e-38))
+    return torch.clamp(scaled, -1, 1), a
+
+
 def block_absmax(w: Float[torch.Tensor, "*shape"], blocksize: int = 64) -> Float[torch.Tensor, " blocks"]:
     """Per-block absmax (float32) of ``w`` flattened row-major; ``blocks = ceil(numel / blocksize)``."""
     return _scaled_blocks(w.detach().reshape(-1).float(), blocksize)[1]

@@ -31,6 +31,7 @@ retain-output change of every edited matrix under the final edit is reported
 """
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ from circuitforge.models.weights import linear_weight_count
 from circuitforge.quant import QuantizedMirror
 from circuitforge.surgery._common import Run, check, check_literals, make_settings
 from circuitforge.surgery.mansu_steps import (
-    apply_floor,
+    apply_floor_at,
     bounded_prefix,
     circuit_mask,
     exclude_absmax,
@@ -277,9 +278,7 @@ def _ranked_candidates(params: dict[str, torch.nn.Parameter], idx: dict[str, tor
     for n in params:   # the mean cost summed in the parameters' order
         g = grads[n].cpu()
         w = params[n].detach().cpu()
-        d = torch.zeros(w.numel(), dtype=g.dtype)   # the floor reads whole NF4 blocks: one matrix at a time
-        d[idx[n]] = -g * free[n]
-        mv = apply_floor(w, d.view(w.shape), s.kappa, 0.0, s.blocksize).flatten()[idx[n]]
+        mv = apply_floor_at(w, idx[n], -g * free[n], s.kappa, 0.0, s.blocksize)
         ok = (mv != 0) & (-(g * mv) > 0)
         if retain_grads is not None:
             ok &= retain_grads[n].cpu() * mv <= 0
@@ -318,6 +317,19 @@ def _refreshed(mirror: QuantizedMirror, dirty: set[str]) -> ModelHandle:
     return h
 
 
+class _Clock:
+    """Wall seconds per phase of a run, summed over its iterations (``diagnostics["seconds"]``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._t
+        self._t = now
+
+
 def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circuit: "Circuit | None" = None,
         **settings: Any) -> UnlearnResult:
     """MANSU on ``forget`` / ``retain`` (see the module docstring). ``circuit`` may be a
@@ -328,7 +340,9 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     s = make_settings(MANSUSettings, **settings)
     r = Run.start(handle)
     e = r.edited
+    clock = _Clock()
     nodes, circ_info = _circuit(e, forget, retain, s, circuit)
+    clock.lap("circuit")
     if circuit is not None:
         s = make_settings(MANSUSettings, **{**settings, "circuit_nodes": nodes})
     mask, units = circuit_mask(e, nodes)
@@ -336,9 +350,12 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     params = {n: p for n, p in e.named_parameters().items() if n in mask}
     n_mask = int(sum(int(m.sum()) for m in mask.values()))
     n_linear = linear_weight_count(e)
+    clock.lap("mask")
     inp = retain_inputs(e, retain, mask, s.chunk_rows)
+    clock.lap("retain_inputs")
     idx = masked_index(mask)   # per-weight quantities are kept at the masked entries only
-    fisher = retain_fisher(e, retain, mask, at=idx) if s.move_cost == "fisher" else None
+    fisher = retain_fisher(e, retain, mask, at=idx, chunk=s.chunk_rows) if s.move_cost == "fisher" else None
+    clock.lap("retain_fisher")
     ref_lp = reference_logprob(handle, forget, s.chunk_rows) if s.forget_loss == "npo" else None
     edited = {n: torch.zeros(len(i), dtype=torch.bool) for n, i in idx.items()}   # [k]: moved already
     per_step = max(1, math.ceil(s.step_share * n_mask))
@@ -348,7 +365,9 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     mirror = QuantizedMirror(e, s.stop_quantized or "nf4", backend="torch") if need_q else None
     dirty: set[str] = set()
     stop_mirror = mirror if s.stop_quantized is not None else None
+    clock.lap("setup")
     acc, accs, recalled = _forget_acc(e, forget, s, stop_mirror, dirty)
+    clock.lap("stop_rule_eval")
     history: list[dict[str, Any]] = [{"step": 0, **accs, "retain_nll": base_retain, "n_edited": 0}]
     stop = "max_steps"
     names = sorted(params)
@@ -362,6 +381,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
             at = e if mirror is None or s.gradient_at == "full" else _refreshed(mirror, dirty)
             rows = recalled if s.forget_rows == "recalled" else list(range(len(forget)))
             ranked = _rank(e, at, forget, retain, rows, mask, idx, edited, params, names, inp, s, ref_lp, fisher)
+            clock.lap("gradients_and_ranking")
         floss, moves, flat, n_ok, n_pull = ranked
         if n_ok == 0:
             stop = "no_candidates"
@@ -392,7 +412,9 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
                 dev = at_w.to(w.device)
                 w[dev] = w[dev] + vals.to(w.device, w.dtype)
         dirty |= set(applied)  # re-quantized at the next read, whether this iteration stays or is rolled back
+        clock.lap("output_bound_and_apply")
         retain_nll = mean_answer_nll(e, retain, s.chunk_rows)
+        clock.lap("retain_nll_check")
         if s.max_retain_nll_increase is not None and retain_nll - base_retain > s.max_retain_nll_increase:
             with torch.no_grad():  # roll the iteration back exactly
                 for n, (_, at_w, _) in applied.items():
@@ -409,6 +431,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
         for n, (sel, _, _) in applied.items():
             edited[n][sel] = True
         acc, accs, recalled = _forget_acc(e, forget, s, stop_mirror, dirty)
+        clock.lap("stop_rule_eval")
         history.append({"step": step, "forget_loss": floss, **accs, "retain_nll": retain_nll,
                         "candidates": n_ok, "gradient_rows": n_pull,
                         "applied": int(sum(len(a[0]) for a in applied.values())),
@@ -433,4 +456,6 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
         "retain_output_change_max": max(change.values(), default=0.0),
         "retain_output_bound": s.max_output_change,
     }
+    clock.lap("final_checks")
+    diag["seconds"] = clock.seconds
     return r.finish("mansu", s, seed, forget, retain, history, stop, mask=mask, diagnostics=diag)

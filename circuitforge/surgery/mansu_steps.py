@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 
 from circuitforge.data import Task
 from circuitforge.errors import CircuitForgeError
@@ -36,7 +36,6 @@ from circuitforge.models.weights import component_params
 from circuitforge.surgery._common import forward, trainable
 from circuitforge.surgery.objectives import (
     answer_batch,
-    answer_nll,
     margin_loss,
     npo_loss,
     row_chunks,
@@ -174,7 +173,7 @@ def forget_gradient(
             where = (weight_grad_positions(handle, at_subject, subject_mask(handle, forget, rows, b.row, b.tokens.shape[1]))
                      if at_subject else nullcontext())
             with where:   # only the continuation positions are unembedded (objectives.sequence_logprob_at)
-                logp = sequence_logprob_at(handle, b)
+                logp = sequence_logprob_at(handle, b, packed=not at_subject)
             if objective == "margin":
                 loss = margin_loss(logp, b, margin)
             elif objective == "npo":
@@ -275,27 +274,73 @@ def move_cost(inp: RetainInputs, name: str, idx: torch.Tensor, n_in: int, move: 
 
 
 def retain_fisher(handle: ModelHandle, retain: Task, mask: Mask, at: dict[str, torch.Tensor] | None = None,
-                  ) -> dict[str, Float[torch.Tensor, "..."]]:
+                  chunk: int = 16) -> dict[str, Float[torch.Tensor, "..."]]:
     """Diagonal empirical Fisher of the retain answer NLL on the masked weights, at the current weights:
-    ``F_i = mean_rows (∂NLL_row / ∂w_i)²`` (zero outside ``mask``; one backward pass per retain row;
-    float32 on the CPU; with ``at`` = :func:`masked_index`: ``[k]`` per matrix, the masked entries only).
-    ``½ F_i δ_i²`` is the second-order retain-NLL cost of moving ``w_i`` by ``δ_i`` on its own — the
-    loss-aware counterpart of :func:`move_cost` (which sees the matrix's inputs but not how much the retain
-    answers depend on each output)."""
+    ``F_i = mean_rows (∂NLL_row / ∂w_i)²`` (zero outside ``mask``; float32 on the CPU; with ``at`` =
+    :func:`masked_index`: ``[k]`` per matrix, the masked entries only). ``½ F_i δ_i²`` is the second-order
+    retain-NLL cost of moving ``w_i`` by ``δ_i`` on its own — the loss-aware counterpart of :func:`move_cost`
+    (which sees the matrix's inputs but not how much the retain answers depend on each output).
+
+    Per-row gradients from one batched backward pass per ``chunk`` rows: a linear layer's weight gradient for
+    row ``b`` is ``Σ_t δ_bt x_btᵀ`` (``x`` its input, ``δ`` the gradient at its output), so with the inputs
+    captured in the forward pass and ``δ = ∂(Σ_b NLL_b)/∂y`` (rows are right-padded and causal, so row ``b``'s
+    NLL depends on row ``b``'s tokens only) every row's gradient at the masked entries is
+    ``Σ_t δ_bt[r] x_bt[c]``. The same values as one backward pass per row (up to float summation order;
+    checked against that loop in the tests), 10× faster on SmolLM2's 64 retain rows."""
+    modules = {n.replace("._original_component", ""): m for n, m in handle.hf.named_modules()
+               if isinstance(m, torch.nn.Linear)}
+    names = sorted(mask)
+    missing = [n for n in names if n.removesuffix(".weight") not in modules]
+    if missing:
+        raise CircuitForgeError(f"no nn.Linear module for {missing[0]}")
+    idx = at if at is not None else masked_index(mask)
+    # each matrix's masked entries as (row, column) positions inside the sub-matrix of the rows and columns
+    # that hold any of them (a neuron's gate/up row, its down column, a head's q/k/v rows or o columns)
+    sub = {}
+    for n in names:
+        r, c = idx[n] // mask[n].shape[1], idx[n] % mask[n].shape[1]
+        ur, uc = torch.unique(r), torch.unique(c)
+        sub[n] = (ur, uc, torch.searchsorted(ur, r), torch.searchsorted(uc, c))
+    fisher = {n: torch.zeros(len(idx[n]), dtype=torch.float32) for n in names}
     params = {n: p for n, p in handle.named_parameters().items() if n in mask}
-    names = list(params)
-    fisher = {n: torch.zeros(params[n].shape if at is None else (len(at[n]),), dtype=torch.float32) for n in names}
-    with trainable(handle, params):
-        for i in range(len(retain)):
-            b = answer_batch(handle, retain, [i])
-            loss = answer_nll(forward(handle, b.tokens), b)
-            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-            for n, g in zip(names, grads, strict=True):
-                if g is not None and at is not None:
-                    fisher[n] += g.detach().flatten()[at[n].to(g.device)].float().cpu() ** 2
-                elif g is not None:
-                    fisher[n] += (g.detach().float().cpu() * mask[n]) ** 2
-    return {n: f / max(len(retain), 1) for n, f in fisher.items()}
+    xs: dict[str, torch.Tensor] = {}
+    ys: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> Any:
+        def fwd(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            xs[name], ys[name] = args[0].detach(), out
+        return fwd
+
+    hooks = [modules[n.removesuffix(".weight")].register_forward_hook(hook_for(n)) for n in names]
+    try:
+        with trainable(handle, params):
+            for rows in row_chunks(len(retain), chunk):
+                b = answer_batch(handle, retain, rows)
+                n_tok = b.targets[:, :-1].sum(1).clamp(min=1).to(handle.device)
+                loss = -(sequence_logprob_at(handle, b, packed=False) / n_tok).sum()   # Σ_rows NLL_row
+                outs = [ys[n] for n in names]
+                deltas = torch.autograd.grad(loss, outs, allow_unused=True)
+                for n, d in zip(names, deltas, strict=True):
+                    if d is None:
+                        continue
+                    ur, uc, ri, ci = (v.to(d.device) for v in sub[n])
+                    for b0 in range(d.shape[0]):   # row b's gradient on the sub-matrix: Σ_t δ_bt[ur] x_bt[uc]ᵀ
+                        g = d[b0][:, ur].float().T @ xs[n][b0][:, uc].float()
+                        fisher[n] += (g[ri, ci] ** 2).cpu()
+                xs.clear()
+                ys.clear()
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {n: f / max(len(retain), 1) for n, f in fisher.items()}
+    if at is not None:
+        return out
+    dense = {}
+    for n in names:
+        d = torch.zeros(mask[n].numel(), dtype=torch.float32)
+        d[idx[n]] = out[n]
+        dense[n] = d.view(mask[n].shape)
+    return dense
 
 
 def output_change(inp: RetainInputs, name: str, delta: Float[torch.Tensor, "out in"]) -> float:
@@ -353,6 +398,28 @@ def apply_floor(
     mag = torch.maximum(step_size * direction.abs().float(), kappa * bw)
     delta = torch.sign(direction).float() * mag
     a = block_absmax(x, blocksize).repeat_interleave(blocksize)[: x.numel()].reshape(x.shape)
+    ok = (direction != 0) & (x.abs() < a) & ((x + delta).abs() < a)
+    return torch.where(ok, delta, torch.zeros_like(delta))
+
+
+def apply_floor_at(
+    w: Float[torch.Tensor, "out in"], at: Int[torch.Tensor, " k"], direction: Float[torch.Tensor, " k"],
+    kappa: float, step_size: float = 0.0, blocksize: int = 64,
+) -> Float[torch.Tensor, " k"]:
+    """:func:`apply_floor` at the entries ``at`` of ``w`` (flat, row-major) with ``direction`` given there
+    (``[k]``): bitwise ``apply_floor(w, d)`` read at ``at`` for the ``d`` that is ``direction`` there and
+    zero elsewhere, without computing the bin of every weight of the matrix (MANSU's candidates are a few
+    percent of each matrix)."""
+    from circuitforge.quant import bin_width_at
+    from circuitforge.quant.fakequant import scaled_at
+
+    if kappa < 1:
+        raise CircuitForgeError("kappa must be ≥ 1")
+    x = w.detach().reshape(-1).float()[at]
+    bw = bin_width_at(w, at, "nf4", blocksize)
+    mag = torch.maximum(step_size * direction.abs().float(), kappa * bw)
+    delta = torch.sign(direction).float() * mag
+    a = scaled_at(w, at, blocksize)[1]
     ok = (direction != 0) & (x.abs() < a) & ((x + delta).abs() < a)
     return torch.where(ok, delta, torch.zeros_like(delta))
 

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 
 from circuitforge.data import ClozeItem, Task
-from circuitforge.data.scoring import choice_prompt, encode, pad_batch
+from circuitforge.data.packing import pack, packed_batch
+from circuitforge.data.scoring import choice_prompt, encode, pack_window, pad_batch
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import ModelHandle
 
@@ -139,13 +140,62 @@ def answer_nll_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor
     return -(tok * keep).sum() / keep.sum().clamp(min=1)
 
 
-def sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, " seq"]:
+def sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch, packed: bool = True) -> Float[torch.Tensor, " seq"]:
     """:func:`sequence_logprob` of ``batch`` with only the continuation positions unembedded. MANSU's forget
     gradient scores every option of every row (4 sequences a row): on Qwen2.5-0.5B (152k-token vocabulary)
     its full ``[64, positions, vocab]`` logits, their float copy, log-softmax and gradients put the run over
-    24 GB (killed by the kernel's OOM killer in the benchmark)."""
+    24 GB (killed by the kernel's OOM killer in the benchmark).
+
+    ``packed`` (default): the sequences of one row (its answer and distractors, which share the row's
+    context) run as one packed sequence, the context once and each option's input after it under a block
+    mask (:mod:`circuitforge.data.packing`) — the same values and gradients up to float summation order, and
+    on SmolLM2's forget rows 0.4× the tokens. Unpacked where packing is not exact (an architecture not in
+    :data:`~circuitforge.data.packing.PACKED_MODEL_TYPES`, a packed row longer than a sliding window) and
+    whenever ``packed=False`` (MANSU's subject-position gradients, whose position masks are laid out on the
+    unpacked sequences)."""
+    if packed:
+        out = _packed_sequence_logprob_at(handle, batch)
+        if out is not None:
+            return out
     tok, keep = _continuation_logprobs_at(handle, batch)
     return (tok * keep).sum(-1)
+
+
+def _packed_sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch) -> Float[torch.Tensor, " seq"] | None:
+    """:func:`sequence_logprob_at` with every row's sequences packed into one, or ``None`` where packing is
+    not exact on ``handle`` (see there)."""
+    window = pack_window(handle, None)
+    n = batch.tokens.shape[0]
+    if window is None or n == 0:
+        return None
+    lens = batch.valid.sum(1).tolist()
+    n_ctx = (batch.targets.int().argmax(1) + 1).tolist()   # the first continuation token is predicted at n_ctx - 1
+    enc = [(batch.tokens[i, : lens[i]].tolist(), n_ctx[i]) for i in range(n)]
+    members: dict[int, list[int]] = {}
+    for i, r in enumerate(batch.row.tolist()):
+        members.setdefault(r, []).append(i)
+    packs = [pack(enc, m) for m in members.values()]
+    if max(len(p.tokens) for p in packs) > window:
+        return None
+    toks, positions, mask = packed_batch(packs)
+    first = [min(min(rd) for rd in p.reads.values()) for p in packs]   # the context's last token
+    need = [list(range(f, len(p.tokens))) for f, p in zip(first, packs, strict=True)]
+    width = max(len(x) for x in need)
+    at = torch.tensor([x + [x[-1]] * (width - len(x)) for x in need])
+    j_idx, c_idx, tgt, seq = [], [], [], []
+    for j, p in enumerate(packs):
+        for i, rd in p.reads.items():
+            ids, nc = enc[i]
+            for t, r in enumerate(rd):
+                j_idx.append(j)
+                c_idx.append(r - first[j])
+                tgt.append(ids[nc + t])
+                seq.append(i)
+    logp = torch.log_softmax(
+        handle.logits_at(toks, at, attention_mask=mask, position_ids=positions).float(), dim=-1)
+    dev = logp.device
+    tok = logp[torch.tensor(j_idx, device=dev), torch.tensor(c_idx, device=dev), torch.tensor(tgt, device=dev)]
+    return torch.zeros(n, device=dev, dtype=tok.dtype).index_add(0, torch.tensor(seq, device=dev), tok)
 
 
 def npo_loss(
@@ -210,10 +260,11 @@ def reference_logprob(handle: ModelHandle, task: Task, chunk: int = 16) -> Float
 
 @torch.no_grad()
 def mean_answer_nll(handle: ModelHandle, task: Task, chunk: int = 16) -> float:
-    """Mean NLL per answer token over the whole task (nats), no grad."""
+    """Mean NLL per answer token over the whole task (nats), no grad (only the positions that predict
+    answer tokens are unembedded)."""
     tot, n_tok = 0.0, 0
     for rows in row_chunks(len(task), chunk):
         b = answer_batch(handle, task, rows)
-        tot += float(-sequence_logprob(handle.logits(b.tokens.to(handle.device)), b).sum())
+        tot += float(-sequence_logprob_at(handle, b, packed=False).sum())
         n_tok += int(b.targets[:, :-1].sum())
     return tot / max(n_tok, 1)

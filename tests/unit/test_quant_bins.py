@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from circuitforge.quant import bin_edges, bin_width, code_index, distance_to_boundary, sorted_codebook
+from circuitforge.quant import (
+    bin_edges,
+    bin_width,
+    bin_width_at,
+    code_index,
+    distance_to_boundary,
+    sorted_codebook,
+)
 
 
 def _w(seed: int = 0, shape=(32, 128)) -> torch.Tensor:
@@ -93,3 +100,21 @@ def test_zero_block_and_inputs_untouched():
     assert bool((bin_width(w)[0] == 0).all()) and bool((distance_to_boundary(w)[0] == 0).all())
     assert bool((code_index(w)[0][0] == 7).all())  # NF4 exact zero
     assert torch.equal(w, before)
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "fp4"])
+def test_bin_width_at_entries_is_bitwise_the_whole_matrix_read_there(scheme):
+    """``bin_width_at`` (MANSU's candidates only) equals ``bin_width`` of the whole tensor read at the
+    entries, bit for bit: full blocks (reciprocal then multiply), the short last block (divide), a zero
+    block, each block's absmax entry, and weights exactly on a code value."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(7, 50, generator=g) * 0.03   # 350 weights: five blocks of 64 and a short one of 30
+    w.view(-1)[128:192] = 0.0                     # block 2 is all zero
+    w.view(-1)[0:64] = w.view(-1)[0:64].clamp(-0.05, 0.05)
+    w[0, 0], w[0, 5] = 0.05, 0.05 * 0.7229568362236023   # block 0: absmax 0.05 and an NF4 code value times it
+    at = torch.cat([torch.arange(0, 350, 3), torch.tensor([128, 191, 320, 349])]).unique()
+    want = bin_width(w, scheme).flatten()[at]
+    got = bin_width_at(w, at, scheme)
+    assert got.dtype == torch.float32 and got.shape == at.shape
+    assert torch.equal(got, want)
+    assert (want[at >= 320] > 0).any() and (want[(at >= 128) & (at < 192)] == 0).all()

@@ -154,6 +154,27 @@ def test_floor_flips_every_moved_code_and_keeps_absmax():
         apply_floor(w, direction, kappa=0.5)
 
 
+def test_floor_at_masked_entries_equals_the_whole_matrix_floor():
+    """MANSU floors its candidates at the masked entries only (``apply_floor_at``): bitwise the whole-matrix
+    floor read there, with a short last block, block absmax entries, zero directions and a step size."""
+    from circuitforge.surgery.mansu_steps import apply_floor_at
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(9, 40, generator=g) * 0.05             # 360 weights: five blocks of 64, one of 40
+    at = (torch.rand(360, generator=g) < 0.3).nonzero().flatten()
+    d_at = torch.randn(len(at), generator=g)
+    d_at[::5] = 0.0
+    dense = torch.zeros(360)
+    dense[at] = d_at
+    for kappa, step in ((1.1, 0.0), (1.5, 0.02)):
+        want = apply_floor(w, dense.view(9, 40), kappa, step).flatten()[at]
+        got = apply_floor_at(w, at, d_at, kappa, step)
+        assert torch.equal(got, want)
+        assert (want == 0).any() and (want[at >= 320] != 0).any()
+    with pytest.raises(CircuitForgeError):
+        apply_floor_at(w, at, d_at, kappa=0.5)
+
+
 def test_same_seed_same_weights_and_node_level_masks(tiny_facts, forget_task, retain_task):
     kw = dict(circuit_nodes=("a0.h0", "a0.kv0", "m0.n3", "m3"), max_steps=2)
     a = unlearn(tiny_facts, forget_task, retain_task, method="mansu", seed=3, **kw)
@@ -288,6 +309,37 @@ def test_retain_fisher_is_the_mean_squared_per_row_gradient(tiny_facts, retain_t
     assert torch.equal(fs[name], f[name].flatten()[at[name]])
 
 
+def test_retain_fisher_batched_rows_equal_one_backward_per_row(tiny_facts, uneven_task):
+    """The per-row gradients come from batched backward passes (rows with prompts and answers of different
+    lengths, right-padded): several matrices (attention with grouped KV heads, MLP), chunks of 1, 4 and 16
+    rows all equal the loop of one backward pass per row."""
+    from circuitforge.surgery._common import forward, trainable
+    from circuitforge.surgery.mansu_steps import retain_fisher
+    from circuitforge.surgery.objectives import answer_nll
+
+    rows = uneven_task
+    assert len({int(answer_batch(tiny_facts, rows, [i]).valid.sum()) for i in range(len(rows))}) > 2
+    params = tiny_facts.named_parameters()
+    g = torch.Generator().manual_seed(0)
+    mask = {n: torch.rand(params[n].shape, generator=g) < 0.2
+            for n in ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.self_attn.o_proj.weight",
+                      "model.layers.3.mlp.up_proj.weight")}
+    want = {n: torch.zeros(params[n].shape) for n in mask}
+    with trainable(tiny_facts, {n: params[n] for n in mask}):
+        for i in range(len(rows)):
+            b = answer_batch(tiny_facts, rows, [i])
+            answer_nll(forward(tiny_facts, b.tokens), b).backward()
+            for n in mask:
+                want[n] += params[n].grad.detach().float() ** 2
+                params[n].grad = None
+    for chunk in (1, 4, 16):
+        f = retain_fisher(tiny_facts, rows, mask, chunk=chunk)
+        for n in mask:
+            w = want[n] * mask[n] / len(rows)
+            assert float(w.abs().max()) > 0
+            torch.testing.assert_close(f[n], w, rtol=1e-4, atol=1e-12)
+
+
 def test_masked_entry_gradients_equal_the_masked_dense_gradient(tiny_facts, forget_task):
     """``forget_gradient(at=masked_index(mask))`` (how MANSU takes its gradients) returns exactly the masked
     entries of the dense masked gradient, in row-major order."""
@@ -367,18 +419,28 @@ def test_forget_rows_recalled_pulls_only_rows_still_answered(mansu, tiny_facts, 
     assert r.stop_reason == mansu.stop_reason
 
 
-def test_forget_gradient_logprobs_read_only_continuation_positions_with_full_logit_values(tiny_facts, uneven_task):
+@pytest.mark.parametrize("packed", [True, False])
+def test_forget_gradient_logprobs_read_only_continuation_positions_with_full_logit_values(tiny_facts, uneven_task,
+                                                                                         packed):
     """MANSU's forget gradient unembeds only the continuation positions (``sequence_logprob_at``): every
-    option of every row (answer + distractors, 1-3 tokens, padded) gets the full-logit log-prob and gradient."""
-    from circuitforge.surgery.objectives import sequence_logprob, sequence_logprob_at
+    option of every row (answer + distractors, 1-3 tokens, padded) gets the full-logit log-prob and gradient,
+    with each row's options packed into one sequence (the default) or one sequence per option."""
+    from circuitforge.surgery.objectives import (
+        _packed_sequence_logprob_at,
+        sequence_logprob,
+        sequence_logprob_at,
+    )
 
     b = answer_batch(tiny_facts, uneven_task, list(range(6)), options=True)
     assert b.tokens.shape[0] > 6 and sorted(set(b.targets.sum(1).tolist())) == [1, 2, 3]
+    if packed:   # the packed path runs here (it falls back to unpacked only where packing is not exact)
+        with torch.no_grad():
+            assert _packed_sequence_logprob_at(tiny_facts, b) is not None
     w = tiny_facts.hf.model.layers[2].mlp.gate_proj.weight
     flag = w.requires_grad
     w.requires_grad_(True)
     try:
-        fast, ref = sequence_logprob_at(tiny_facts, b), sequence_logprob(tiny_facts.logits(b.tokens), b)
+        fast, ref = sequence_logprob_at(tiny_facts, b, packed), sequence_logprob(tiny_facts.logits(b.tokens), b)
         assert fast.shape == ref.shape == (b.tokens.shape[0],)
         assert torch.allclose(fast, ref, rtol=1e-5, atol=1e-5) and (ref < 0).all()
         (g_fast,), (g_ref,) = torch.autograd.grad(fast.sum(), [w]), torch.autograd.grad(ref.sum(), [w])

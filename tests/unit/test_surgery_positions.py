@@ -73,7 +73,7 @@ def test_gradient_collects_only_at_kept_positions(tiny_facts, forget_task):
 
 def test_subject_mlp_positions_restrict_only_the_mlp_weights(tiny_facts, forget_task):
     """``positions="subject-mlp"``: the MLP weights get exactly the ``"subject"`` gradient, the attention
-    weights exactly the every-position one (and the two differ, so the split is visible)."""
+    weights the every-position one (and the two differ, so the split is visible)."""
     from circuitforge.surgery.mansu_steps import forget_gradient
 
     task = forget_task.head(6)
@@ -86,8 +86,8 @@ def test_subject_mlp_positions_restrict_only_the_mlp_weights(tiny_facts, forget_
     for n in mlp:
         assert torch.equal(got["subject-mlp"][n], got["subject"][n]), n
         assert not torch.allclose(got["subject-mlp"][n], got["all"][n]), n
-    for n in attn:
-        assert torch.equal(got["subject-mlp"][n], got["all"][n]), n
+    for n in attn:   # "all" runs each row's options packed, the subject modes unpacked: equal up to float order
+        torch.testing.assert_close(got["subject-mlp"][n], got["all"][n], rtol=1e-4, atol=1e-7)
         assert not torch.allclose(got["subject-mlp"][n], got["subject"][n]), n
     with pytest.raises(CircuitForgeError, match="positions must be"):
         forget_gradient(tiny_facts, task, mask, positions="subjects")
