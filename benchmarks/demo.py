@@ -41,7 +41,9 @@ def main() -> None:
         ["peak RSS", f"{rss_gib:.2f} GiB", f"{'meets' if rss_gib <= 3 else 'misses'} the 3 GB target"],
         ["load average (1 min) before / after", f"{load0[0]:.1f} / {load1[0]:.1f}", f"{os.cpu_count()} CPU cores"],
     ]
-    rows += [[f"step: {k}", f"{v:.0f} s", ""] for k, v in summary["timings"].items()]
+    peaks = summary.get("peak_rss_gib_after", {})
+    rows += [[f"step: {k}", f"{v:.0f} s", f"peak RSS after it {peaks[k]:.2f} GiB" if k in peaks else ""]
+             for k, v in summary["timings"].items()]
     b = summary["base"]["accuracy"]
     rows.append(["base: forget fp / NF4, retain fp / NF4, paraphrase",
                  f"{b['forget']:.2f} / {b['forget_nf4']:.2f}, {b['retain']:.2f} / {b['retain_nf4']:.2f}, {b['paraphrase']:.2f}", ""])

@@ -99,6 +99,13 @@ def demo_relearn(rl: dict[str, Any] | None) -> dict[str, Any] | None:
             "n_held": rl.get("n_held"), **gate_fields(rl, DEFAULT_MAX_RELEARN)}
 
 
+def _peak_rss_gib() -> float:
+    """This process's peak resident set size so far (GiB; Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: Progress | None = None) -> DemoResult:
     """Run the demo into ``out_dir`` (refused when it exists and is not empty, unless ``overwrite``)."""
     from circuitforge.cad import CADSettings
@@ -114,12 +121,14 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
     say = progress or (lambda step, msg: None)
     t_start = time.time()
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}   # the process's peak RSS (GiB) at the end of each step: where the peak is reached
 
     def timed(step: str, msg: str, fn: Callable[[], Any]) -> Any:
         say(step, msg)
         t0 = time.time()
         v = fn()
         timings[step] = round(time.time() - t0, 1)
+        peaks[step] = round(_peak_rss_gib(), 2)
         say(step, f"done ({timings[step]:.0f} s)")
         return v
 
@@ -143,7 +152,7 @@ def run_demo(out_dir: Path, cfg: DemoConfig, overwrite: bool = False, progress: 
         "circuit": {"search": search.to_dict(), "edges": circuit.n_edges, "nodes": sorted(circuit.nodes),
                     "faithfulness": circuit.faithfulness, "reached": circuit.reached, "message": circuit.message,
                     "baselines": circuit.baselines},
-        "methods": {}, "timings": timings,
+        "methods": {}, "timings": timings, "peak_rss_gib_after": peaks,
     }
     cads: dict[str, dict[str, Any]] = {}
     ref: Any = None  # the first assessment: its base-model evaluations (and relearning curve) are reused

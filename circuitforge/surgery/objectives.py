@@ -166,7 +166,7 @@ def _packed_sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch) -> Floa
     not exact on ``handle`` (see there)."""
     window = pack_window(handle, None)
     n = batch.tokens.shape[0]
-    if window is None or n == 0:
+    if window is None or n == 0 or n == batch.n_rows:   # one sequence a row: nothing to share
         return None
     lens = batch.valid.sum(1).tolist()
     n_ctx = (batch.targets.int().argmax(1) + 1).tolist()   # the first continuation token is predicted at n_ctx - 1
