@@ -4,7 +4,9 @@ For every run that forgot (forget drop ≥ the benchmark's threshold) with a def
 each quantity the cell already stores — the CAD verdict's erasure score E and its parts, the paper's CAD,
 the hybrid curves, behaviour on paraphrases and same-domain facts, the update size — is rank-correlated
 with the floored relearning recovery: Spearman ρ with a 95% bootstrap CI over runs, and the partial ρ with
-the forget drop controlled (``circuitforge.eval.stats.spearman_ci``). Nothing is recomputed; every number
+the forget drop controlled (``circuitforge.eval.stats.spearman_ci``); with several benchmarks, also the
+within-model ρ (each run's rank among the runs of its own model, pooled: whether the quantity orders runs of
+one model, whatever the models' different levels) and a table per model. Nothing is recomputed; every number
 comes from the cells' JSON.
 
 Exploratory: a dozen candidates on the same runs, so one CI excluding 0 by chance is expected about half
@@ -123,9 +125,11 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
         r, rp = spearman_ci(xs, ys, n_boot=n_boot), spearman_ci(xs, ys, zs=zs, n_boot=n_boot)
         wx, wy = within(xs, gs), within(ys, gs)
         rw = spearman_ci(wx, wy, n_boot=n_boot)
+        ms = [g.split("/")[0] for g in gs]   # ranks within each model: runs of one model ordered, then pooled
+        rm = spearman_ci(within(xs, ms), within(ys, ms), n_boot=n_boot)
         out.append({"feature": name, "what": what, "erasure_sign": sign, "n": len(xs),
                     "spearman": r.to_dict(), "partial_spearman_forget_drop": rp.to_dict(),
-                    "within_method_spearman": rw.to_dict(),
+                    "within_method_spearman": rw.to_dict(), "within_model_spearman": rm.to_dict(),
                     "ci_excludes_0": bool(r.lo is not None and r.hi is not None and (r.lo > 0 or r.hi < 0)),
                     "meets_target": bool(r.hi is not None and r.hi <= -0.6 if sign == "-" else
                                          r.lo is not None and r.lo >= 0.6 if sign == "+" else False)})
@@ -157,13 +161,24 @@ def markdown(doc: dict[str, Any]) -> str:
         return "–" if e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
 
     lines = ["| quantity | n | ρ with relearning recovery [95% CI] | partial ρ (forget drop) | within-method ρ "
-             "| sign if it tracked erasure |", "|---|---|---|---|---|---|"]
+             "| within-model ρ | sign if it tracked erasure |", "|---|---|---|---|---|---|---|"]
     for r in doc["table"]:
         if "spearman" not in r:
-            lines.append(f"| {r['what']} | {r['n']} | – | – | – | – |")
+            lines.append(f"| {r['what']} | {r['n']} | – | – | – | – | – |")
             continue
         lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {f(r['spearman'])} | "
-                     f"{f(r['partial_spearman_forget_drop'])} | {f(r['within_method_spearman'])} | {r['erasure_sign']} |")
+                     f"{f(r['partial_spearman_forget_drop'])} | {f(r['within_method_spearman'])} | "
+                     f"{f(r.get('within_model_spearman', {}))} | {r['erasure_sign']} |")
+    per = doc.get("per_model") or {}
+    if len(per) > 1:
+        keys = ["erasure_score", "paper_cad", "presence", "log_bin_ratio", "paraphrase_acc"]
+        lines += ["", "Per model (ρ with relearning recovery [95% CI], n):", "",
+                  "| model | n | " + " | ".join(f"`{k}`" for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+        for m, tab in per.items():
+            byf = {r["feature"]: r for r in tab}
+            n = max((r["n"] for r in tab), default=0)
+            lines.append(f"| {m} | {n} | " + " | ".join(f(byf[k]["spearman"]) if "spearman" in byf.get(k, {}) else "–"
+                                                       for k in keys) + " |")
     bv = doc.get("by_verdict")
     if bv:
         lines += ["", "| verdict | n | median recovery | mean | min | max |", "|---|---|---|---|---|---|"]
@@ -189,7 +204,8 @@ def main() -> None:
            "benchmarks": meta, "n_runs": len(cells), "runs_per_model": by, "n_boot": args.boot,
            "runs": [{"model": c["_bench"], "method": c["method"], "split": c["split"], "seed": c["seed"],
                      "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
-           "table": table(cells, args.boot), "by_verdict": by_verdict(cells, args.boot)}
+           "table": table(cells, args.boot), "by_verdict": by_verdict(cells, args.boot),
+           "per_model": {m: table([c for c in cells if c["_bench"] == m], args.boot) for m in by} if len(by) > 1 else {}}
     print(f"{len(cells)} runs that forgot ({by}); old CAD format left out: "
           f"{ {d: m['old_cad_format_left_out'] for d, m in meta.items()} }")
     print(markdown(doc))

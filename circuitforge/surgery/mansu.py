@@ -97,7 +97,7 @@ class MANSUSettings:
         move_cost: how a candidate move's retain cost ``c_i`` is measured for the ranking ``G_i / (c_i + c̄)``:
             ``"fisher"`` (default) its second-order retain-NLL cost ``½ F_i δ_i²`` with ``F`` the diagonal
             empirical Fisher of the retain rows at the base model
-            (:func:`~circuitforge.surgery.mansu_steps.retain_fisher`, one backward pass per retain row);
+            (:func:`~circuitforge.surgery.mansu_steps.retain_fisher`, per-row gradients from batched backward passes);
             ``"output"`` its share of the matrix's relative retain-output change
             (:func:`~circuitforge.surgery.mansu_steps.move_cost`; the default before 2026-11-30). The output
             bound on the applied edit holds either way. On SmolLM2 (docs/surgery.md) Fisher ranking with

@@ -221,15 +221,22 @@ class RetainInputs:
     n_tokens: int
 
 
-@torch.no_grad()
-def retain_inputs(handle: ModelHandle, retain: Task, mask: Mask, chunk: int = 16) -> RetainInputs:
-    """Capture the retain inputs of every masked matrix (see :class:`RetainInputs`)."""
+def _linear_modules(handle: ModelHandle, mask: Mask) -> tuple[dict[str, torch.nn.Linear], list[str]]:
+    """The ``nn.Linear`` module of every HF parameter name (``.weight`` dropped) and the masked names, sorted
+    (a clear error when a masked matrix has none)."""
     modules = {n.replace("._original_component", ""): m for n, m in handle.hf.named_modules()
                if isinstance(m, torch.nn.Linear)}
     names = sorted(mask)
     missing = [n for n in names if n.removesuffix(".weight") not in modules]
     if missing:
         raise CircuitForgeError(f"no nn.Linear module for {missing[0]}")
+    return modules, names
+
+
+@torch.no_grad()
+def retain_inputs(handle: ModelHandle, retain: Task, mask: Mask, chunk: int = 16) -> RetainInputs:
+    """Capture the retain inputs of every masked matrix (see :class:`RetainInputs`)."""
+    modules, names = _linear_modules(handle, mask)
     cols = {n: mask[n].any(0).nonzero().flatten() for n in names}
     xs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     out_sq = dict.fromkeys(names, 0.0)
@@ -286,13 +293,8 @@ def retain_fisher(handle: ModelHandle, retain: Task, mask: Mask, at: dict[str, t
     captured in the forward pass and ``δ = ∂(Σ_b NLL_b)/∂y`` (rows are right-padded and causal, so row ``b``'s
     NLL depends on row ``b``'s tokens only) every row's gradient at the masked entries is
     ``Σ_t δ_bt[r] x_bt[c]``. The same values as one backward pass per row (up to float summation order;
-    checked against that loop in the tests), 10× faster on SmolLM2's 64 retain rows."""
-    modules = {n.replace("._original_component", ""): m for n, m in handle.hf.named_modules()
-               if isinstance(m, torch.nn.Linear)}
-    names = sorted(mask)
-    missing = [n for n in names if n.removesuffix(".weight") not in modules]
-    if missing:
-        raise CircuitForgeError(f"no nn.Linear module for {missing[0]}")
+    checked against that loop in the tests): on SmolLM2's 64 retain rows with a 3% mask 5.5 s instead of 19.6 s."""
+    modules, names = _linear_modules(handle, mask)
     idx = at if at is not None else masked_index(mask)
     # each matrix's masked entries as (row, column) positions inside the sub-matrix of the rows and columns
     # that hold any of them (a neuron's gate/up row, its down column, a head's q/k/v rows or o columns)
