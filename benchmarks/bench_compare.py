@@ -1,0 +1,89 @@
+"""One method's benchmark cells in two results folders, paired split by split (e.g. a MANSU setting against the
+defaults on the same splits).
+
+    python benchmarks/bench_compare.py --a docs/results/unlearning-mansu-recalled --b docs/results/unlearning \
+        [--method mansu] [--json PATH]
+
+Both folders must hold cells of the same model and the same splits (the split identities are checked). Prints,
+for the splits both finished, the paired differences a − b of forget, retain, same-domain retain and targeted
+paraphrase accuracy and of the PTQ gap, each with its two-level bootstrap 95% CI (splits, then rows;
+``circuitforge.eval.bench_summary.compare``), and each split's own numbers, relearning recovery included.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+
+def cells(folder: str, method: str) -> dict[str, dict[str, Any]]:
+    """The first-seed cell of ``method`` per split in ``folder``'s cells/."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in sorted(glob.glob(os.path.join(folder, "cells", f"{method}-*.json"))):
+        with open(p) as f:
+            c = json.load(f)
+        if c["method"] == method and (c["split"] not in out or c["seed"] < out[c["split"]]["seed"]):
+            out[c["split"]] = c
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--a", required=True)
+    ap.add_argument("--b", required=True)
+    ap.add_argument("--method", default="mansu")
+    ap.add_argument("--scheme", default="nf4")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from circuitforge.eval.bench_summary import compare
+
+    ca, cb = cells(args.a, args.method), cells(args.b, args.method)
+    common = sorted(set(ca) & set(cb))
+    if not common:
+        sys.exit(f"no split has a {args.method} cell in both {args.a} and {args.b}")
+    for s in common:
+        if ca[s]["split_identity"] != cb[s]["split_identity"]:
+            sys.exit(f"{s}: the two folders' splits differ (split identities do not match)")
+    diff = compare([ca[s] for s in common], [cb[s] for s in common], args.scheme)
+
+    def acc(c: dict[str, Any], k: str) -> float:
+        return float(np.mean(c["correct"][k]))
+
+    per = []
+    for s in common:
+        row: dict[str, Any] = {"split": s}
+        for tag, c in (("a", ca[s]), ("b", cb[s])):
+            row[tag] = {"forget": acc(c, "forget"), f"forget_{args.scheme}": acc(c, f"forget_{args.scheme}"),
+                        "retain": acc(c, "retain"), "retain_same": acc(c, "retain_same"),
+                        "paraphrase": acc(c, "paraphrase"), "relearn_recovery": c["relearn"]["recovery"],
+                        "cad_verdict": c["scorecard"]["cad"].get("verdict"),
+                        "changed_share": c.get("changed_share"), "unlearn_seconds": c.get("unlearn_seconds"),
+                        "stop_reason": c.get("stop_reason")}
+        per.append(row)
+    print(f"{args.method}: a = {args.a}, b = {args.b}; splits {', '.join(common)}")
+    print("| quantity (a − b) | mean difference [95% CI] |\n|---|---|")
+    for k, v in diff.items():
+        if isinstance(v, dict) and "value" in v:
+            print(f"| {k} | {v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] |")
+    print("\n| split | forget fp / NF4 (a; b) | same-domain (a; b) | paraphrase (a; b) | relearn (a; b) | verdict (a; b) |")
+    print("|---|---|---|---|---|---|")
+    for r in per:
+        a, b = r["a"], r["b"]
+        q = f"forget_{args.scheme}"
+        print(f"| {r['split']} | {a['forget']:.3f} / {a[q]:.3f}; {b['forget']:.3f} / {b[q]:.3f} | "
+              f"{a['retain_same']:.3f}; {b['retain_same']:.3f} | {a['paraphrase']:.3f}; {b['paraphrase']:.3f} | "
+              f"{a['relearn_recovery']:.2f}; {b['relearn_recovery']:.2f} | {a['cad_verdict']}; {b['cad_verdict']} |")
+    if args.json:
+        from circuitforge._provenance import write_json_atomic
+
+        write_json_atomic(args.json, {"command": "python " + " ".join(sys.argv), "method": args.method,
+                                      "a": args.a, "b": args.b, "splits": common, "paired": diff, "per_split": per})
+
+
+if __name__ == "__main__":
+    main()
