@@ -447,3 +447,27 @@ def test_forget_gradient_logprobs_read_only_continuation_positions_with_full_log
         assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-6) and g_ref.abs().max() > 0
     finally:
         w.requires_grad_(flag)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_gemma3"])
+def test_packed_forget_logprobs_equal_full_logits_on_each_architecture(request, fixture, uneven_task):
+    """The forget gradient's packed log-probs on GPT-2 (learned positions: the restarted position ids matter),
+    Llama (RoPE, grouped KV) and Gemma 3 (a 4-token sliding window: packed rows are longer, so it falls back
+    to one sequence per option) equal one full forward per sequence, read there."""
+    from circuitforge.surgery.objectives import _packed_sequence_logprob_at, sequence_logprob, sequence_logprob_at
+
+    from circuitforge.data import ClozeItem, Task
+
+    h = request.getfixturevalue(fixture)
+    # every option 1-3 tokens long, so several options of a row have bodies after the prompt (their positions
+    # must restart at the prompt's length), one option repeated (a shared body)
+    items = [ClozeItem(it.prompt, it.answer, (it.distractors[0] * (1 + i % 2), it.distractors[1] * 3,
+                                              it.answer * (1 + i % 3)))
+             for i, it in enumerate(uneven_task.items)]
+    task = Task("uneven[multi-token options]", "cloze", tuple(items))
+    b = answer_batch(h, task, list(range(len(task))), options=True)
+    with torch.no_grad():
+        packed = _packed_sequence_logprob_at(h, b)
+        assert (packed is None) == (fixture == "tiny_gemma3")
+        got, want = sequence_logprob_at(h, b), sequence_logprob(h.logits(b.tokens), b)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
