@@ -454,9 +454,12 @@ def test_packed_forget_logprobs_equal_full_logits_on_each_architecture(request, 
     """The forget gradient's packed log-probs on GPT-2 (learned positions: the restarted position ids matter),
     Llama (RoPE, grouped KV) and Gemma 3 (a 4-token sliding window: packed rows are longer, so it falls back
     to one sequence per option) equal one full forward per sequence, read there."""
-    from circuitforge.surgery.objectives import _packed_sequence_logprob_at, sequence_logprob, sequence_logprob_at
-
     from circuitforge.data import ClozeItem, Task
+    from circuitforge.surgery.objectives import (
+        _packed_sequence_logprob_at,
+        sequence_logprob,
+        sequence_logprob_at,
+    )
 
     h = request.getfixturevalue(fixture)
     # every option 1-3 tokens long, so several options of a row have bodies after the prompt (their positions
