@@ -287,6 +287,7 @@ def report(out: Path, page: Path) -> None:
                      + ("not a test (between-world difference)" if scope.startswith("pooled") else
                         _met((sp, pp), lambda x: x[0]['rho'] <= -0.6 and x[0]['ci'][1] < 0 and x[1]['ci'][1] < 0)) + " |")
     L += _bench_targets(Path("docs/results/cad_predictors_smollm2.json"))
+    L += _families_target(Path("docs/results/cad_predictors_families.json"))
     cost = Path("docs/results/cad_cost_smollm2.json")
     if cost.is_file():   # benchmarks/cad_cost.py: one CAD call in units of one EAP-IG attribution, side by side
         calls = json.loads(cost.read_text())["calls"]
@@ -392,6 +393,22 @@ def _bench_targets(path: Path) -> list[str]:
                  f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_erasure']} vs {diff['n_rest']} runs) | "
                  + _met(diff, lambda x: x["hi"] < 0) + " |")
     return L
+
+
+def _families_target(path: Path) -> list[str]:
+    """The target row for the runs of every benchmarked model family, each run ranked among its own model's
+    runs (``within_model_spearman`` of ``benchmarks/cad_predictors.py``)."""
+    if not path.is_file():
+        return []
+    d = json.loads(path.read_text())
+    row = {r["feature"]: r for r in d["table"]}.get("erasure_score")
+    if not row or "within_model_spearman" not in row:
+        return []
+    w = row["within_model_spearman"]
+    per = ", ".join(f"{m} {n}" for m, n in d["runs_per_model"].items())
+    return [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, every family's benchmark runs, ranked within "
+            f"their model (out of sample, `{d['command']}`) | {_f(w['value'])} {_f([w['lo'], w['hi']])} "
+            f"(n = {row['n']}: {per}) | " + _met(w, lambda x: x["value"] <= -0.6 and x["hi"] < 0) + " |"]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
