@@ -373,14 +373,21 @@ def _verdict(s: dict[str, Any], presence: bool = True) -> str:
                   s.get("presence_ci") if presence else None).verdict
 
 
+def _erasure_row(path: Path, key: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A ``benchmarks/cad_predictors.py`` JSON and its row for the erasure score E (``None`` when the file is
+    missing or the row has no ``key`` estimate)."""
+    if not path.is_file():
+        return {}, None
+    d = json.loads(path.read_text())
+    row = {r["feature"]: r for r in d["table"]}.get("erasure_score")
+    return d, row if row and key in row else None
+
+
 def _bench_targets(path: Path) -> list[str]:
     """Target rows for the out-of-sample population: the SmolLM2 benchmark's runs
     (``benchmarks/cad_predictors.py``; none of them seen when the thresholds were fixed)."""
-    if not path.is_file():
-        return []
-    d = json.loads(path.read_text())
-    row = {r["feature"]: r for r in d["table"]}.get("erasure_score")
-    if not row or "spearman" not in row:
+    d, row = _erasure_row(path, "spearman")
+    if row is None:
         return []
     sp, pp = row["spearman"], row["partial_spearman_forget_drop"]
     L = [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, SmolLM2 benchmark runs (out of sample, "
@@ -398,11 +405,8 @@ def _bench_targets(path: Path) -> list[str]:
 def _families_target(path: Path) -> list[str]:
     """The target row for the runs of every benchmarked model family, each run ranked among its own model's
     runs (``within_model_spearman`` of ``benchmarks/cad_predictors.py``)."""
-    if not path.is_file():
-        return []
-    d = json.loads(path.read_text())
-    row = {r["feature"]: r for r in d["table"]}.get("erasure_score")
-    if not row or "within_model_spearman" not in row:
+    d, row = _erasure_row(path, "within_model_spearman")
+    if row is None:
         return []
     w = row["within_model_spearman"]
     per = ", ".join(f"{m} {n}" for m, n in d["runs_per_model"].items())

@@ -89,3 +89,18 @@ def packed_batch(rows: list[Packed], pad_id: int = 0) -> tuple[
     same_or_prompt = (k == 0) | (k == q)
     allowed = causal[None] & real_k & torch.where(q >= 0, same_or_prompt, torch.ones_like(same_or_prompt))
     return tokens, positions, allowed[:, None]
+
+
+def pad_reads(need: list[list[int]]) -> Int[torch.Tensor, "batch k"]:
+    """Per-row read positions as one ``[batch, k]`` tensor, each row right-padded by repeating its last read
+    (a duplicate read is never scored)."""
+    width = max(len(n) for n in need)
+    return torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
+
+
+def packed_reads(rows: list[Packed]) -> tuple[Int[torch.Tensor, "batch k"], list[int]]:
+    """The positions a forward over :func:`packed_batch` ``(rows)`` must unembed: every position from each
+    row's first read (its prompt's last token) to its end, padded (:func:`pad_reads`); and those first
+    reads, so that read ``r`` of row ``j`` sits at column ``r - first[j]``."""
+    first = [next(iter(r.reads.values()))[0] for r in rows]   # every pair's first read: the prompt's last token
+    return pad_reads([list(range(f, len(r.tokens))) for f, r in zip(first, rows, strict=True)]), first

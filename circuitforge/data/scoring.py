@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 
-from circuitforge.data.packing import PACKED_MODEL_TYPES, pack, packed_batch
+from circuitforge.data.packing import PACKED_MODEL_TYPES, pack, packed_batch, packed_reads, pad_reads
 from circuitforge.data.task import ChoiceItem, ClozeItem, Task
 from circuitforge.models.handle import ModelHandle
 
@@ -104,10 +104,9 @@ def continuation_logprobs(
         for start in range(0, len(fits), batch_size):
             chunk = fits[start : start + batch_size]
             toks, positions, mask = packed_batch(chunk)
-            first = [next(iter(p.reads.values()))[0] for p in chunk]   # every pair's first read: the prompt's last token
-            need = [list(range(f, len(p.tokens))) for f, p in zip(first, chunk, strict=True)]
+            at, first = packed_reads(chunk)
             logp = torch.log_softmax(
-                handle.logits_at(toks, _pad_reads(need), attention_mask=mask, position_ids=positions).float(), dim=-1
+                handle.logits_at(toks, at, attention_mask=mask, position_ids=positions).float(), dim=-1
             ).cpu()
             for row, p in enumerate(chunk):
                 for i, rd in p.reads.items():
@@ -121,7 +120,7 @@ def continuation_logprobs(
         toks = pad_batch([list(x) for x in chunk_in])
         # the positions that predict each continuation token: row j reads positions at[j, :n_j]
         need = [list(range(enc[groups[x][0]][1] - 1, len(x))) for x in chunk_in]
-        logp = torch.log_softmax(_logits_at(handle, toks, _pad_reads(need), logits_fn).float(), dim=-1).cpu()
+        logp = torch.log_softmax(_logits_at(handle, toks, pad_reads(need), logits_fn).float(), dim=-1).cpu()
         for row, x in enumerate(chunk_in):
             for i in groups[x]:
                 lps[i], greedy[i] = _score(logp[row, : len(enc[i][0]) - enc[i][1]], enc[i])
@@ -137,11 +136,6 @@ def pack_window(handle: ModelHandle, logits_fn: LogitsFn | None) -> float | None
     cfg = handle.hf.config
     sliding = "sliding_attention" in (getattr(cfg, "layer_types", None) or ()) or getattr(cfg, "use_sliding_window", False)
     return float(cfg.sliding_window) if sliding and getattr(cfg, "sliding_window", None) else float("inf")
-
-
-def _pad_reads(need: list[list[int]]) -> Int[torch.Tensor, "batch k"]:
-    width = max(len(n) for n in need)
-    return torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
 
 
 def _score(pred: Float[torch.Tensor, "k vocab"], enc: tuple[list[int], int]) -> tuple[float, bool]:

@@ -72,12 +72,24 @@ def bin_width(
     """Full local bin width ``A · (c_{i+1} - c_{i-1}) / 2`` of every weight (float32, shape of ``w``),
     one-sided ``A · (c_1 - c_0) / 2`` / ``A · (c_15 - c_14) / 2`` at the codebook ends."""
     idx, absmax = code_index(w, scheme, blocksize)
+    flat = idx.reshape(-1)
+    a = _per_element_absmax(absmax, flat.numel(), blocksize)
+    return (_half_span(flat, scheme) * a).reshape(w.shape)
+
+
+def _half_span(idx: Int[torch.Tensor, " n"], scheme: str) -> Float[torch.Tensor, " n"]:
+    """``(c_{i+1} - c_{i-1}) / 2`` of each sorted code position ``i``, one-sided at the codebook ends."""
     values, _ = sorted_codebook(scheme)
     padded = torch.cat([values[:1], values, values[-1:]])  # padded[k+1] = c_k; ends repeat themselves
-    flat = idx.reshape(-1)
-    half_span = (padded[flat + 2] - padded[flat]) / 2
-    a = _per_element_absmax(absmax, flat.numel(), blocksize)
-    return (half_span * a).reshape(w.shape)
+    return (padded[idx + 2] - padded[idx]) / 2
+
+
+def bin_width_from_scaled(scaled: Float[torch.Tensor, " k"], absmax: Float[torch.Tensor, " k"],
+                          scheme: str = "nf4") -> Float[torch.Tensor, " k"]:
+    """:func:`bin_width` of weights given as :func:`~circuitforge.quant.fakequant.scaled_at` returns them (their
+    normalized values and their blocks' absmax)."""
+    _check(scheme)
+    return _half_span(torch.bucketize(scaled, midpoints(scheme), out_int32=True).long(), scheme) * absmax
 
 
 def bin_width_at(
@@ -86,11 +98,7 @@ def bin_width_at(
     """:func:`bin_width` of the entries ``at`` of ``w`` flattened row-major, bitwise equal to
     ``bin_width(w).flatten()[at]`` without computing every weight's code."""
     _check(scheme)
-    scaled, a = scaled_at(w, at, blocksize)
-    idx = torch.bucketize(scaled, midpoints(scheme), out_int32=True).long()
-    values, _ = sorted_codebook(scheme)
-    padded = torch.cat([values[:1], values, values[-1:]])
-    return (padded[idx + 2] - padded[idx]) / 2 * a
+    return bin_width_from_scaled(*scaled_at(w, at, blocksize), scheme)
 
 
 def distance_to_boundary(

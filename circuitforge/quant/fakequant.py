@@ -36,19 +36,25 @@ from circuitforge.quant.codebook import (
 )
 
 
+def _absmax(flat: Float[torch.Tensor, " n"], blocksize: int) -> tuple[Float[torch.Tensor, " blocks"], int]:
+    """Per-block absmax of ``flat`` (the last block may be shorter) and the number of elements in full blocks."""
+    n = flat.numel()
+    full = n - n % blocksize
+    blocks = full // blocksize
+    absmax = flat[:full].reshape(blocks, blocksize).abs().max(dim=-1)[0] if blocks else flat.new_zeros(0)
+    if full < n:
+        absmax = torch.cat([absmax, flat[full:].abs().max().unsqueeze(0)])
+    return absmax, full
+
+
 def _scaled_blocks(flat: Float[torch.Tensor, " n"], blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-element normalized value ``s`` (clamped to [-1, 1]) and per-block absmax, as bitsandbytes."""
-    n = flat.numel()
-    rem = n % blocksize
-    full = n - rem
+    absmax, full = _absmax(flat, blocksize)
     blocks = full // blocksize
     com = flat[:full].reshape(blocks, blocksize)
-    absmax = com.abs().max(dim=-1)[0] if blocks else flat.new_zeros(0)
-    scaled = torch.clamp(com * (1.0 / absmax.clamp(min=1e-38).view(-1, 1)), -1, 1).reshape(-1)
-    if rem:
-        am = flat[full:].abs().max().clamp(min=1e-38)
-        absmax = torch.cat([absmax, flat[full:].abs().max().unsqueeze(0)])
-        scaled = torch.cat([scaled, torch.clamp(flat[full:] / am, -1, 1)])
+    scaled = torch.clamp(com * (1.0 / absmax[:blocks].clamp(min=1e-38).view(-1, 1)), -1, 1).reshape(-1)
+    if full < flat.numel():
+        scaled = torch.cat([scaled, torch.clamp(flat[full:] / absmax[-1].clamp(min=1e-38), -1, 1)])
     return scaled, absmax
 
 
@@ -58,12 +64,7 @@ def scaled_at(w: Float[torch.Tensor, "*shape"], at: Int[torch.Tensor, " k"], blo
     (float32, ``[k]`` each): bitwise :func:`_scaled_blocks` read there, without normalizing the other entries
     (the absmax of every block is still taken, one reduction)."""
     flat = w.detach().reshape(-1).float()
-    n = flat.numel()
-    full = n - n % blocksize
-    blocks = full // blocksize
-    absmax = flat[:full].reshape(blocks, blocksize).abs().max(dim=-1)[0] if blocks else flat.new_zeros(0)
-    if full < n:
-        absmax = torch.cat([absmax, flat[full:].abs().max().unsqueeze(0)])
+    absmax, full = _absmax(flat, blocksize)
     x, a = flat[at], absmax[at // blocksize]
     inv = 1.0 / a.clamp(min=1e-38)   # full blocks multiply by the reciprocal, the short last block divides
     scaled = torch.where(at < full, x * inv, x / a.clamp(min=1e-38))

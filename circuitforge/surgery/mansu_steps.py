@@ -412,16 +412,15 @@ def apply_floor_at(
     (``[k]``): bitwise ``apply_floor(w, d)`` read at ``at`` for the ``d`` that is ``direction`` there and
     zero elsewhere, without computing the bin of every weight of the matrix (MANSU's candidates are a few
     percent of each matrix)."""
-    from circuitforge.quant import bin_width_at
+    from circuitforge.quant.bins import bin_width_from_scaled
     from circuitforge.quant.fakequant import scaled_at
 
     if kappa < 1:
         raise CircuitForgeError("kappa must be ≥ 1")
     x = w.detach().reshape(-1).float()[at]
-    bw = bin_width_at(w, at, "nf4", blocksize)
-    mag = torch.maximum(step_size * direction.abs().float(), kappa * bw)
+    scaled, a = scaled_at(w, at, blocksize)   # normalized values and block absmax, the blocks reduced once
+    mag = torch.maximum(step_size * direction.abs().float(), kappa * bin_width_from_scaled(scaled, a, "nf4"))
     delta = torch.sign(direction).float() * mag
-    a = scaled_at(w, at, blocksize)[1]
     ok = (direction != 0) & (x.abs() < a) & ((x + delta).abs() < a)
     return torch.where(ok, delta, torch.zeros_like(delta))
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 
 from circuitforge.data import ClozeItem, Task
-from circuitforge.data.packing import pack, packed_batch
+from circuitforge.data.packing import pack, packed_batch, packed_reads, pad_reads
 from circuitforge.data.scoring import choice_prompt, encode, pack_window, pad_batch
 from circuitforge.errors import CircuitForgeError
 from circuitforge.models.handle import ModelHandle
@@ -122,7 +122,7 @@ def _continuation_logprobs_at(handle: ModelHandle, batch: AnswerBatch) -> tuple[
     tgt = batch.targets[:, :-1]
     need = [torch.nonzero(row).flatten().tolist() for row in tgt]
     width = max(len(n) for n in need)
-    at = torch.tensor([n + [n[-1]] * (width - len(n)) for n in need])
+    at = pad_reads(need)
     logp = torch.log_softmax(handle.logits_at(batch.tokens.to(handle.device), at).float(), dim=-1)
     nxt = batch.tokens.gather(1, at + 1).to(logp.device)
     keep = torch.tensor([[j < len(n) for j in range(width)] for n in need], device=logp.device)
@@ -178,10 +178,7 @@ def _packed_sequence_logprob_at(handle: ModelHandle, batch: AnswerBatch) -> Floa
     if max(len(p.tokens) for p in packs) > window:
         return None
     toks, positions, mask = packed_batch(packs)
-    first = [min(min(rd) for rd in p.reads.values()) for p in packs]   # the context's last token
-    need = [list(range(f, len(p.tokens))) for f, p in zip(first, packs, strict=True)]
-    width = max(len(x) for x in need)
-    at = torch.tensor([x + [x[-1]] * (width - len(x)) for x in need])
+    at, first = packed_reads(packs)
     j_idx, c_idx, tgt, seq = [], [], [], []
     for j, p in enumerate(packs):
         for i, rd in p.reads.items():
