@@ -9,6 +9,9 @@ resampling *which facts are forgotten*. :func:`resample` draws ``n`` splits of t
 * ``forget``: rows of the targeted facts;
 * ``retain_same``: untargeted facts of the *same domain* (chemistry) — what the general retain set
   (capitals, general facts) cannot see: an edit that removes chemistry it was not asked to;
+* ``retain_train`` (only when ``n_retain_train`` > 0; empty otherwise): *other* untargeted same-domain facts,
+  disjoint from both sets above, that a method may be given as retain rows (issue 16: "the same-domain retain
+  facts in the retain set"), so that ``retain_same`` stays a held-out measure of what the edit spared;
 * ``paraphrase``: other wordings of the *targeted* facts only (``builtin:chemistry_paraphrase``);
 * ``relearn_train`` / ``relearn_held``: the forget rows split by fact into two halves; an attacker
   fine-tunes on one and is scored on the other, so a fact and its reversal (symbol ↔ element, formula ↔
@@ -30,7 +33,7 @@ import json
 import random
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +72,20 @@ class Split:
     unknown: Task
     """never-known rows (may be empty: no floor)"""
     facts: dict[str, tuple[str, ...]]
+    retain_train: Task = field(default_factory=lambda: Task("retain_train", "cloze", ()))
+    """same-domain rows a method may train on as retain rows, disjoint by fact from every other part (empty
+    unless ``n_retain_train`` > 0)"""
 
     def part(self, name: str) -> Task:
-        if name not in PARTS:
-            raise CircuitForgeError(f"no split part {name!r} (have: {', '.join(PARTS)})")
+        if name not in (*PARTS, "retain_train"):
+            raise CircuitForgeError(f"no split part {name!r} (have: {', '.join(PARTS)}, retain_train)")
         return getattr(self, name)  # type: ignore[no-any-return]
 
     def identity(self) -> dict[str, Any]:
-        """Name, size and content hash of every part (recorded with each benchmark cell)."""
-        return {"name": self.name, **{p: {"n": len(self.part(p)), "sha256": self.part(p).sha256} for p in PARTS}}
+        """Name, size and content hash of every part (recorded with each benchmark cell); ``retain_train`` only
+        when it has rows, so the splits drawn without it keep the identities they were recorded with."""
+        parts = (*PARTS, "retain_train") if len(self.retain_train) else PARTS
+        return {"name": self.name, **{p: {"n": len(self.part(p)), "sha256": self.part(p).sha256} for p in parts}}
 
 
 def _rng(*parts: object) -> random.Random:
@@ -104,12 +112,19 @@ def _take(by_fact: dict[str, list[dict[str, Any]]], keys: list[str], n: int) -> 
 
 def _make(name: str, seed: object, keys: list[str], by_fact: dict[str, list[dict[str, Any]]],
           para: dict[str, list[dict[str, Any]]], unknown: list[dict[str, Any]],
-          n_forget: int, n_retain: int, n_unknown: int) -> Split:
+          n_forget: int, n_retain: int, n_unknown: int, n_retain_train: int = 0) -> Split:
     keys = list(keys)
     _rng("split", seed).shuffle(keys)
     forget_rows, forget_keys = _take(by_fact, keys, n_forget)
     rest = [k for k in keys if k not in set(forget_keys)]
     retain_rows, retain_keys = _take(by_fact, rest, n_retain)
+    # drawn after every other part and shuffled by its own generator: the other parts are the same with or
+    # without it (tested)
+    train_rest = [k for k in rest if k not in set(retain_keys)]
+    retain_train_rows = _take(by_fact, train_rest, n_retain_train)[0] if n_retain_train > 0 else []
+    if len(retain_train_rows) < n_retain_train:
+        raise CircuitForgeError(f"{name}: only {len(retain_train_rows)} rows left for n_retain_train={n_retain_train}")
+    _rng("retain_train", seed).shuffle(retain_train_rows)
     forget_keys = sorted({r["fact"] for r in forget_rows})  # facts actually present after the cut
     halves = list(forget_keys)
     _rng("relearn", seed).shuffle(halves)
@@ -130,7 +145,10 @@ def _make(name: str, seed: object, keys: list[str], by_fact: dict[str, list[dict
         relearn_train=_task([r for r in forget_rows if r["fact"] in train_keys], f"{name}/relearn_train"),
         relearn_held=_task([r for r in forget_rows if r["fact"] in held_keys], f"{name}/relearn_held"),
         unknown=_task(floor, f"{name}/unknown") if floor else Task(f"{name}/unknown", "cloze", ()),
+        retain_train=(_task(retain_train_rows, f"{name}/retain_train") if retain_train_rows
+                      else Task(f"{name}/retain_train", "cloze", ())),
         facts={"forget": tuple(forget_keys), "retain_same": tuple(sorted({r["fact"] for r in retain_rows})),
+               "retain_train": tuple(sorted({r["fact"] for r in retain_train_rows})),
                "relearn_train": tuple(sorted(train_keys)), "relearn_held": tuple(sorted(held_keys)),
                "paraphrase": tuple(sorted({r["fact"] for r in para_rows})),
                "unknown": tuple(sorted({r["fact"] for r in floor}))},
@@ -178,7 +196,8 @@ def pool_from_tasks(name: str, rows: Task, paraphrase: Task, key: str = r"\S+(?=
 
 
 def resample(n_splits: int = 5, n_forget: int = 64, n_retain: int = 64, n_unknown: int = 64, seed: int = 0,
-             calibration_share: float = 0.15, pool: Pool | None = None) -> tuple[Split, list[Split]]:
+             calibration_share: float = 0.15, pool: Pool | None = None,
+             n_retain_train: int = 0) -> tuple[Split, list[Split]]:
     """The calibration split and ``n_splits`` evaluation splits of the pool (see the module docstring).
 
     Args:
@@ -189,9 +208,11 @@ def resample(n_splits: int = 5, n_forget: int = 64, n_retain: int = 64, n_unknow
         seed: one seed for everything; split ``i`` is derived from ``(seed, i)``.
         calibration_share: share of the pool rows (by whole facts) held out for the calibration split.
         pool: the rows to resample (default: :func:`builtin_pool`).
+        n_retain_train: same-domain rows per split a method may train on as retain rows (``retain_train``:
+            facts in none of the split's other parts); 0: none (the other parts are the same either way).
     """
-    if n_splits < 1 or n_forget < 2 or n_retain < 1 or n_unknown < 1:
-        raise CircuitForgeError("need n_splits ≥ 1, n_forget ≥ 2, n_retain ≥ 1, n_unknown ≥ 1")
+    if n_splits < 1 or n_forget < 2 or n_retain < 1 or n_unknown < 1 or n_retain_train < 0:
+        raise CircuitForgeError("need n_splits ≥ 1, n_forget ≥ 2, n_retain ≥ 1, n_unknown ≥ 1, n_retain_train ≥ 0")
     if not 0 < calibration_share < 1:
         raise CircuitForgeError("calibration_share must lie in (0, 1)")
     pool = pool or builtin_pool()
@@ -212,14 +233,19 @@ def resample(n_splits: int = 5, n_forget: int = 64, n_retain: int = 64, n_unknow
         cal_keys.append(k)
         n_cal += len(by_fact[k])
     eval_keys = sorted(set(keys) - set(cal_keys))
-    if sum(len(by_fact[k]) for k in eval_keys) < n_forget + n_retain:
+    if sum(len(by_fact[k]) for k in eval_keys) < n_forget + n_retain + n_retain_train:
         raise CircuitForgeError(f"{pool.name}: too few rows outside calibration for n_forget={n_forget} + "
-                                f"n_retain={n_retain}")
-    cal = _make("calibration", (seed, "calibration"), sorted(cal_keys), by_fact, para,
-                [r for r in pool.unknown if r["fact"] in set(cal_keys)], n_cal // 2, n_cal - n_cal // 2, n_unknown)
+                                f"n_retain={n_retain} + n_retain_train={n_retain_train}")
+    cal_unknown = [r for r in pool.unknown if r["fact"] in set(cal_keys)]
+    if n_retain_train > 0:  # forget / same-domain retain / retain_train in thirds
+        cal = _make("calibration", (seed, "calibration"), sorted(cal_keys), by_fact, para, cal_unknown,
+                    n_cal // 3, n_cal // 3, n_unknown, n_cal - 2 * (n_cal // 3))
+    else:
+        cal = _make("calibration", (seed, "calibration"), sorted(cal_keys), by_fact, para, cal_unknown,
+                    n_cal // 2, n_cal - n_cal // 2, n_unknown)
     eval_unknown = [r for r in pool.unknown if r["fact"] not in set(cal_keys)]
-    splits = [_make(f"split{i}", (seed, i), eval_keys, by_fact, para, eval_unknown, n_forget, n_retain, n_unknown)
-              for i in range(n_splits)]
+    splits = [_make(f"split{i}", (seed, i), eval_keys, by_fact, para, eval_unknown, n_forget, n_retain, n_unknown,
+                    n_retain_train) for i in range(n_splits)]
     return cal, splits
 
 

@@ -16,7 +16,10 @@ Here the variance comes from resampling *which facts are forgotten* (:mod:`circu
    retain, NF4 gap, CAD on the split's base circuit, found once per split with ``CircuitSearch`` and cached
    in ``circuits/``; MANSU edits its own neuron circuit within its ``circuit_budget``, found on the split's
    forget rows), per-row outcomes of every task, the relearning attack (best of ``relearn.budgets``,
-   floored by never-known rows, base curve shared per split) and the NF4 diagnostics.
+   floored by never-known rows, base curve shared per split) and the NF4 diagnostics. Every method is
+   given the general retain rows; with ``n_retain_same_train`` > 0 also that many same-domain rows of facts
+   in no other part of the split (``Split.retain_train``; :func:`method_retain`), so that the same-domain
+   retain rows stay held out.
 4. **Summary** (:mod:`circuitforge.eval.bench_summary`): every property pooled over splits with two-level
    paired bootstrap 95% CIs, pass / fail / undecided from the CI bounds, claims (a)–(e) with CIs and tests.
 
@@ -63,6 +66,9 @@ class BenchConfig:
     n_forget: int = 48
     n_retain: int = 64
     n_retain_same: int = 48
+    n_retain_same_train: int = 0
+    """same-domain rows every method is given as retain rows besides the general ones (facts in no other part
+    of the split, so ``retain_same`` stays held out); 0: general retain rows only (v2)"""
     n_unknown: int = 48
     cad_rows: int = 24
     methods: tuple[str, ...] = ("mansu", "ga", "graddiff", "npo", "rmu", "sure")
@@ -131,7 +137,21 @@ def make_splits(cfg: BenchConfig) -> tuple[Any, list[Any]]:
     else:
         raise CircuitForgeError(f"pool must be 'builtin', 'builtin:MODEL' or 'tiny-facts', not {cfg.pool!r}")
     return resample(cfg.n_splits, cfg.n_forget, cfg.n_retain_same, cfg.n_unknown, cfg.split_seed,
-                    cfg.calibration_share, pool)
+                    cfg.calibration_share, pool, n_retain_train=cfg.n_retain_same_train)
+
+
+def method_retain(retain: Any, split: Any) -> Any:
+    """The retain rows a method is given on ``split``: the general ``retain`` rows, then the split's
+    ``retain_train`` rows when it has any (a new task; neither input is changed)."""
+    from circuitforge.data.task import Task
+
+    if not len(split.retain_train):
+        return retain
+    if split.retain_train.kind != retain.kind:
+        raise CircuitForgeError(f"retain {retain.name!r} is {retain.kind}, {split.retain_train.name!r} is "
+                                f"{split.retain_train.kind}: they cannot be one retain set")
+    return Task(f"{retain.name}+{split.retain_train.name}", retain.kind, retain.items + split.retain_train.items,
+                "splits")
 
 
 def _relearn_settings(cfg: BenchConfig, seed: int) -> Any:
@@ -179,7 +199,7 @@ def run_sweep(cfg: BenchConfig, out_dir: Path, base: Any, cal: Any, retain: Any,
                     continue
             say(f"sweep {method} {point}")
             t0 = time.time()
-            m = unlearn(base, cal.forget, retain, method=method, seed=0, **settings).handle
+            m = unlearn(base, cal.forget, method_retain(retain, cal), method=method, seed=0, **settings).handle
             f, r, s = (evaluate(m, t).accuracy for t in (cal.forget, retain, cal.retain_same))
             rec = {"point": point, "settings": settings, "forget_acc": f, "retain_drop": base_r - r,
                    "retain_same_drop": base_s - s, "reached": f <= cfg.sweep_target, "seconds": time.time() - t0,
@@ -251,7 +271,9 @@ def split_context(cfg: BenchConfig, out_dir: Path, split: Any, base: Any, retain
         cpath.parent.mkdir(parents=True, exist_ok=True)
         circuit.to_json(cpath)
     path = out_dir / "splits" / f"{split.name}.json"
-    ident = {"split": split.identity(), "retain": retain.identity(), "model": base.identity(),
+    # the base outcomes do not read ``retain_train``: splits that differ only there share them
+    ident = {"split": {k: v for k, v in split.identity().items() if k != "retain_train"},
+             "retain": retain.identity(), "model": base.identity(),
              "relearn": asdict(_relearn_settings(cfg, 0)), "schemes": [cfg.scheme, *cfg.extra_schemes]}
     if path.exists():
         cached = json.loads(path.read_text())
@@ -282,7 +304,7 @@ def run_cell(cfg: BenchConfig, method: str, seed: int, split: Any, retain: Any, 
     t0 = time.time()
     # MANSU finds its own edit set (its neuron circuit within ``circuit_budget``) on the split's forget rows:
     # the split's edge circuit (for CAD) keeps whole MLPs and would make its mask most of the model.
-    res = unlearn(base, split.forget, retain, method=method, seed=seed, **settings)
+    res = unlearn(base, split.forget, method_retain(retain, split), method=method, seed=seed, **settings)
     t_unlearn = time.time() - t0
     m = res.handle
     a = assess(base, m, split.forget, retain, circuit=ctx["circuit"], scheme=cfg.scheme, cad_rows=cfg.cad_rows,
@@ -324,7 +346,8 @@ def refresh_cad_cell(cfg: BenchConfig, cell: dict[str, Any], split: Any, retain:
     from circuitforge.surgery import unlearn
 
     t0 = time.time()
-    m = unlearn(base, split.forget, retain, method=cell["method"], seed=cell["seed"], **settings).handle
+    m = unlearn(base, split.forget, method_retain(retain, split), method=cell["method"], seed=cell["seed"],
+                **settings).handle
     if m.sha256 != cell["edited"]["sha256"]:
         return None
     c = cad_step(base, m, split.forget.head(cfg.cad_rows), retain, ctx["circuit"],
@@ -436,6 +459,10 @@ def _cell_or_none(cfg: BenchConfig, out_dir: Path, method: str, sp: str, seed: i
     if not path.exists():
         return None
     cell = json.loads(path.read_text())
+    # a cell made with another number of same-domain rows given to the methods is another experiment
+    given = cell.get("split_identity", {}).get("retain_train", {}).get("n", 0)
+    if given != cfg.n_retain_same_train:
+        return None
     return cell if is_current(cfg, method, cell, method_settings(cfg, method, sweep)) else None
 
 

@@ -320,6 +320,11 @@ def markdown(doc: dict[str, Any]) -> str:
     cfg = SimpleNamespace(**c)
     cols = _cols(cfg)
     n_rows = f"{c['n_forget']} forget, {c['n_retain_same']} same-domain retain, {c['n_retain']} general retain rows"
+    if c.get("n_retain_same_train"):
+        n_rows += (f"; every method is given the general retain rows and {c['n_retain_same_train']} other "
+                   "same-domain rows, so the same-domain retain rows are held out")
+    else:
+        n_rows += "; every method is given the general retain rows only"
     lines = [f"# Unlearning benchmark: {doc['model']}", "", f"Command: `{doc['command']}`  ",
              f"Config version {c['version']}: {doc['n_cells']} of {doc['n_cells_planned']} cells finished "
              f"(splits {', '.join(doc['splits_run']) or 'none'} of {c['n_splits']}; {n_rows} per split; "

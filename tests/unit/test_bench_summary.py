@@ -1,6 +1,7 @@
 """The benchmark summary on hand-made cells (no model): pooled columns, CI-based property calls, the
 relearning recovery at the attacker's best budget, and claims (a), (d), (e) follow from the numbers."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -202,3 +203,35 @@ def test_old_format_cad_evidence_is_left_out_and_marked():
     md = markdown({"model": "m", "command": "c", "config": {**CFG.__dict__}, "n_cells": 2, "n_cells_planned": 2,
                    "splits_run": sorted(bases), "cell_seconds": 2.0, "cores": 2, "cells": cells, **doc})
     assert "old format cad/3" in md and "2 of 2 cells carry CAD evidence of an older format" in md
+
+
+def test_methods_are_given_the_split_retain_train_rows_and_cells_record_it(tmp_path):
+    """With ``n_retain_same_train`` every method's retain set is the general rows followed by the split's
+    ``retain_train`` rows (a new task; the inputs are unchanged); a cell made with another count is not
+    reused (another experiment, same config version)."""
+    import json
+    from pathlib import Path
+
+    from circuitforge.data import load_task
+    from circuitforge.data.splits import resample
+    from circuitforge.eval.bench import BenchConfig, _cell_or_none, method_retain
+
+    retain = load_task("builtin:retain").head(8)
+    _, (plain,) = resample(n_splits=1, n_forget=16, n_retain=16, n_unknown=8, seed=0)
+    _, (given,) = resample(n_splits=1, n_forget=16, n_retain=16, n_unknown=8, seed=0, n_retain_train=12)
+    assert method_retain(retain, plain) is retain
+    both = method_retain(retain, given)
+    assert both.items == retain.items + given.retain_train.items and len(both) == 20
+    assert len(retain) == 8 and len(given.retain_train) == 12
+
+    cfg = BenchConfig.from_toml(Path(__file__).parents[1] / "integration" / "bench_tiny.toml")
+    (tmp_path / "cells").mkdir()
+    path = tmp_path / "cells" / "mansu-split0-seed0.json"
+    cell = {"method": "mansu", "config_version": cfg.version, "settings": cfg.settings.get("mansu", {}),
+            "split_identity": plain.identity()}
+    path.write_text(json.dumps(cell))
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is not None
+    path.write_text(json.dumps({**cell, "split_identity": given.identity()}))
+    assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
+    cfg12 = dataclasses.replace(cfg, n_retain_same_train=12)
+    assert _cell_or_none(cfg12, tmp_path, "mansu", "split0", 0, {}) is not None

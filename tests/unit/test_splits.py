@@ -137,3 +137,24 @@ def test_bench_refuses_a_missing_model_pool():
 
     with pytest.raises(CircuitForgeError, match="no nosuch-model/chemistry_pool.jsonl"):
         make_splits(BenchConfig(version=1, model="tiny-facts", pool="builtin:nosuch-model"))
+
+
+def test_retain_train_is_held_apart_and_leaves_the_other_parts_unchanged(splits):
+    """``n_retain_train`` adds same-domain rows a method may be given as retain rows: facts in no other part
+    of the split (so ``retain_same`` stays a held-out measure), drawn after everything else, so every other
+    part — and the identity the committed benchmark cells recorded — is the same as without it."""
+    cal, sps = splits
+    cal2, sps2 = resample(n_splits=5, n_forget=64, n_retain=64, n_unknown=48, seed=0, n_retain_train=48)
+    for a, b in zip(sps, sps2, strict=True):
+        assert len(a.retain_train) == 0 and "retain_train" not in a.identity()
+        assert {k: v for k, v in b.identity().items() if k != "retain_train"} == a.identity()
+        assert b.identity()["retain_train"]["n"] == len(b.retain_train) == 48
+        assert _facts(b.retain_train) == set(b.facts["retain_train"])
+        for part in ("forget", "retain_same", "relearn_train", "relearn_held", "paraphrase"):
+            assert not set(b.facts["retain_train"]) & set(b.facts[part]), part
+        for x, y in itertools.product(b.retain_train.items, [*b.forget.items, *b.retain_same.items]):
+            assert x.prompt != y.prompt and not _reversed(x, y), (x, y)
+    # the calibration split (the baselines' sweep) gets the same three kinds of rows, in thirds
+    assert len(cal2.retain_train) > 0 and not set(cal2.facts["retain_train"]) & set(cal2.facts["forget"])
+    with pytest.raises(CircuitForgeError, match="too few rows"):
+        resample(n_splits=1, n_forget=128, n_retain=64, n_retain_train=200)
