@@ -2,18 +2,22 @@
 defaults on the same splits).
 
     python benchmarks/bench_compare.py --a docs/results/unlearning-mansu-recalled --b docs/results/unlearning \
-        [--method mansu] [--json PATH]
+        [--method mansu] [--method-b graddiff] [--json PATH]
 
-Both folders must hold cells of the same model and the same splits (the split identities are checked). Prints,
+Both folders must hold cells of the same model and the same splits (the split identities are checked; the
+same-domain rows a method was given, ``retain_train``, may differ: they are not scored). ``--method-b``
+compares another method's cells in ``--b`` (default: the same method). Prints,
 for the splits both finished, the paired differences a − b of forget, retain, same-domain retain and targeted
 paraphrase accuracy and of the PTQ gap, each with its two-level bootstrap 95% CI (splits, then rows;
-``circuitforge.eval.bench_summary.compare``), and each split's own numbers, relearning recovery included.
+``circuitforge.eval.bench_summary.compare``), and each split's own numbers, relearning recovery included. The
+JSON's ``table`` (the paired differences) is what the docs show (``scripts/docs_tables.py``).
 """
 
 import argparse
 import glob
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -36,18 +40,25 @@ def main() -> None:
     ap.add_argument("--a", required=True)
     ap.add_argument("--b", required=True)
     ap.add_argument("--method", default="mansu")
+    ap.add_argument("--method-b", default=None, help="the method of --b's cells (default: --method)")
+    ap.add_argument("--label", default="a − b", help="the table's name for the difference")
     ap.add_argument("--scheme", default="nf4")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     from circuitforge.eval.bench_summary import compare
 
-    ca, cb = cells(args.a, args.method), cells(args.b, args.method)
+    method_b = args.method_b or args.method
+    ca, cb = cells(args.a, args.method), cells(args.b, method_b)
     common = sorted(set(ca) & set(cb))
     if not common:
-        sys.exit(f"no split has a {args.method} cell in both {args.a} and {args.b}")
+        sys.exit(f"no split has a {args.method} cell in {args.a} and a {method_b} cell in {args.b}")
+
+    def scored(c: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in c["split_identity"].items() if k != "retain_train"}
+
     for s in common:
-        if ca[s]["split_identity"] != cb[s]["split_identity"]:
+        if scored(ca[s]) != scored(cb[s]):
             sys.exit(f"{s}: the two folders' splits differ (split identities do not match)")
     diff = compare([ca[s] for s in common], [cb[s] for s in common], args.scheme)
 
@@ -65,11 +76,13 @@ def main() -> None:
                         "changed_share": c.get("changed_share"), "unlearn_seconds": c.get("unlearn_seconds"),
                         "stop_reason": c.get("stop_reason")}
         per.append(row)
-    print(f"{args.method}: a = {args.a}, b = {args.b}; splits {', '.join(common)}")
+    print(f"a = {args.method} in {args.a}, b = {method_b} in {args.b}; splits {', '.join(common)}")
+    rows = [[k, f"{v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"] for k, v in diff.items()
+            if isinstance(v, dict) and "value" in v]
+    table = {"columns": [args.label, f"mean difference [95% CI], {len(common)} splits paired"], "rows": rows}
     print("| quantity (a − b) | mean difference [95% CI] |\n|---|---|")
-    for k, v in diff.items():
-        if isinstance(v, dict) and "value" in v:
-            print(f"| {k} | {v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}] |")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
     print("\n| split | forget fp / NF4 (a; b) | same-domain (a; b) | paraphrase (a; b) | relearn (a; b) | verdict (a; b) |")
     print("|---|---|---|---|---|---|")
     for r in per:
@@ -79,10 +92,12 @@ def main() -> None:
               f"{a['retain_same']:.3f}; {b['retain_same']:.3f} | {a['paraphrase']:.3f}; {b['paraphrase']:.3f} | "
               f"{a['relearn_recovery']:.2f}; {b['relearn_recovery']:.2f} | {a['cad_verdict']}; {b['cad_verdict']} |")
     if args.json:
-        from circuitforge._provenance import write_json_atomic
+        from circuitforge._provenance import run_info, write_json_atomic
 
-        write_json_atomic(args.json, {"command": "python " + " ".join(sys.argv), "method": args.method,
-                                      "a": args.a, "b": args.b, "splits": common, "paired": diff, "per_split": per})
+        write_json_atomic(args.json, {"command": "python " + shlex.join(sys.argv), "run_info": run_info(),
+                                      "method": args.method,
+                                      "method_b": method_b, "a": args.a, "b": args.b, "splits": common,
+                                      "paired": diff, "per_split": per, "table": table})
 
 
 if __name__ == "__main__":

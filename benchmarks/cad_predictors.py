@@ -16,6 +16,11 @@ in results.json).
 
     python benchmarks/cad_predictors.py --results docs/results/unlearning \
         --results docs/results/unlearning-gemma3-270m --out docs/results/cad_predictors.json
+    python benchmarks/cad_predictors.py --retable docs/results/cad_predictors_families.json   # tables only
+
+With several benchmarks the JSON also holds the two tables docs/cad.md shows (``scripts/docs_tables.py``):
+``families_table`` (each quantity's pooled, within-model and per-model ρ) and ``reliability_table`` (per
+model, the relearning measure's reliability and the ceiling it puts on any |ρ|).
 """
 
 import argparse
@@ -190,12 +195,62 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ci(e: dict[str, Any] | None) -> str:
+    return "–" if not e or e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
+
+
+def families_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every quantity: n, pooled ρ, within-model ρ and each model's own ρ with relearning recovery."""
+    per = doc.get("per_model") or {}
+    models = list(per)
+    by_model = {m: {r["feature"]: r for r in per[m]} for m in models}
+    rows = []
+    for r in doc["table"]:
+        if "spearman" not in r:
+            continue
+        rows.append([f"{r['what']} ({r['erasure_sign']})", r["n"], _ci(r["spearman"]),
+                     _ci(r.get("within_model_spearman")),
+                     *(_ci(by_model[m].get(r["feature"], {}).get("spearman")) for m in models)])
+    n = doc.get("runs_per_model", {})
+    return {"columns": ["quantity (the sign it would have if it tracked erasure)", "n", "pooled ρ [95% CI]",
+                        "within-model ρ [95% CI]", *(f"{m} ({n.get(m, '?')})" for m in models)], "rows": rows}
+
+
+def reliability_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per benchmark: the relearning recovery's reliability across its runs (1 − mean row-sampling variance ÷
+    the variance between runs) and the ceiling √reliability it puts on any score's |ρ| with it."""
+    def num(x: Any) -> Any:
+        return None if x is None else round(float(x), 3)
+
+    rows = []
+    for meta in doc["benchmarks"].values():
+        rr = meta.get("relearn_reliability") or {}
+        rows.append([meta["model"], rr.get("n_runs"), num(rr.get("between_run_variance")),
+                     num(rr.get("mean_sampling_variance")), num(rr.get("reliability")), num(rr.get("ceiling"))])
+    return {"columns": ["model", "runs", "variance between runs", "mean row-sampling variance", "reliability",
+                        "ceiling on |ρ| (√reliability)"], "rows": rows}
+
+
+def _with_tables(doc: dict[str, Any]) -> dict[str, Any]:
+    if len(doc.get("per_model") or {}) > 1:
+        return {**doc, "families_table": families_table(doc), "reliability_table": reliability_table(doc)}
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", action="append", required=True, help="a benchmark results folder (repeatable)")
+    ap.add_argument("--retable", default=None, help="rewrite the tables of this stored JSON and stop")
+    ap.add_argument("--results", action="append", help="a benchmark results folder (repeatable)")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.retable:
+        from circuitforge._provenance import write_json_atomic
+
+        write_json_atomic(args.retable, _with_tables(json.loads(open(args.retable).read())))
+        return print(f"{args.retable}: tables rewritten")
+    if not args.results:
+        ap.error("--results is required")
     cells, meta = rows(args.results)
     by = {m: sum(c["_bench"] == m for c in cells) for m in sorted({c["_bench"] for c in cells})}
     doc = {"format": "circuitforge.cad_predictors/1",
@@ -212,7 +267,7 @@ def main() -> None:
     if args.out:
         from circuitforge._provenance import write_json_atomic
 
-        write_json_atomic(args.out, doc)
+        write_json_atomic(args.out, _with_tables(doc))
 
 
 if __name__ == "__main__":

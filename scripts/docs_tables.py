@@ -7,7 +7,8 @@ A Markdown file marks a generated table with
     <!-- /table -->
 
 and the JSON holds ``{"table": {"columns": [...], "rows": [[...], ...]}, "command": "...", ...}`` written by
-the benchmark that measured it. ``python scripts/docs_tables.py`` rewrites every marked table from its JSON
+the benchmark that measured it (``<!-- table: PATH#KEY -->`` reads the table under ``KEY`` instead, for a JSON
+that holds several). ``python scripts/docs_tables.py`` rewrites every marked table from its JSON
 (and the line ``Measured with `…`.`` under it from ``command``); ``--check`` only compares and exits 1 on a
 difference (``tests/unit/test_docs_tables.py`` runs the check).
 """
@@ -29,9 +30,9 @@ def _cell(v: object) -> str:
     return str(v).replace("|", "\\|")
 
 
-def render(doc: dict) -> str:
-    """The Markdown of one results JSON: the table, then the command that produced it."""
-    t = doc["table"]
+def render(doc: dict, key: str = "table") -> str:
+    """The Markdown of one results JSON: the table under ``key``, then the command that produced it."""
+    t = doc[key]
     lines = ["| " + " | ".join(_cell(c) for c in t["columns"]) + " |", "|" + "---|" * len(t["columns"])]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t["rows"]]
     info = doc.get("run_info", {})
@@ -57,11 +58,16 @@ def update(check: bool) -> tuple[list[str], list[str]]:
         text = f.read_text()
 
         def sub(m: re.Match, f: Path = f) -> str:
-            src = ROOT / m.group("src")
+            path, _, key = m.group("src").partition("#")
+            src = ROOT / path
             if not src.is_file():
                 missing.append(f"{f.relative_to(ROOT)}: table source {m.group('src')} does not exist")
                 return m.group(0)
-            return m.group(1) + render(json.loads(src.read_text())) + m.group(4)
+            doc = json.loads(src.read_text())
+            if not isinstance(doc.get(key or "table"), dict):
+                missing.append(f"{f.relative_to(ROOT)}: {path} has no table under {key or 'table'!r}")
+                return m.group(0)
+            return m.group(1) + render(doc, key or "table") + m.group(4)
 
         new = BLOCK.sub(sub, text)
         if new != text:

@@ -20,3 +20,18 @@ def test_render_changes_with_the_json(tmp_path):
     doc["table"]["rows"][0][0] = 2.0
     assert m.render(doc) != text
     json.dumps(doc)
+
+
+def test_a_marker_can_name_the_table_key(tmp_path, monkeypatch):
+    """``<!-- table: PATH#KEY -->`` renders the table under KEY; a missing key is reported, not rendered."""
+    m = load_script("docs_tables")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "r.json").write_text(json.dumps({"command": "python y.py", "table": [1, 2],
+                                                 "other": {"columns": ["x"], "rows": [[7]]}}))
+    page = tmp_path / "docs" / "p.md"
+    page.write_text("<!-- table: r.json#other -->\n<!-- /table -->\n<!-- table: r.json#nope -->\n<!-- /table -->\n")
+    monkeypatch.setattr(m, "ROOT", tmp_path)
+    monkeypatch.setattr(m, "files", lambda: [page])
+    stale, missing = m.update(check=False)
+    assert stale == ["docs/p.md"] and len(missing) == 1 and "'nope'" in missing[0]
+    assert "| x |\n|---|\n| 7 |" in page.read_text()
