@@ -235,3 +235,33 @@ def test_methods_are_given_the_split_retain_train_rows_and_cells_record_it(tmp_p
     assert _cell_or_none(cfg, tmp_path, "mansu", "split0", 0, {}) is None
     cfg12 = dataclasses.replace(cfg, n_retain_same_train=12)
     assert _cell_or_none(cfg12, tmp_path, "mansu", "split0", 0, {}) is not None
+
+
+def test_run_cell_and_the_sweep_hand_the_methods_the_retain_train_rows(monkeypatch, tmp_path):
+    """The cell runner and the sweep pass ``method_retain``'s rows to ``unlearn`` (stopped right there)."""
+    from circuitforge import data, surgery
+    from circuitforge.data import load_task
+    from circuitforge.data.splits import resample
+    from circuitforge.eval import bench
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_unlearn(base, forget, retain, **kw):
+        seen.append(retain)
+        raise Stop
+
+    monkeypatch.setattr(surgery, "unlearn", fake_unlearn)
+    monkeypatch.setattr(data, "evaluate", lambda handle, task: SimpleNamespace(accuracy=1.0))  # the sweep's base
+    retain = load_task("builtin:retain").head(8)
+    cal, (sp,) = resample(n_splits=1, n_forget=16, n_retain=16, n_unknown=8, seed=0, n_retain_train=12)
+    cfg = bench.BenchConfig(version=1, model="x", n_retain_same_train=12, sweep={"ga": {"lr": [1e-5]}},
+                            methods=("ga",))
+    with pytest.raises(Stop):
+        bench.run_cell(cfg, "ga", 0, sp, retain, None, {}, {})
+    with pytest.raises(Stop):
+        bench.run_sweep(cfg, tmp_path, None, cal, retain, lambda s: None)
+    assert seen[0].items == retain.items + sp.retain_train.items
+    assert seen[1].items == retain.items + cal.retain_train.items and len(cal.retain_train) > 0
