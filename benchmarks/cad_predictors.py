@@ -18,6 +18,11 @@ in results.json).
         --results docs/results/unlearning-gemma3-270m --out docs/results/cad_predictors.json
     python benchmarks/cad_predictors.py --retable docs/results/cad_predictors_families.json   # tables only
 
+``truths`` / ``truths_table``: the mechanistic scores whose signs were fixed before any of these runs (E, the
+paper's CAD, Π) against each ground truth issue 12 names — relearning recovery, paraphrase retention (targeted
+paraphrase accuracy ÷ the base model's, from the benchmark's ``splits/``) and NF4 recovery (the share of the fp
+forget drop the NF4 round trip undoes).
+
 With several benchmarks the JSON also holds the two tables docs/cad.md shows (``scripts/docs_tables.py``):
 ``families_table`` (each quantity's pooled, within-model and per-model ρ) and ``reliability_table`` (per
 model, the relearning measure's reliability and the ceiling it puts on any |ρ|).
@@ -69,6 +74,51 @@ FEATURES: dict[str, tuple[str, Callable[[Cell], float | None], str]] = {
 }
 
 
+# The ground truths issue 12 names, each a "recovery" (higher = more of the knowledge is still there), so a
+# score that measured erasure has ρ < 0 with every one of them. name -> (what, function of a cell).
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def _nf4_recovery(c: Cell) -> float | None:
+    fp, q, base = _acc(c, "forget"), _acc(c, "forget_nf4"), c["_base"].get("forget")
+    return None if fp is None or q is None or base is None else _ratio(q - fp, base - fp)
+
+
+TRUTHS: dict[str, tuple[str, Callable[[Cell], float | None]]] = {
+    "relearn_recovery": ("relearning recovery (floored, best budget)", lambda c: c["relearn"]["recovery"]),
+    "paraphrase_retention": ("paraphrase retention: targeted-paraphrase accuracy ÷ the base model's",
+                             lambda c: _ratio(_acc(c, "paraphrase"), c["_base"].get("paraphrase"))),
+    "nf4_recovery": ("NF4 recovery: (NF4 − fp forget accuracy) ÷ the fp forget drop", lambda c: _nf4_recovery(c)),
+}
+TRUTH_SCORES = ("erasure_score", "paper_cad", "presence")
+"""the mechanistic scores whose predicted sign was fixed before any of these runs (E, the paper's CAD, Π)"""
+
+
+def truth_table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
+    """Each mechanistic score of ``TRUTH_SCORES`` against each ground truth of ``TRUTHS``: Spearman ρ with a
+    95% bootstrap CI over runs, and the within-model ρ (each run ranked among its own model's runs)."""
+    from circuitforge.eval.stats import spearman_ci
+
+    out = []
+    for name in TRUTH_SCORES:
+        what, f, sign = FEATURES[name]
+        row: dict[str, Any] = {"feature": name, "what": what, "erasure_sign": sign, "truths": {}}
+        for tname, (_, t) in TRUTHS.items():
+            pairs = [(f(c), t(c), c["_bench"]) for c in cells]
+            pairs = [(float(x), float(y), m) for x, y, m in pairs
+                     if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
+            if len(pairs) < 4:
+                row["truths"][tname] = {"n": len(pairs)}
+                continue
+            xs, ys, ms = (list(v) for v in zip(*pairs, strict=True))
+            row["truths"][tname] = {"n": len(xs), "spearman": spearman_ci(xs, ys, n_boot=n_boot).to_dict(),
+                                    "within_model_spearman": spearman_ci(within(xs, ms), within(ys, ms),
+                                                                         n_boot=n_boot).to_dict()}
+        out.append(row)
+    return out
+
+
 def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
     """The cells that forgot with a defined relearning recovery and CAD evidence of the current format, each
     tagged with its benchmark (cells of an older format are counted in the metadata and left out)."""
@@ -89,8 +139,19 @@ def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
                 continue
             if (c["scorecard"]["properties"]["forgetting"]["value"] or 0) >= thr and c["relearn"]["recovery"] is not None:
                 c["_bench"] = res["model"]
+                c["_base"] = _base_accuracies(d, c["split"])
                 out.append(c)
     return out, meta
+
+
+def _base_accuracies(results_dir: str, split: str) -> dict[str, float]:
+    """The base model's accuracy on each task of ``split`` (the benchmark's ``splits/<split>.json``)."""
+    path = os.path.join(results_dir, "splits", f"{split}.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        base = json.load(f)["base"]
+    return {k: float(np.mean(v)) for k, v in base.items() if isinstance(v, list) and v}
 
 
 def within(xs: list[float], groups: list[str]) -> list[float]:
@@ -231,7 +292,29 @@ def reliability_table(doc: dict[str, Any]) -> dict[str, Any]:
                         "ceiling on |ρ| (√reliability)"], "rows": rows}
 
 
+def truths_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """The mechanistic scores against every ground truth: ρ [95% CI] (n), and within-model ρ with several models."""
+    several = len(doc.get("benchmarks", {})) > 1
+    rows = []
+    for r in doc["truths"]:
+        cells = []
+        for t in TRUTHS:
+            e = r["truths"].get(t, {})
+            cells.append(f"{_ci(e.get('spearman'))} (n {e.get('n', 0)})")
+            if several:
+                cells.append(_ci(e.get("within_model_spearman")))
+        rows.append([f"{r['what']} ({r['erasure_sign']})", *cells])
+    cols = []
+    for what, _ in TRUTHS.values():
+        cols.append(f"ρ with {what} [95% CI]")
+        if several:
+            cols.append("within-model ρ")
+    return {"columns": ["score (the sign it would have if it tracked erasure)", *cols], "rows": rows}
+
+
 def _with_tables(doc: dict[str, Any]) -> dict[str, Any]:
+    if "truths" in doc:
+        doc = {**doc, "truths_table": truths_table(doc)}
     if len(doc.get("per_model") or {}) > 1:
         return {**doc, "families_table": families_table(doc), "reliability_table": reliability_table(doc)}
     return doc
@@ -259,7 +342,8 @@ def main() -> None:
            "benchmarks": meta, "n_runs": len(cells), "runs_per_model": by, "n_boot": args.boot,
            "runs": [{"model": c["_bench"], "method": c["method"], "split": c["split"], "seed": c["seed"],
                      "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
-           "table": table(cells, args.boot), "by_verdict": by_verdict(cells, args.boot),
+           "table": table(cells, args.boot), "truths": truth_table(cells, args.boot),
+           "by_verdict": by_verdict(cells, args.boot),
            "per_model": {m: table([c for c in cells if c["_bench"] == m], args.boot) for m in by} if len(by) > 1 else {}}
     print(f"{len(cells)} runs that forgot ({by}); old CAD format left out: "
           f"{ {d: m['old_cad_format_left_out'] for d, m in meta.items()} }")
