@@ -294,7 +294,7 @@ def reliability_table(doc: dict[str, Any]) -> dict[str, Any]:
 
 def truths_table(doc: dict[str, Any]) -> dict[str, Any]:
     """The mechanistic scores against every ground truth: ρ [95% CI] (n), and within-model ρ with several models."""
-    several = len(doc.get("benchmarks", {})) > 1
+    several = len({m["model"] for m in doc.get("benchmarks", {}).values()}) > 1
     rows = []
     for r in doc["truths"]:
         cells = []
