@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
+    from circuitforge.data.splits import scored_identity
     from circuitforge.eval.bench_summary import compare
 
     method_b = args.method_b or args.method
@@ -54,11 +55,8 @@ def main() -> None:
     if not common:
         sys.exit(f"no split has a {args.method} cell in {args.a} and a {method_b} cell in {args.b}")
 
-    def scored(c: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in c["split_identity"].items() if k != "retain_train"}
-
     for s in common:
-        if scored(ca[s]) != scored(cb[s]):
+        if scored_identity(ca[s]["split_identity"]) != scored_identity(cb[s]["split_identity"]):
             sys.exit(f"{s}: the two folders' splits differ (split identities do not match)")
     diff = compare([ca[s] for s in common], [cb[s] for s in common], args.scheme)
 

@@ -89,7 +89,7 @@ TRUTHS: dict[str, tuple[str, Callable[[Cell], float | None]]] = {
     "relearn_recovery": ("relearning recovery (floored, best budget)", lambda c: c["relearn"]["recovery"]),
     "paraphrase_retention": ("paraphrase retention: targeted-paraphrase accuracy ÷ the base model's",
                              lambda c: _ratio(_acc(c, "paraphrase"), c["_base"].get("paraphrase"))),
-    "nf4_recovery": ("NF4 recovery: (NF4 − fp forget accuracy) ÷ the fp forget drop", lambda c: _nf4_recovery(c)),
+    "nf4_recovery": ("NF4 recovery: (NF4 − fp forget accuracy) ÷ the fp forget drop", _nf4_recovery),
 }
 TRUTH_SCORES = ("erasure_score", "paper_cad", "presence")
 """the mechanistic scores whose predicted sign was fixed before any of these runs (E, the paper's CAD, Π)"""
@@ -131,6 +131,7 @@ def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
         thr = float(res["thresholds"]["min_forget_drop"])
         meta[d] = {"model": res["model"], "min_forget_drop": thr, "old_cad_format_left_out": 0,
                    "relearn_reliability": res["claims"].get("verdict_score", {}).get("measured", {}).get("relearn_reliability")}
+        bases: dict[str, dict[str, float]] = {}   # per split, read once
         for p in sorted(glob.glob(os.path.join(d, "cells", "*.json"))):
             with open(p) as f:
                 c = json.load(f)
@@ -139,7 +140,9 @@ def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
                 continue
             if (c["scorecard"]["properties"]["forgetting"]["value"] or 0) >= thr and c["relearn"]["recovery"] is not None:
                 c["_bench"] = res["model"]
-                c["_base"] = _base_accuracies(d, c["split"])
+                if c["split"] not in bases:
+                    bases[c["split"]] = _base_accuracies(d, c["split"])
+                c["_base"] = bases[c["split"]]
                 out.append(c)
     return out, meta
 
@@ -222,19 +225,20 @@ def by_verdict(cells: list[Cell], n_boot: int, seed: int = 0) -> dict[str, Any]:
     return {"groups": groups, "erasure_minus_rest": diff}
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    def f(e: dict[str, Any]) -> str:
-        return "–" if e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
+def _ci(e: dict[str, Any] | None) -> str:
+    return "–" if not e or e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
 
+
+def markdown(doc: dict[str, Any]) -> str:
     lines = ["| quantity | n | ρ with relearning recovery [95% CI] | partial ρ (forget drop) | within-method ρ "
              "| within-model ρ | sign if it tracked erasure |", "|---|---|---|---|---|---|---|"]
     for r in doc["table"]:
         if "spearman" not in r:
             lines.append(f"| {r['what']} | {r['n']} | – | – | – | – | – |")
             continue
-        lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {f(r['spearman'])} | "
-                     f"{f(r['partial_spearman_forget_drop'])} | {f(r['within_method_spearman'])} | "
-                     f"{f(r.get('within_model_spearman', {}))} | {r['erasure_sign']} |")
+        lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {_ci(r['spearman'])} | "
+                     f"{_ci(r['partial_spearman_forget_drop'])} | {_ci(r['within_method_spearman'])} | "
+                     f"{_ci(r.get('within_model_spearman', {}))} | {r['erasure_sign']} |")
     per = doc.get("per_model") or {}
     if len(per) > 1:
         keys = ["erasure_score", "paper_cad", "presence", "log_bin_ratio", "paraphrase_acc"]
@@ -243,7 +247,7 @@ def markdown(doc: dict[str, Any]) -> str:
         for m, tab in per.items():
             byf = {r["feature"]: r for r in tab}
             n = max((r["n"] for r in tab), default=0)
-            lines.append(f"| {m} | {n} | " + " | ".join(f(byf[k]["spearman"]) if "spearman" in byf.get(k, {}) else "–"
+            lines.append(f"| {m} | {n} | " + " | ".join(_ci(byf[k]["spearman"]) if "spearman" in byf.get(k, {}) else "–"
                                                        for k in keys) + " |")
     bv = doc.get("by_verdict")
     if bv:
@@ -252,12 +256,8 @@ def markdown(doc: dict[str, Any]) -> str:
                   for v, g in bv["groups"].items()]
         d = bv["erasure_minus_rest"]
         if d["value"] is not None:
-            lines += ["", f"mean recovery, `erasure` − the rest: {f(d)} ({d['n_erasure']} vs {d['n_rest']} runs)"]
+            lines += ["", f"mean recovery, `erasure` − the rest: {_ci(d)} ({d['n_erasure']} vs {d['n_rest']} runs)"]
     return "\n".join(lines)
-
-
-def _ci(e: dict[str, Any] | None) -> str:
-    return "–" if not e or e.get("value") is None else f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
 
 
 def families_table(doc: dict[str, Any]) -> dict[str, Any]:

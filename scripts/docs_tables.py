@@ -59,15 +59,16 @@ def update(check: bool) -> tuple[list[str], list[str]]:
 
         def sub(m: re.Match, f: Path = f) -> str:
             path, _, key = m.group("src").partition("#")
+            key = key or "table"
             src = ROOT / path
             if not src.is_file():
                 missing.append(f"{f.relative_to(ROOT)}: table source {m.group('src')} does not exist")
                 return m.group(0)
             doc = json.loads(src.read_text())
-            if not isinstance(doc.get(key or "table"), dict):
-                missing.append(f"{f.relative_to(ROOT)}: {path} has no table under {key or 'table'!r}")
+            if not isinstance(doc.get(key), dict):
+                missing.append(f"{f.relative_to(ROOT)}: {path} has no table under {key!r}")
                 return m.group(0)
-            return m.group(1) + render(doc, key or "table") + m.group(4)
+            return m.group(1) + render(doc, key) + m.group(4)
 
         new = BLOCK.sub(sub, text)
         if new != text:

@@ -33,7 +33,7 @@ import json
 import random
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ POOL = "chemistry_pool"
 PARAPHRASE = "chemistry_paraphrase"
 UNKNOWN = "chemistry_unknown"
 PARTS = ("forget", "retain_same", "paraphrase", "relearn_train", "relearn_held", "unknown")
+"""the parts every split has, and scores (``retain_train``, rows a method may be given, is the optional one)"""
+ALL_PARTS = (*PARTS, "retain_train")
 
 
 def read_rows(name: str, directory: Path = BUILTIN_DIR) -> list[dict[str, Any]]:
@@ -72,20 +74,26 @@ class Split:
     unknown: Task
     """never-known rows (may be empty: no floor)"""
     facts: dict[str, tuple[str, ...]]
-    retain_train: Task = field(default_factory=lambda: Task("retain_train", "cloze", ()))
+    retain_train: Task
     """same-domain rows a method may train on as retain rows, disjoint by fact from every other part (empty
     unless ``n_retain_train`` > 0)"""
 
     def part(self, name: str) -> Task:
-        if name not in (*PARTS, "retain_train"):
-            raise CircuitForgeError(f"no split part {name!r} (have: {', '.join(PARTS)}, retain_train)")
+        if name not in ALL_PARTS:
+            raise CircuitForgeError(f"no split part {name!r} (have: {', '.join(ALL_PARTS)})")
         return getattr(self, name)  # type: ignore[no-any-return]
 
     def identity(self) -> dict[str, Any]:
         """Name, size and content hash of every part (recorded with each benchmark cell); ``retain_train`` only
         when it has rows, so the splits drawn without it keep the identities they were recorded with."""
-        parts = (*PARTS, "retain_train") if len(self.retain_train) else PARTS
+        parts = ALL_PARTS if len(self.retain_train) else PARTS
         return {"name": self.name, **{p: {"n": len(self.part(p)), "sha256": self.part(p).sha256} for p in parts}}
+
+
+def scored_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """A :meth:`Split.identity` without ``retain_train``: what two runs must share for their scores to pair
+    (the rows a method was given may differ; no score reads them)."""
+    return {k: v for k, v in identity.items() if k != "retain_train"}
 
 
 def _rng(*parts: object) -> random.Random:

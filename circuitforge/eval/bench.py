@@ -257,6 +257,7 @@ def split_context(cfg: BenchConfig, out_dir: Path, split: Any, base: Any, retain
     """Base-model outcomes on every task of ``split`` (cached in ``splits/<name>.json``) and its circuit."""
     from circuitforge.circuits import Circuit, CircuitSearch
     from circuitforge.data import evaluate
+    from circuitforge.data.splits import scored_identity
     from circuitforge.eval.relearn import base_curve
     from circuitforge.quant import quantized_copy
 
@@ -272,7 +273,7 @@ def split_context(cfg: BenchConfig, out_dir: Path, split: Any, base: Any, retain
         circuit.to_json(cpath)
     path = out_dir / "splits" / f"{split.name}.json"
     # the base outcomes do not read ``retain_train``: splits that differ only there share them
-    ident = {"split": {k: v for k, v in split.identity().items() if k != "retain_train"},
+    ident = {"split": scored_identity(split.identity()),
              "retain": retain.identity(), "model": base.identity(),
              "relearn": asdict(_relearn_settings(cfg, 0)), "schemes": [cfg.scheme, *cfg.extra_schemes]}
     if path.exists():
