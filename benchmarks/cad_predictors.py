@@ -140,6 +140,7 @@ def rows(results_dirs: list[str]) -> tuple[list[Cell], dict[str, Any]]:
                 continue
             if (c["scorecard"]["properties"]["forgetting"]["value"] or 0) >= thr and c["relearn"]["recovery"] is not None:
                 c["_bench"] = res["model"]
+                c["_dir"] = d
                 if c["split"] not in bases:
                     bases[c["split"]] = _base_accuracies(d, c["split"])
                 c["_base"] = bases[c["split"]]
@@ -180,10 +181,12 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
     out = []
     for name, (what, f, sign) in FEATURES.items():
         xs, ys, zs, gs = [], [], [], []
+        cells_with = []
         for c in cells:
             x = f(c)
             if x is None or not math.isfinite(float(x)):
                 continue
+            cells_with.append(c)
             xs.append(float(x))
             ys.append(float(c["relearn"]["recovery"]))
             zs.append(float(c["scorecard"]["properties"]["forgetting"]["value"]))
@@ -196,9 +199,12 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
         rw = spearman_ci(wx, wy, n_boot=n_boot)
         ms = [g.split("/")[0] for g in gs]   # ranks within each model: runs of one model ordered, then pooled
         rm = spearman_ci(within(xs, ms), within(ys, ms), n_boot=n_boot)
+        ss = [f"{c['_bench']}/{c['split']}" for c in cells_with]   # runs on one split: the same facts, same attack
+        rs = spearman_ci(within(xs, ss), within(ys, ss), n_boot=n_boot)
         out.append({"feature": name, "what": what, "erasure_sign": sign, "n": len(xs),
                     "spearman": r.to_dict(), "partial_spearman_forget_drop": rp.to_dict(),
                     "within_method_spearman": rw.to_dict(), "within_model_spearman": rm.to_dict(),
+                    "within_split_spearman": rs.to_dict(),
                     "ci_excludes_0": bool(r.lo is not None and r.hi is not None and (r.lo > 0 or r.hi < 0)),
                     "meets_target": bool(r.hi is not None and r.hi <= -0.6 if sign == "-" else
                                          r.lo is not None and r.lo >= 0.6 if sign == "+" else False)})
@@ -206,23 +212,27 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
 
 
 def by_verdict(cells: list[Cell], n_boot: int, seed: int = 0) -> dict[str, Any]:
-    """Relearning recovery of the runs the verdict calls ``erasure`` against all other runs: per verdict n,
-    median, mean and range; the difference of means (erasure − rest) with a 95% percentile bootstrap CI over
-    runs (each group resampled on its own). A verdict that tracked erasure gives a difference below 0."""
-    rec = {}
+    """Relearning recovery by verdict: per verdict n, median, mean and range; for ``erasure`` and for
+    ``suppression``, the difference of means (that verdict − every other run) with a 95% percentile
+    bootstrap CI over runs (each group resampled on its own). A verdict that tracked erasure gives
+    erasure − rest below 0 and suppression − rest above 0."""
+    rec: dict[str, list[float]] = {}
     for c in cells:
         rec.setdefault(str(c["scorecard"]["cad"].get("verdict")), []).append(float(c["relearn"]["recovery"]))
     groups = {v: {"n": len(x), "median": float(np.median(x)), "mean": float(np.mean(x)),
                   "min": float(np.min(x)), "max": float(np.max(x))} for v, x in sorted(rec.items())}
-    er = np.array(rec.get("erasure", []))
-    rest = np.array([y for v, x in rec.items() if v != "erasure" for y in x])
-    diff: dict[str, Any] = {"value": None, "lo": None, "hi": None}
-    if len(er) and len(rest):
-        g = np.random.default_rng(seed)
-        d = [g.choice(er, len(er)).mean() - g.choice(rest, len(rest)).mean() for _ in range(n_boot)]
-        diff = {"value": float(er.mean() - rest.mean()), "lo": float(np.quantile(d, 0.025)),
-                "hi": float(np.quantile(d, 0.975)), "n_erasure": len(er), "n_rest": len(rest)}
-    return {"groups": groups, "erasure_minus_rest": diff}
+    out: dict[str, Any] = {"groups": groups}
+    for verdict in ("erasure", "suppression"):
+        inside = np.array(rec.get(verdict, []))
+        rest = np.array([y for v, x in rec.items() if v != verdict for y in x])
+        diff: dict[str, Any] = {"value": None, "lo": None, "hi": None}
+        if len(inside) and len(rest):
+            g = np.random.default_rng(seed)
+            d = [g.choice(inside, len(inside)).mean() - g.choice(rest, len(rest)).mean() for _ in range(n_boot)]
+            diff = {"value": float(inside.mean() - rest.mean()), "lo": float(np.quantile(d, 0.025)),
+                    "hi": float(np.quantile(d, 0.975)), f"n_{verdict}": len(inside), "n_rest": len(rest)}
+        out[f"{verdict}_minus_rest"] = diff
+    return out
 
 
 def _ci(e: dict[str, Any] | None) -> str:
@@ -231,14 +241,15 @@ def _ci(e: dict[str, Any] | None) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     lines = ["| quantity | n | ρ with relearning recovery [95% CI] | partial ρ (forget drop) | within-method ρ "
-             "| within-model ρ | sign if it tracked erasure |", "|---|---|---|---|---|---|---|"]
+             "| within-model ρ | within-split ρ | sign if it tracked erasure |", "|---|---|---|---|---|---|---|---|"]
     for r in doc["table"]:
         if "spearman" not in r:
-            lines.append(f"| {r['what']} | {r['n']} | – | – | – | – | – |")
+            lines.append(f"| {r['what']} | {r['n']} | – | – | – | – | – | – |")
             continue
         lines.append(f"| {r['what']} (`{r['feature']}`) | {r['n']} | {_ci(r['spearman'])} | "
                      f"{_ci(r['partial_spearman_forget_drop'])} | {_ci(r['within_method_spearman'])} | "
-                     f"{_ci(r.get('within_model_spearman', {}))} | {r['erasure_sign']} |")
+                     f"{_ci(r.get('within_model_spearman', {}))} | {_ci(r.get('within_split_spearman', {}))} | "
+                     f"{r['erasure_sign']} |")
     per = doc.get("per_model") or {}
     if len(per) > 1:
         keys = ["erasure_score", "paper_cad", "presence", "log_bin_ratio", "paraphrase_acc"]
@@ -254,9 +265,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "| verdict | n | median recovery | mean | min | max |", "|---|---|---|---|---|---|"]
         lines += [f"| {v} | {g['n']} | {g['median']:.2f} | {g['mean']:.2f} | {g['min']:.2f} | {g['max']:.2f} |"
                   for v, g in bv["groups"].items()]
-        d = bv["erasure_minus_rest"]
-        if d["value"] is not None:
-            lines += ["", f"mean recovery, `erasure` − the rest: {_ci(d)} ({d['n_erasure']} vs {d['n_rest']} runs)"]
+        for verdict in ("erasure", "suppression"):
+            d = bv.get(f"{verdict}_minus_rest") or {}
+            if d.get("value") is not None:
+                lines += ["", f"mean recovery, `{verdict}` − the rest: {_ci(d)} ({d[f'n_{verdict}']} vs {d['n_rest']} runs)"]
     return "\n".join(lines)
 
 
@@ -312,7 +324,28 @@ def truths_table(doc: dict[str, Any]) -> dict[str, Any]:
     return {"columns": ["score (the sign it would have if it tracked erasure)", *cols], "rows": rows}
 
 
+def predictors_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every stored quantity against relearning recovery: pooled, partial (forget drop), within-method and
+    within-split ρ [95% CI]."""
+    rows = [[f"{r['what']} ({r['erasure_sign']})", r["n"], _ci(r["spearman"]), _ci(r["partial_spearman_forget_drop"]),
+             _ci(r["within_method_spearman"]), _ci(r.get("within_split_spearman"))]
+            for r in doc["table"] if "spearman" in r]
+    return {"columns": ["quantity (the sign it would have if it tracked erasure)", "n", "ρ with relearning recovery [95% CI]",
+                        "partial ρ (forget drop)", "within-method ρ", "within-split ρ"], "rows": rows}
+
+
+def verdict_table(doc: dict[str, Any]) -> dict[str, Any]:
+    """Relearning recovery by verdict, and each of erasure / suppression against the rest."""
+    bv = doc["by_verdict"]
+    rows: list[list[Any]] = [[v, g["n"], round(g["median"], 2), round(g["mean"], 2), f"{g['min']:.2f} – {g['max']:.2f}",
+                              _ci(bv.get(f"{v}_minus_rest"))] for v, g in bv["groups"].items()]
+    return {"columns": ["verdict", "runs", "median recovery", "mean", "range",
+                        "mean recovery, this verdict − the rest [95% CI]"], "rows": rows}
+
+
 def _with_tables(doc: dict[str, Any]) -> dict[str, Any]:
+    if "table" in doc and "by_verdict" in doc:
+        doc = {**doc, "predictors_table": predictors_table(doc), "verdict_table": verdict_table(doc)}
     if "truths" in doc:
         doc = {**doc, "truths_table": truths_table(doc)}
     if len(doc.get("per_model") or {}) > 1:
@@ -340,7 +373,8 @@ def main() -> None:
            "command": "python benchmarks/cad_predictors.py " + " ".join(f"--results {d}" for d in args.results)
            + (f" --out {args.out}" if args.out else ""),
            "benchmarks": meta, "n_runs": len(cells), "runs_per_model": by, "n_boot": args.boot,
-           "runs": [{"model": c["_bench"], "method": c["method"], "split": c["split"], "seed": c["seed"],
+           "runs": [{"model": c["_bench"], "results": c["_dir"], "method": c["method"], "split": c["split"],
+                     "seed": c["seed"], "verdict": c["scorecard"]["cad"].get("verdict"),
                      "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
            "table": table(cells, args.boot), "truths": truth_table(cells, args.boot),
            "by_verdict": by_verdict(cells, args.boot),
