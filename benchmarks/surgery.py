@@ -3,13 +3,16 @@ of a domain while keeping the rest.
 
     python benchmarks/surgery.py [--model smollm2-135m] [--targets 32] [--same 32] [--general 32]
                                  [--methods mansu,mansu-node,graddiff] [--set METHOD:NAME=VALUE] [--augment]
-                                 [--out FILE.json]
+                                 [--domain chemistry|capitals] [--given same_domain,general] [--out FILE.json]
 
 Splits (all from the built-in data, deterministic): ``targets`` facts of ``builtin:forget`` to forget
 (evenly spaced rows whose answer has a paraphrase); ``same`` other chemistry facts of ``builtin:forget``
 with different answers (same-domain retain); ``general`` rows of ``builtin:retain_general``; the
 paraphrases of the targeted facts (``builtin:forget_paraphrase`` rows with a targeted answer). Every method
-gets retain = same-domain + general. ``mansu-node`` is MANSU with ``circuit_level=node``. ``--augment``:
+gets retain = same-domain + general (``--given``: which of the two sets are given; a set not given is still
+scored). ``--domain capitals``: targets, same-domain and held-out rows are world capitals
+(``builtin:retain_capitals``, evenly spaced, disjoint; no paraphrase set) — issue 16's "new user" case of
+forgetting some capitals while keeping others. ``mansu-node`` is MANSU with ``circuit_level=node``. ``--augment``:
 every method's forget set is the targets plus their rewordings in templates no evaluation set uses
 (``circuitforge.data.augment.CHEMISTRY``; refused if one equals an evaluation prompt), scored as the set
 ``reworded``; the paraphrase set stays the held-out evaluation of other wordings.
@@ -26,6 +29,27 @@ import os
 import time
 
 import torch
+
+
+def capital_splits(targets: int, same: int, general: int, heldout: int = 0):  # type: ignore[no-untyped-def]
+    """Disjoint evenly spaced sets of world capitals (targets, same-domain retain, held out) and general facts."""
+    from circuitforge.data import load_task
+
+    caps, gen = load_task("builtin:retain_capitals"), load_task("builtin:retain_general")
+    if targets + same + heldout > len(caps):
+        raise SystemExit(f"--domain capitals: {targets} + {same} + {heldout} rows asked, {len(caps)} capitals exist")
+    t_idx = [int(k * len(caps) / targets) for k in range(targets)]
+    rest = [i for i in range(len(caps)) if i not in t_idx]
+    s_idx = [rest[int(k * len(rest) / same)] for k in range(same)]
+    left = [i for i in rest if i not in s_idx]
+    h_idx = [left[int(k * len(left) / heldout)] for k in range(heldout)] if heldout else []
+    g_idx = [int(k * len(gen) / general) for k in range(min(general, len(gen)))]
+    out = {"targets": caps.subset(t_idx, name=f"capitals[targets {len(t_idx)}]"),
+           "same_domain": caps.subset(s_idx, name=f"capitals[same-domain retain {len(s_idx)}]"),
+           "general": gen.subset(g_idx, name=f"retain_general[{len(g_idx)}]")}
+    if h_idx:
+        out["same_heldout"] = caps.subset(h_idx, name=f"capitals[same-domain held out {len(h_idx)}]")
+    return out
 
 
 def splits(targets: int, same: int, general: int, heldout: int = 0, offset: int = 0):  # type: ignore[no-untyped-def]
@@ -67,6 +91,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="METHOD:NAME=VALUE")
     ap.add_argument("--augment", action="store_true",
                     help="train on the targets plus their rewordings in templates no evaluation set uses")
+    ap.add_argument("--domain", choices=("chemistry", "capitals"), default="chemistry",
+                    help="where targets, same-domain and held-out rows come from")
+    ap.add_argument("--given", default="same_domain,general",
+                    help="the sets every method is given as retain rows (the others are only scored)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--table", action="append", default=None,
                     help="only print the markdown table of this results JSON (repeat to merge runs on the same sets)")
@@ -83,8 +111,16 @@ def main() -> None:
     from circuitforge.surgery import parse_settings, settings_class, unlearn
 
     base = load(args.model)
-    sets = splits(args.targets, args.same, args.general, args.heldout, args.offset)
-    retain = Task("retain[same-domain + general]", "cloze", sets["same_domain"].items + sets["general"].items, "benchmark")
+    if args.domain == "capitals":
+        if args.offset or args.augment:
+            raise SystemExit("--domain capitals: --offset and --augment are for the chemistry rows")
+        sets = capital_splits(args.targets, args.same, args.general, args.heldout)
+    else:
+        sets = splits(args.targets, args.same, args.general, args.heldout, args.offset)
+    given = [g for g in args.given.split(",") if g]
+    if not given or any(g not in ("same_domain", "general") for g in given):
+        raise SystemExit("--given: a comma list of same_domain, general")
+    retain = Task(f"retain[{' + '.join(given)}]", "cloze", tuple(it for g in given for it in sets[g].items), "benchmark")
     forget = sets["targets"]
     if args.augment:
         from circuitforge.data.augment import reworded
@@ -100,7 +136,9 @@ def main() -> None:
     out: dict = {"model": args.model, "command": "python benchmarks/surgery.py " + " ".join(
         f"--{k} {v}" for k, v in (("targets", args.targets), ("same", args.same), ("general", args.general),
                                   ("heldout", args.heldout), ("offset", args.offset), ("methods", args.methods))) + "".join(f" --set {s}" for s in args.set)
-        + (" --augment" if args.augment else ""),
+        + (" --augment" if args.augment else "") + (f" --domain {args.domain}" if args.domain != "chemistry" else "")
+        + (f" --given {args.given}" if args.given != "same_domain,general" else ""),
+        "given": given,
         "sets": {k: {"rows": len(t), "sha256": t.sha256} for k, t in sets.items()}, "results": []}
     q = quantized_copy(base, "nf4")
     row0 = {"method": "base", **accs(base, "fp"), **accs(q, "nf4")}
@@ -166,9 +204,15 @@ def merge(paths: list[str]) -> dict:  # type: ignore[type-arg]
 
 def table(out: dict) -> str:  # type: ignore[type-arg]
     """The markdown table of a results JSON (what docs/surgery.md shows)."""
+    given = out.get("given", ["same_domain", "general"])
+
+    def hdr(k: str, label: str) -> str:
+        return label + ("" if k in given else " (not given)")
+
     lines = [f"model {out['model']}; " + ", ".join(f"{k} {v['rows']} rows" for k, v in out["sets"].items())
-             + "; NF4 = bitsandbytes round trip", "",
-             "| method | targets fp / NF4 | paraphrases fp / NF4 | same-domain retain fp / NF4 | general retain fp / NF4 "
+             + f"; given as retain: {' + '.join(given)}; NF4 = bitsandbytes round trip", "",
+             f"| method | targets fp / NF4 | paraphrases fp / NF4 | {hdr('same_domain', 'same-domain retain')} fp / NF4 "
+             f"| {hdr('general', 'general retain')} fp / NF4 "
              + ("| same-domain held out fp / NF4 " if "same_heldout" in out["sets"] else "")
              + ("| reworded targets (trained on) fp / NF4 " if "reworded" in out["sets"] else "")
              + "| mask / edited (share of linear) | code-flip rate | retain-output change (max / bound) | stop | wall s |",
@@ -176,9 +220,11 @@ def table(out: dict) -> str:  # type: ignore[type-arg]
              + ("---|" if "reworded" in out["sets"] else "")]
     for r in out["results"]:
         def pair(k: str, r: dict = r) -> str:  # type: ignore[type-arg]
-            return f"{r[k + '_fp']:.3f} / {r[k + '_nf4']:.3f}"
+            return "—" if k + "_fp" not in r else f"{r[k + '_fp']:.3f} / {r[k + '_nf4']:.3f}"
 
-        share = "—" if "mask_share_linear" not in r else f"{r['mask_share_linear']:.4f} / {r['edited_share_linear']:.5f}"
+        # a method without a mask trains every parameter (embeddings too: its "mask" exceeds the linear weights)
+        mask = "" if "mask_share_linear" not in r else "all" if r["mask_share_linear"] >= 1 else f"{r['mask_share_linear']:.4f}"
+        share = "—" if not mask else f"{mask} / {r['edited_share_linear']:.5f}"
         flip = "—" if r.get("code_flip_rate") is None else f"{r['code_flip_rate']:.3f}"
         oc = "—" if "retain_output_change_max" not in r else f"{r['retain_output_change_max']:.4f} / {r['retain_output_bound']}"
         wall = "—" if "wall_s" not in r else f"{r['wall_s']:.0f}"
