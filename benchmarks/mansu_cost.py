@@ -100,7 +100,8 @@ def main() -> None:
               + ", ".join(f"{p} {s:.1f}" for p, s in sorted(phases.items(), key=lambda x: -x[1])) + ")", flush=True)
         rows.append({"split": sp.name, "order": order, "ratio": ratio, **out})
     doc = {"command": "python " + " ".join(sys.argv), "run_info": run_info(), "model": cfg.model, "threads": a.threads,
-           "forget_rows": cfg.n_forget, "retain_rows": cfg.n_retain, "splits": rows,
+           "forget_rows": cfg.n_forget, "retain_rows": cfg.n_retain,
+           "retain_same_train_rows": cfg.n_retain_same_train, "splits": rows,
            "ratio_max": max(r["ratio"] for r in rows), "table": table(rows)}
     print("MANSU / GradDiff: " + ", ".join(f"{r['split']} {r['ratio']:.2f}" for r in rows) + " (target ≤ 2)")
     if a.json:

@@ -130,6 +130,13 @@ class MANSUSettings:
             how full precision overshoots while the rows that quantization brings back get no more push than
             any other. Measured on SmolLM2 (docs/surgery.md, two splits): NF4 gap +0.125 → +0.031 and
             +0.063 → −0.094, held-out same-domain facts as well or better kept, paraphrases no better.
+        protect_counterfactuals: also protect the forget rows' counterfactual subjects: every forget row's
+            ``corrupt_prompt`` → ``corrupt_answer`` (the same template about another subject, which
+            attribution needs anyway) joins the retain rows the protections read — retain inputs, Fisher,
+            retain-gradient filter, retain-NLL check, circuit contrast — unless it is itself a forget
+            prompt, its answer is a forget answer, or it is a retain prompt already
+            (:func:`counterfactual_retain`). Same-domain facts the user never listed, at no cost to them; the
+            final retain accuracy is still reported on the given ``retain`` only.
         chunk_rows: rows per forward pass. blocksize: NF4 block size (bitsandbytes: 64).
     """
 
@@ -157,6 +164,7 @@ class MANSUSettings:
     gradient_at: Literal["full", "quantized"] = "full"
     forget_positions: Literal["all", "subject", "subject-mlp"] = "all"
     forget_rows: Literal["all", "recalled"] = "all"
+    protect_counterfactuals: bool = False
     chunk_rows: int = 16
     blocksize: int = 64
 
@@ -191,6 +199,30 @@ def spread(task: Task, n: int) -> Task:
     if len(task) <= n:
         return task
     return task.subset([k * len(task) // n for k in range(n)])
+
+
+def counterfactual_retain(forget: Task, retain: Task) -> Task:
+    """The forget rows' counterfactual subjects as retain rows (``protect_counterfactuals``): per cloze forget
+    row with a ``corrupt_prompt`` and ``corrupt_answer``, the row ``corrupt_prompt`` → ``corrupt_answer``
+    (distractors: the forget row's answer and distractors other than that answer), once per prompt, left out
+    when the prompt is a forget or ``retain`` prompt or the answer is a forget answer (protecting it would
+    pull against forgetting). Neither input is changed; the result may be empty."""
+    from circuitforge.data.task import ClozeItem
+
+    forget_prompts = {it.prompt for it in forget.items if isinstance(it, ClozeItem)}
+    forget_answers = {it.answer.strip() for it in forget.items if isinstance(it, ClozeItem)}
+    retain_prompts = {it.prompt for it in retain.items if isinstance(it, ClozeItem)}
+    rows: list[ClozeItem] = []
+    seen: set[str] = set()
+    for it in forget.items:
+        if not isinstance(it, ClozeItem) or not it.corrupt_prompt or not it.corrupt_answer:
+            continue
+        p, a = it.corrupt_prompt, it.corrupt_answer
+        if p in seen or p in forget_prompts or p in retain_prompts or a.strip() in forget_answers:
+            continue
+        seen.add(p)
+        rows.append(ClozeItem(p, a, tuple(x for x in (it.answer, *it.distractors) if x.strip() != a.strip())))
+    return Task(f"{forget.name}[counterfactual subjects]", "cloze", tuple(rows), "counterfactual")
 
 
 def find_circuit(handle: ModelHandle, forget: Task, s: MANSUSettings,
@@ -341,6 +373,15 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     r = Run.start(handle)
     e = r.edited
     clock = _Clock()
+    given_retain = retain
+    n_counterfactual = 0
+    if s.protect_counterfactuals:   # the protections read the given rows plus the counterfactual subjects
+        if retain.kind != "cloze":
+            raise CircuitForgeError("protect_counterfactuals needs a cloze retain task (prompt + answer rows)")
+        extra = counterfactual_retain(forget, retain)
+        n_counterfactual = len(extra)
+        if n_counterfactual:
+            retain = Task(f"{retain.name} + {extra.name}", "cloze", retain.items + extra.items, "mansu")
     nodes, circ_info = _circuit(e, forget, retain, s, circuit)
     clock.lap("circuit")
     if circuit is not None:
@@ -449,6 +490,7 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
         "mask": {"n_mask": n_mask, "n_absmax_excluded": n_absmax, "n_units": len(units), "matrices": sorted(mask),
                  "n_linear": n_linear, "mask_share_linear": n_mask / n_linear, "edited_share_linear": n_edited / n_linear},
         "retain_tokens": inp.n_tokens,
+        "counterfactual_retain_rows": n_counterfactual,
         "retain_nll_base": base_retain, "retain_nll_final": mean_answer_nll(e, retain, s.chunk_rows),
         "edits_per_step_max": per_step,
         "code_flips": flips,
@@ -458,4 +500,4 @@ def run(handle: ModelHandle, forget: Task, retain: Task, *, seed: int = 0, circu
     }
     clock.lap("final_checks")
     diag["seconds"] = clock.seconds
-    return r.finish("mansu", s, seed, forget, retain, history, stop, mask=mask, diagnostics=diag)
+    return r.finish("mansu", s, seed, forget, given_retain, history, stop, mask=mask, diagnostics=diag)

@@ -474,3 +474,48 @@ def test_packed_forget_logprobs_equal_full_logits_on_each_architecture(request, 
         assert (packed is None) == (fixture == "tiny_gemma3")
         got, want = sequence_logprob_at(h, b), sequence_logprob(h.logits(b.tokens), b)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_counterfactual_retain_takes_each_new_counterfactual_subject_once():
+    from circuitforge.data.task import ClozeItem, Task
+    from circuitforge.surgery.mansu import counterfactual_retain
+
+    def row(p, a, cp=None, ca=None):
+        return ClozeItem(p, a, (" x", " y", a + "z"), cp, ca)
+
+    forget = Task("f", "cloze", (
+        row("A is", " a", "B is", " b"),       # kept: a new subject
+        row("C is", " c", "B is", " b"),       # the same counterfactual again: once
+        row("D is", " d", "A is", " a"),       # a forget prompt: left out
+        row("E is", " e", "F is", " c"),       # its answer is a forget answer: left out
+        row("G is", " g", "R is", " r"),       # already a retain prompt: left out
+        row("H is", " h"),                     # no counterfactual
+        row("I is", " i", "J is", " j")), "t")
+    retain = Task("r", "cloze", (row("R is", " r"),), "t")
+    before = (forget.items, retain.items)
+    out = counterfactual_retain(forget, retain)
+    assert [(it.prompt, it.answer) for it in out.items] == [("B is", " b"), ("J is", " j")]
+    assert out.items[0].distractors == (" a", " x", " y", " az") and " b" not in out.items[0].distractors
+    assert (forget.items, retain.items) == before
+
+
+def test_protect_counterfactuals_keeps_the_counterfactual_subjects(tiny_facts, forget_task, retain_task):
+    """Forgetting the even rows of the tiny forget task, whose counterfactual subjects are the odd rows: after
+    the same two iterations the odd rows' answer NLL rises by 2.6 nats without protection and by 0.02 with it
+    (measured); the test asks for a quarter of the unprotected rise at most, and that the result still
+    reports the given retain task."""
+    from circuitforge.surgery.mansu import counterfactual_retain
+    from circuitforge.surgery.objectives import mean_answer_nll
+
+    forget = forget_task.subset(list(range(0, len(forget_task), 2)))
+    cf = counterfactual_retain(forget, retain_task)
+    assert len(cf) == len(forget)      # each even row's counterfactual is an odd row of the same world
+    base = mean_answer_nll(tiny_facts, cf)
+    rise = {}
+    for protect in (False, True):
+        r = unlearn(tiny_facts, forget, retain_task, method="mansu", seed=0, protect_counterfactuals=protect,
+                    max_steps=2, **FAST)
+        rise[protect] = mean_answer_nll(r.handle, cf) - base
+        assert r.diagnostics["counterfactual_retain_rows"] == (len(cf) if protect else 0)
+        assert r.retain == retain_task.identity()
+    assert rise[False] > 0.5 and rise[True] < 0.25 * rise[False], rise
