@@ -11,6 +11,11 @@ for the splits both finished, the paired differences a − b of forget, retain, 
 paraphrase accuracy and of the PTQ gap, each with its two-level bootstrap 95% CI (splits, then rows;
 ``circuitforge.eval.bench_summary.compare``), and each split's own numbers, relearning recovery included. The
 JSON's ``table`` (the paired differences) is what the docs show (``scripts/docs_tables.py``).
+
+``--drop-counterfactual-rows --config CONFIG`` (the config that made the splits): also compare same-domain
+accuracy on the scored same-domain rows that are *not* a counterfactual subject of the split's forget rows
+(``corrupt_prompt``), the rows MANSU's ``protect_counterfactuals`` cannot have protected directly (the splits
+are rebuilt from the config and checked against the cells' split identities).
 """
 
 import argparse
@@ -35,6 +40,24 @@ def cells(folder: str, method: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def not_counterfactual_rows(config: str, cells_by_split: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
+    """Per split, the indices of the scored same-domain rows whose prompt is no forget row's ``corrupt_prompt``
+    (the splits rebuilt from ``config``; a split whose identity differs from its cell's is refused)."""
+    from circuitforge.data.splits import scored_identity
+    from circuitforge.eval.bench import BenchConfig, make_splits
+
+    _, splits = make_splits(BenchConfig.from_toml(config))
+    by_name = {sp.name: sp for sp in splits}
+    out = {}
+    for name, cell in cells_by_split.items():
+        sp = by_name.get(name)
+        if sp is None or scored_identity(sp.identity()) != scored_identity(cell["split_identity"]):
+            sys.exit(f"{name}: {config} does not rebuild the split its cells were made on")
+        cps = {getattr(it, "corrupt_prompt", None) for it in sp.forget.items}
+        out[name] = [i for i, it in enumerate(sp.retain_same.items) if getattr(it, "prompt", None) not in cps]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--a", required=True)
@@ -44,7 +67,12 @@ def main() -> None:
     ap.add_argument("--label", default="a − b", help="the table's name for the difference")
     ap.add_argument("--scheme", default="nf4")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--drop-counterfactual-rows", action="store_true",
+                    help="also compare same-domain accuracy without the forget rows' counterfactual subjects")
+    ap.add_argument("--config", default=None, help="the benchmark config that made the splits (for --drop-counterfactual-rows)")
     args = ap.parse_args()
+    if args.drop_counterfactual_rows and not args.config:
+        sys.exit("--drop-counterfactual-rows needs --config (the benchmark config that made the splits)")
 
     from circuitforge.data.splits import scored_identity
     from circuitforge.eval.bench_summary import compare
@@ -59,6 +87,12 @@ def main() -> None:
         if scored_identity(ca[s]["split_identity"]) != scored_identity(cb[s]["split_identity"]):
             sys.exit(f"{s}: the two folders' splits differ (split identities do not match)")
     diff = compare([ca[s] for s in common], [cb[s] for s in common], args.scheme)
+    kept: dict[str, list[int]] = {}
+    if args.drop_counterfactual_rows:
+        kept = not_counterfactual_rows(args.config, {s: ca[s] for s in common})
+        key = "same-domain retain acc, counterfactual subjects left out"
+        sub = lambda c: {**c, "correct": {**c["correct"], "retain_same": [c["correct"]["retain_same"][i] for i in kept[c["split"]]]}}  # noqa: E731
+        diff[key] = compare([sub(ca[s]) for s in common], [sub(cb[s]) for s in common], args.scheme)["same-domain retain acc"]
 
     def acc(c: dict[str, Any], k: str) -> float:
         return float(np.mean(c["correct"][k]))
@@ -73,6 +107,10 @@ def main() -> None:
                         "cad_verdict": c["scorecard"]["cad"].get("verdict"),
                         "changed_share": c.get("changed_share"), "unlearn_seconds": c.get("unlearn_seconds"),
                         "stop_reason": c.get("stop_reason")}
+            if kept:
+                row[tag]["retain_same_not_counterfactual"] = float(np.mean([c["correct"]["retain_same"][i] for i in kept[s]]))
+        if kept:
+            row["n_retain_same_not_counterfactual"] = len(kept[s])
         per.append(row)
     print(f"a = {args.method} in {args.a}, b = {method_b} in {args.b}; splits {', '.join(common)}")
     rows = [[k, f"{v['value']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]"] for k, v in diff.items()
