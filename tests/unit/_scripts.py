@@ -1,4 +1,5 @@
-"""Import a file from ``scripts/`` as a module (test helper, not a test): the scripts are not a package."""
+"""Import a file from ``scripts/`` or ``benchmarks/`` as a module (test helper, not a test): neither folder
+is a package."""
 
 import importlib.util
 from pathlib import Path
@@ -6,8 +7,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def load_script(name: str, folder: str = "scripts"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     m = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m)
     return m
+
+
+def load_benchmark(name: str):
+    return load_script(name, "benchmarks")

@@ -1,20 +1,17 @@
 """benchmarks/bench_compare.py: the same-domain rows left when the forget rows' counterfactual subjects are
 dropped, rebuilt from the config and checked against the committed cells."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_compare", ROOT / "benchmarks" / "bench_compare.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("bench_compare")
 
 
 def _cells():

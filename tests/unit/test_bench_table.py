@@ -1,19 +1,16 @@
 """benchmarks/bench_table.py reads each run's pooled columns from its results.json (no recomputation)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_table", ROOT / "benchmarks" / "bench_table.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("bench_table")
 
 
 def test_rows_are_the_committed_pooled_columns():

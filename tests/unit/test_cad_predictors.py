@@ -1,17 +1,15 @@
 """benchmarks/cad_predictors.py: the within-split ranking and the verdict-group comparisons, on synthetic cells
 whose answers are known by construction."""
 
-import importlib.util
 from pathlib import Path
+
+from _scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("cad_predictors", ROOT / "benchmarks" / "cad_predictors.py")
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+    return load_benchmark("cad_predictors")
 
 
 def _cell(split: str, method: str, e: float, recovery: float, verdict: str) -> dict:
