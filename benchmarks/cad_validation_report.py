@@ -288,6 +288,8 @@ def report(out: Path, page: Path) -> None:
                         _met((sp, pp), lambda x: x[0]['rho'] <= -0.6 and x[0]['ci'][1] < 0 and x[1]['ci'][1] < 0)) + " |")
     L += _bench_targets(Path("docs/results/cad_predictors_smollm2.json"))
     L += _families_target(Path("docs/results/cad_predictors_families.json"))
+    L += _pooled_targets(Path("docs/results/cad_predictors_smollm2_all.json"),
+                         Path("docs/results/cad_predictors_prereg_suppression.json"))
     cost = Path("docs/results/cad_cost_smollm2.json")
     if cost.is_file():   # benchmarks/cad_cost.py: one CAD call in units of one EAP-IG attribution, side by side
         calls = json.loads(cost.read_text())["calls"]
@@ -399,6 +401,27 @@ def _bench_targets(path: Path) -> list[str]:
         L.append(f"| runs called `erasure` relearn less than the rest (same runs) | mean recovery difference "
                  f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_erasure']} vs {diff['n_rest']} runs) | "
                  + _met(diff, lambda x: x["hi"] < 0) + " |")
+    return L
+
+
+def _pooled_targets(pooled: Path, prereg: Path) -> list[str]:
+    """Target rows for every SmolLM2 benchmark run pooled (the main benchmark and its same-split variants), and
+    the pre-registered test of the ``suppression`` calls on runs made after it was written (docs/cad.md)."""
+    d, row = _erasure_row(pooled, "within_split_spearman")
+    if row is None:
+        return []
+    sp, ws = row["spearman"], row["within_split_spearman"]
+    L = [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, all SmolLM2 benchmark runs pooled (`{d['command']}`) | "
+         f"{_f(sp['value'])} {_f([sp['lo'], sp['hi']])} (n = {row['n']}); within a split {_f(ws['value'])} "
+         f"{_f([ws['lo'], ws['hi']])} | " + _met(sp, lambda x: x["value"] <= -0.6 and x["hi"] < 0) + " |"]
+    for path, scope in ((pooled, "the same runs"), (prereg, "pre-registered, runs made after the hypothesis")):
+        if not path.is_file():
+            continue
+        diff = (json.loads(path.read_text()).get("by_verdict") or {}).get("suppression_minus_rest") or {}
+        if diff.get("value") is not None:
+            L.append(f"| runs called `suppression` relearn more than the rest ({scope}; evidence, not one of the issue's targets) | mean recovery difference "
+                     f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_suppression']} vs {diff['n_rest']} runs) | "
+                     + _met(diff, lambda x: x["lo"] > 0) + " |")
     return L
 
 
