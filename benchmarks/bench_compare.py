@@ -88,11 +88,16 @@ def main() -> None:
             sys.exit(f"{s}: the two folders' splits differ (split identities do not match)")
     diff = compare([ca[s] for s in common], [cb[s] for s in common], args.scheme)
     kept: dict[str, list[int]] = {}
+
+    def without_counterfactuals(c: dict[str, Any]) -> dict[str, Any]:
+        """``c`` with its same-domain outcomes cut to the rows of ``kept`` for its split."""
+        return {**c, "correct": {**c["correct"], "retain_same": [c["correct"]["retain_same"][i] for i in kept[c["split"]]]}}
+
     if args.drop_counterfactual_rows:
         kept = not_counterfactual_rows(args.config, {s: ca[s] for s in common})
-        key = "same-domain retain acc, counterfactual subjects left out"
-        sub = lambda c: {**c, "correct": {**c["correct"], "retain_same": [c["correct"]["retain_same"][i] for i in kept[c["split"]]]}}  # noqa: E731
-        diff[key] = compare([sub(ca[s]) for s in common], [sub(cb[s]) for s in common], args.scheme)["same-domain retain acc"]
+        diff["same-domain retain acc, counterfactual subjects left out"] = compare(
+            [without_counterfactuals(ca[s]) for s in common], [without_counterfactuals(cb[s]) for s in common],
+            args.scheme)["same-domain retain acc"]
 
     def acc(c: dict[str, Any], k: str) -> float:
         return float(np.mean(c["correct"][k]))
@@ -108,7 +113,7 @@ def main() -> None:
                         "changed_share": c.get("changed_share"), "unlearn_seconds": c.get("unlearn_seconds"),
                         "stop_reason": c.get("stop_reason")}
             if kept:
-                row[tag]["retain_same_not_counterfactual"] = float(np.mean([c["correct"]["retain_same"][i] for i in kept[s]]))
+                row[tag]["retain_same_not_counterfactual"] = acc(without_counterfactuals(c), "retain_same")
         if kept:
             row["n_retain_same_not_counterfactual"] = len(kept[s])
         per.append(row)

@@ -393,15 +393,19 @@ def _bench_targets(path: Path) -> list[str]:
         return []
     sp, pp = row["spearman"], row["partial_spearman_forget_drop"]
     L = [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, SmolLM2 benchmark runs (out of sample, "
-         f"`{d['command']}`) | {_f(sp['value'])} {_f([sp['lo'], sp['hi']])} (n = {row['n']}); partial on the "
-         f"forget drop {_f(pp['value'])} {_f([pp['lo'], pp['hi']])} | "
+         f"`{d['command']}`) | {est(sp)} (n = {row['n']}); partial on the forget drop {est(pp)} | "
          + _met((sp, pp), lambda x: x[0]["value"] <= -0.6 and x[0]["hi"] < 0 and x[1]["hi"] < 0) + " |"]
-    diff = (d.get("by_verdict") or {}).get("erasure_minus_rest") or {}
-    if diff.get("value") is not None:
-        L.append(f"| runs called `erasure` relearn less than the rest (same runs) | mean recovery difference "
-                 f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_erasure']} vs {diff['n_rest']} runs) | "
-                 + _met(diff, lambda x: x["hi"] < 0) + " |")
-    return L
+    return L + _verdict_diff_row(d, "erasure", "relearn less than the rest (same runs)", lambda x: x["hi"] < 0)
+
+
+def _verdict_diff_row(d: dict[str, Any], verdict: str, claim: str, met: Any) -> list[str]:
+    """The row of ``by_verdict``'s ``<verdict>_minus_rest`` (mean recovery, that verdict − every other run) of a
+    ``benchmarks/cad_predictors.py`` JSON, judged by ``met`` on the difference; none when it was not measured."""
+    diff = (d.get("by_verdict") or {}).get(f"{verdict}_minus_rest") or {}
+    if diff.get("value") is None:
+        return []
+    return [f"| runs called `{verdict}` {claim} | mean recovery difference {est(diff)} "
+            f"({diff[f'n_{verdict}']} vs {diff['n_rest']} runs) | {_met(diff, met)} |"]
 
 
 def _pooled_targets(pooled: Path, prereg: Path) -> list[str]:
@@ -412,16 +416,11 @@ def _pooled_targets(pooled: Path, prereg: Path) -> list[str]:
         return []
     sp, ws = row["spearman"], row["within_split_spearman"]
     L = [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, all SmolLM2 benchmark runs pooled (`{d['command']}`) | "
-         f"{_f(sp['value'])} {_f([sp['lo'], sp['hi']])} (n = {row['n']}); within a split {_f(ws['value'])} "
-         f"{_f([ws['lo'], ws['hi']])} | " + _met(sp, lambda x: x["value"] <= -0.6 and x["hi"] < 0) + " |"]
-    for path, scope in ((pooled, "the same runs"), (prereg, "pre-registered, runs made after the hypothesis")):
-        if not path.is_file():
-            continue
-        diff = (json.loads(path.read_text()).get("by_verdict") or {}).get("suppression_minus_rest") or {}
-        if diff.get("value") is not None:
-            L.append(f"| runs called `suppression` relearn more than the rest ({scope}; evidence, not one of the issue's targets) | mean recovery difference "
-                     f"{_f(diff['value'])} {_f([diff['lo'], diff['hi']])} ({diff['n_suppression']} vs {diff['n_rest']} runs) | "
-                     + _met(diff, lambda x: x["lo"] > 0) + " |")
+         f"{est(sp)} (n = {row['n']}); within a split {est(ws)} | " + _met(sp, lambda x: x["value"] <= -0.6 and x["hi"] < 0) + " |"]
+    for doc, scope in ((d, "the same runs"), (_read(prereg), "pre-registered, runs made after the hypothesis")):
+        if doc is not None:
+            L += _verdict_diff_row(doc, "suppression", f"relearn more than the rest ({scope}; evidence, not one of "
+                                   "the issue's targets)", lambda x: x["lo"] > 0)
     return L
 
 
@@ -434,7 +433,7 @@ def _families_target(path: Path) -> list[str]:
     w = row["within_model_spearman"]
     per = ", ".join(f"{m} {n}" for m, n in d["runs_per_model"].items())
     return [f"| Spearman(E, relearn recovery) ≤ −0.6, CI excluding 0, every family's benchmark runs, ranked within "
-            f"their model (out of sample, `{d['command']}`) | {_f(w['value'])} {_f([w['lo'], w['hi']])} "
+            f"their model (out of sample, `{d['command']}`) | {est(w)} "
             f"(n = {row['n']}: {per}) | " + _met(w, lambda x: x["value"] <= -0.6 and x["hi"] < 0) + " |"]
 
 

@@ -31,6 +31,11 @@ import time
 import torch
 
 
+def _spaced(seq: list[int], n: int) -> list[int]:
+    """``n`` entries of ``seq`` evenly spaced over it (all of them when it has at most ``n``)."""
+    return [seq[int(k * len(seq) / n)] for k in range(min(n, len(seq)))]
+
+
 def capital_splits(targets: int, same: int, general: int, heldout: int = 0):  # type: ignore[no-untyped-def]
     """Disjoint evenly spaced sets of world capitals (targets, same-domain retain, held out) and general facts."""
     from circuitforge.data import load_task
@@ -38,12 +43,12 @@ def capital_splits(targets: int, same: int, general: int, heldout: int = 0):  # 
     caps, gen = load_task("builtin:retain_capitals"), load_task("builtin:retain_general")
     if targets + same + heldout > len(caps):
         raise SystemExit(f"--domain capitals: {targets} + {same} + {heldout} rows asked, {len(caps)} capitals exist")
-    t_idx = [int(k * len(caps) / targets) for k in range(targets)]
+    t_idx = _spaced(list(range(len(caps))), targets)
     rest = [i for i in range(len(caps)) if i not in t_idx]
-    s_idx = [rest[int(k * len(rest) / same)] for k in range(same)]
+    s_idx = _spaced(rest, same)
     left = [i for i in rest if i not in s_idx]
-    h_idx = [left[int(k * len(left) / heldout)] for k in range(heldout)] if heldout else []
-    g_idx = [int(k * len(gen) / general) for k in range(min(general, len(gen)))]
+    h_idx = _spaced(left, heldout) if heldout else []
+    g_idx = _spaced(list(range(len(gen))), general)
     out = {"targets": caps.subset(t_idx, name=f"capitals[targets {len(t_idx)}]"),
            "same_domain": caps.subset(s_idx, name=f"capitals[same-domain retain {len(s_idx)}]"),
            "general": gen.subset(g_idx, name=f"retain_general[{len(g_idx)}]")}
@@ -62,12 +67,12 @@ def splits(targets: int, same: int, general: int, heldout: int = 0, offset: int 
     t_idx = [cand[(int(k * step) + offset) % len(cand)] for k in range(targets)]  # offset: another split
     t_ans = {forget.items[i].answer for i in t_idx}
     rest = [i for i, it in enumerate(forget.items) if i not in t_idx and it.answer not in t_ans]
-    s_idx = [rest[int(k * len(rest) / same)] for k in range(min(same, len(rest)))]
-    g_idx = [int(k * len(gen) / general) for k in range(min(general, len(gen)))]
+    s_idx = _spaced(rest, same)
+    g_idx = _spaced(list(range(len(gen))), general)
     p_idx = [i for i, it in enumerate(para.items) if it.answer in t_ans]
     # same-domain facts no method sees (not in the retain set): does sparing the retain rows generalise?
     left = [i for i in rest if i not in s_idx]
-    h_idx = [left[int(k * len(left) / heldout)] for k in range(min(heldout, len(left)))] if heldout else []
+    h_idx = _spaced(left, heldout) if heldout else []
     held = {"same_heldout": forget.subset(h_idx, name=f"forget[same-domain held out {len(h_idx)}]")} if h_idx else {}
     return {
         "targets": forget.subset(t_idx, name=f"forget[targets {len(t_idx)}]"),
