@@ -211,6 +211,19 @@ def table(cells: list[Cell], n_boot: int) -> list[dict[str, Any]]:
     return out
 
 
+def variance_explained(cells: list[Cell], group: Callable[[Cell], str]) -> float | None:
+    """η²: the share of the relearning recovery's variance over ``cells`` between the groups ``group`` makes
+    (between-group sum of squares ÷ total); None when the recoveries do not vary."""
+    ys = np.array([float(c["relearn"]["recovery"]) for c in cells])
+    total = float(((ys - ys.mean()) ** 2).sum()) if len(ys) else 0.0
+    if total <= 0:
+        return None
+    by: dict[str, list[float]] = {}
+    for c, y in zip(cells, ys, strict=True):
+        by.setdefault(group(c), []).append(float(y))
+    return sum(len(v) * (float(np.mean(v)) - float(ys.mean())) ** 2 for v in by.values()) / total
+
+
 def by_verdict(cells: list[Cell], n_boot: int, seed: int = 0) -> dict[str, Any]:
     """Relearning recovery by verdict: per verdict n, median, mean and range; for ``erasure`` and for
     ``suppression``, the difference of means (that verdict − every other run) with a 95% percentile
@@ -378,6 +391,9 @@ def main() -> None:
                      "relearn_recovery": c["relearn"]["recovery"]} for c in cells],
            "table": table(cells, args.boot), "truths": truth_table(cells, args.boot),
            "by_verdict": by_verdict(cells, args.boot),
+           "recovery_variance_explained": {
+               "split": variance_explained(cells, lambda c: f"{c['_bench']}/{c['split']}"),
+               "method_and_settings": variance_explained(cells, lambda c: f"{c['_dir']}/{c['method']}")},
            "per_model": {m: table([c for c in cells if c["_bench"] == m], args.boot) for m in by} if len(by) > 1 else {}}
     print(f"{len(cells)} runs that forgot ({by}); old CAD format left out: "
           f"{ {d: m['old_cad_format_left_out'] for d, m in meta.items()} }")

@@ -45,3 +45,12 @@ def test_by_verdict_compares_each_call_with_the_rest():
     t = m.verdict_table({"by_verdict": bv})
     assert [r[0] for r in t["rows"]] == ["erasure", "indeterminate", "suppression"]
     assert t["rows"][1][-1] == "–"                           # no comparison is made for indeterminate
+
+
+def test_variance_explained_is_the_between_group_share():
+    m = _load()
+    # groups a (0.2, 0.4) and b (0.6, 0.8): mean 0.5, total SS 0.2, between-group SS 4 * 0.2² = 0.16
+    cells = [_cell(s, "x", 0.0, r, "indeterminate") for s, r in (("a", 0.2), ("a", 0.4), ("b", 0.6), ("b", 0.8))]
+    assert abs(m.variance_explained(cells, lambda c: c["split"]) - 0.8) < 1e-12
+    assert m.variance_explained(cells, lambda c: c["method"]) == 0.0     # one group: nothing between groups
+    assert m.variance_explained(cells[:1], lambda c: c["split"]) is None
